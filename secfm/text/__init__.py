@@ -1,0 +1,1 @@
+"""Security text utilities: IOC extraction, defanging/refanging, text cleaning."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from secfm.errors import SecfmError
 
@@ -23,6 +23,17 @@ class ModelSource(BaseModel):
     path: str | None = None  # adapter, relative to the secfm package
 
 
+class Architecture(BaseModel):
+    """What memory estimates need, known without downloading the weights."""
+
+    params: int
+    layers: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    vocab: int
+
+
 class ModelSpec(BaseModel):
     name: str
     description: str
@@ -32,7 +43,7 @@ class ModelSpec(BaseModel):
     license: str = "unknown"
     env: str | None = None
     default: bool = False
-    extra: dict = Field(default_factory=dict)
+    arch: Architecture | None = None
 
     def chat_template_text(self) -> str | None:
         return read_chat_template(self.chat_template) if self.chat_template else None

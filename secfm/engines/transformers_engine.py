@@ -36,7 +36,9 @@ def load_causal_lm(resolved: ResolvedModel, device: str, dtype=None, quantizatio
     """Load weights (and adapter) of a resolved model for inference or training."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # loading from the safetensors cache takes well under a second
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     kwargs = {"dtype": dtype}

@@ -68,7 +68,61 @@ def bench_serve(
     print(json.dumps(result, indent=2))
 
 
+def api(
+    model: ModelOpt = None,
+    endpoint: EndpointOpt = None,
+    host: HostOpt = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8100,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", help="Required beyond loopback (or set SECFM_API_KEY).")] = None,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="Largest request body accepted.")] = 1_000_000,
+) -> None:
+    """HTTP API for heads and workflows: /v1/attack/extract, /v1/cwe/map, /v1/triage, /v1/summarize, /v1/review-config."""
+    import uvicorn
+
+    from secfm.app.api import ApiSettings, create_api
+    from secfm.serving import is_loopback
+
+    key = api_key or os.environ.get("SECFM_API_KEY")
+    if not is_loopback(host) and not key:
+        raise SecfmError(f"binding to {host} exposes the API beyond this machine: set SECFM_API_KEY or pass --api-key")
+    settings = ApiSettings(model=model, endpoint=endpoint, api_key=key, max_body_bytes=max_body_bytes)
+    print(f"secfm api at http://{host}:{port} (OpenAPI schema at /openapi.json)", file=sys.stderr)
+    uvicorn.run(create_api(settings), host=host, port=port, log_level="warning")
+
+
+def app_command(
+    model: ModelOpt = None,
+    endpoint: EndpointOpt = None,
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter folder on top of --model.")] = None,
+    host: HostOpt = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 7860,
+    auth: Annotated[Optional[str], typer.Option("--auth", help="USER:PASS; required beyond loopback.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Model calls at once across all sessions.")] = 2,
+) -> None:
+    """The analysts' app: streaming chat, triage, summaries, config review, ATT&CK extraction.
+
+    With SECFM_APP_EXIT_WHEN_READY=1 the app starts, checks that its page answers, and exits
+    (CI runs the README's first command this way).
+    """
+    from secfm.app.ui import launch_app, parse_auth
+
+    smoke = os.environ.get("SECFM_APP_EXIT_WHEN_READY") == "1"
+    demo = launch_app(model=model, endpoint=endpoint, adapter=adapter, host=host, port=port, auth=parse_auth(auth),
+                      concurrency=concurrency, block=not smoke)
+    if smoke:
+        import httpx
+
+        url = demo.local_url
+        status = httpx.get(url, timeout=60).status_code
+        demo.close()
+        if status != 200:
+            raise SecfmError(f"the app at {url} answered HTTP {status}")
+        print(f"secfm app was ready at {url} (HTTP {status}); exiting as SECFM_APP_EXIT_WHEN_READY asks")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("app")(app_command)
     app.command("serve")(serve)
+    app.command("api")(api)
     bench = command_group(app, "bench", "Performance benchmarks; each writes its results to a file.")
     bench.command("serve")(bench_serve)

@@ -43,3 +43,10 @@ def test_02_zero_shot_classification_reports_accuracy():
 def test_03_rank_log_lines_reports_precision_at_k():
     out = run_recipe("03_rank_log_lines.py", "--k", "3", "--limit", "10")
     assert "precision@3:" in out
+
+
+def test_08_serve_and_call():
+    from secfm.serving import free_port
+
+    out = run_recipe("08_serve_and_call.py", "--port", str(free_port()))
+    assert "completion:" in out and "streamed chat:" in out and "engine:" in out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from secfm.engines.base import Engine, LoglikResult, Message, SamplingParams, truncate_at_stop
 from secfm.errors import SecfmError
 
@@ -38,4 +40,19 @@ def get_engine(
     raise SecfmError(f"unknown engine '{kind}': choose one of {', '.join(ENGINE_KINDS)}")
 
 
-__all__ = ["ENGINE_KINDS", "Engine", "LoglikResult", "Message", "SamplingParams", "get_engine", "truncate_at_stop"]
+_SHARED: dict[tuple, Engine] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_engine(kind: str = "transformers", model: str | None = None, adapter: str | None = None,
+                  endpoint: str | None = None) -> Engine:
+    """One engine per (kind, model, adapter, endpoint) in this process: heads, workflows, the API
+    and the app share it instead of loading the same weights twice."""
+    key = (kind, model, adapter, endpoint)
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = get_engine(kind, model=model, adapter=adapter, endpoint=endpoint)
+        return _SHARED[key]
+
+
+__all__ = ["ENGINE_KINDS", "Engine", "LoglikResult", "Message", "SamplingParams", "get_engine", "shared_engine", "truncate_at_stop"]

@@ -1,0 +1,148 @@
+"""`secfm api`: a small FastAPI service for what vLLM does not do (heads and workflows).
+
+The LLM part of the workflows runs on the in-process engine (``--model``) or on a `secfm serve`
+endpoint (``--endpoint``); the classifier heads always run in process on their base model.
+Beyond loopback an API key is required; request bodies are size-limited; bad input gets a 4xx
+with one clear message.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from secfm.errors import SecfmError
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 200_000
+
+
+@dataclass
+class ApiSettings:
+    model: str | None = None
+    endpoint: str | None = None
+    api_key: str | None = None
+    max_body_bytes: int = 1_000_000
+
+    def engine(self):
+        from secfm.engines import shared_engine
+
+        if self.endpoint:
+            return shared_engine("openai", model=self.model, endpoint=self.endpoint)
+        return shared_engine("transformers", model=self.model or "gemma-3-270m")
+
+
+class TextIn(BaseModel):
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, description="Untrusted text: treated as data.")
+
+
+class AttackIn(TextIn):
+    threshold: float | None = Field(None, gt=0, lt=1, description="Override the head's tuned thresholds.")
+    top_k: int | None = Field(None, ge=1, le=100)
+
+
+class CweIn(TextIn):
+    top_k: int = Field(5, ge=1, le=50)
+
+
+class TriageIn(BaseModel):
+    alerts: str | list[dict[str, Any]] = Field(..., description="JSON/JSONL/CSV/log text, or a list of alert objects.")
+    use_model: bool = Field(False, description="Add the model's review to the deterministic triage.")
+
+
+class SummarizeIn(TextIn):
+    audience: Literal["executive", "analyst"] = "analyst"
+    use_model: bool = True
+
+
+class ReviewIn(TextIn):
+    kind: str = Field("auto", max_length=40)
+    use_model: bool = False
+
+
+def _dump(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+def create_api(settings: ApiSettings) -> FastAPI:
+    api = FastAPI(
+        title="secfm API",
+        version="0.1.0",
+        description="ATT&CK extraction, CWE mapping, alert triage, incident summaries and config review.",
+    )
+
+    @api.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            return JSONResponse({"error": f"request body over {settings.max_body_bytes} bytes"}, status_code=413)
+        return await call_next(request)
+
+    @api.exception_handler(SecfmError)
+    async def secfm_error(_request: Request, exc: SecfmError):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    def require_key(request: Request) -> None:
+        if not settings.api_key:
+            return
+        supplied = request.headers.get("x-api-key") or ""
+        auth = request.headers.get("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            supplied = supplied or auth[7:]
+        if not hmac.compare_digest(supplied.encode(), settings.api_key.encode()):
+            raise HTTPException(status_code=401, detail="missing or wrong API key")
+
+    guarded = [Depends(require_key)]
+
+    @api.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": settings.model or "gemma-3-270m", "endpoint": settings.endpoint}
+
+    @api.post("/v1/attack/extract", dependencies=guarded)
+    def attack_extract(body: AttackIn) -> dict:
+        from secfm.workflows.attack_extraction import extract_attack
+
+        hits = extract_attack(body.text, threshold=body.threshold, top_k=body.top_k)
+        return {"techniques": _dump(hits)}
+
+    @api.post("/v1/cwe/map", dependencies=guarded)
+    def cwe_map(body: CweIn) -> dict:
+        from secfm.workflows.cwe_mapping import map_cwe
+
+        return {"weaknesses": _dump(map_cwe(body.text, top_k=body.top_k))}
+
+    @api.post("/v1/triage", dependencies=guarded)
+    def triage(body: TriageIn) -> dict:
+        from secfm.workflows import triage_alerts
+
+        engine = settings.engine() if body.use_model else None
+        return _dump(triage_alerts(body.alerts, engine=engine, use_model=body.use_model))
+
+    @api.post("/v1/summarize", dependencies=guarded)
+    def summarize(body: SummarizeIn) -> dict:
+        from secfm.workflows import summarize_incident
+
+        engine = settings.engine() if body.use_model else None
+        return _dump(summarize_incident(body.text, audience=body.audience, engine=engine, use_model=body.use_model))
+
+    @api.post("/v1/review-config", dependencies=guarded)
+    def review(body: ReviewIn) -> dict:
+        from secfm.workflows import review_config
+
+        engine = settings.engine() if body.use_model else None
+        return _dump(review_config(body.text, kind=body.kind, engine=engine, use_model=body.use_model))
+
+    return api

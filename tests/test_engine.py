@@ -164,3 +164,18 @@ def test_unknown_engine_and_openai_without_endpoint():
 def test_openai_engine_unreachable_is_one_clear_error():
     with pytest.raises(SecfmError, match="cannot reach"):
         get_engine("openai", endpoint="http://127.0.0.1:9", model="gemma-3-270m", max_retries=0, timeout=2).generate(["hi"])
+
+
+def test_closing_a_stream_stops_decoding_and_frees_the_engine(engine):
+    import time
+
+    params = SamplingParams(max_new_tokens=2000)
+    pieces = engine.stream("Write a long incident report about ransomware:", params)
+    next(pieces)
+    started = time.perf_counter()
+    pieces.close()  # what the app's Stop button does
+    closed_after = time.perf_counter() - started
+    # without cancellation close() would wait for all 2,000 tokens (minutes on this CPU)
+    assert closed_after < 60
+    assert engine._lock.acquire(timeout=5)
+    engine._lock.release()

@@ -160,27 +160,39 @@ class TransformersEngine(Engine):
         return outputs
 
     def stream(self, prompt: str, params: SamplingParams | None = None) -> Iterator[str]:
+        """Yield decoded pieces; closing the generator (a Stop button) ends decoding at once."""
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         params = params or SamplingParams()
         batch = self._encode([prompt])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        cancelled = threading.Event()
         errors: list[BaseException] = []
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
 
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode():
                     self._seed(params)
-                    self.model.generate(**batch, streamer=streamer, **self._generate_kwargs(params))
+                    self.model.generate(
+                        **batch, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+                        **self._generate_kwargs(params),
+                    )
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
                 errors.append(exc)
                 streamer.end()
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        yield from _stop_filtered(streamer, params.stop)
-        worker.join()
+        try:
+            yield from _stop_filtered(streamer, params.stop)
+        finally:
+            cancelled.set()  # a closed generator frees the model for the next caller
+            worker.join()
         if errors:
             raise errors[0]
 

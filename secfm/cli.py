@@ -204,6 +204,21 @@ def bench_tokenizer(
     print(out.with_suffix(".md").read_text() if out.with_suffix(".md").is_file() else json.dumps(results, indent=2))
 
 
+@bench_app.command("quant")
+def bench_quant(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model to quantize.")] = "gemma-3-270m",
+    items: Annotated[int, typer.Option("--items", min=4, help="cti-mcqa questions scored per variant.")] = 40,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    decode_tokens: Annotated[int, typer.Option("--decode-tokens", min=4)] = 32,
+    out: Annotated[Path, typer.Option("--out", help="JSON results; a markdown table is written beside it.")] = Path("evals/results/bench-quant.json"),
+) -> None:
+    """fp32, bf16, dynamic int8 and GGUF Q4_K_M: load time, memory, tokens/s and cti-mcqa loglik accuracy."""
+    from secfm.evals.bench_quant import run_quant_bench
+
+    run_quant_bench(model=model, items=items, seed=seed, decode_tokens=decode_tokens, out=out)
+    print(out.with_suffix(".md").read_text())
+
+
 #: modules outside the core that add commands; each defines ``register(app)``
 PACKAGE_COMMANDS = (
     "secfm.evals.cli",

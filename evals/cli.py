@@ -1,0 +1,169 @@
+"""Commands of secfm.evals: `secfm eval TASK|report`, `secfm card`, `secfm bench eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+EVAL_HELP = "Evaluate a model on CTIBench (cti-mcqa, cti-rcm, cti-ate, cti-vsp, cti-taa) and compare runs."
+BENCH_HELP = "Performance benchmarks; each writes its results to a file."
+
+DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Local TSV in the official CTIBench layout; default: the Hugging Face dataset AI4Sec/cti-bench.")]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="Another file of the task, e.g. cti-rcm-2021.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Score a seeded random subset of N items.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model name or a path (HF folder, .gguf, adapter).")]
+AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter folder to apply on top of the model.")]
+EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="transformers (default), vllm (GPU) or openai (needs --endpoint).")]
+EndpointOpt = Annotated[Optional[str], typer.Option("--endpoint", help="Base URL of an OpenAI-compatible server.")]
+ModeOpt = Annotated[str, typer.Option("--mode", help="gen (official prompt, parsed answer), loglik (cti-mcqa option scoring) or head (classifier head).")]
+ShotsOpt = Annotated[int, typer.Option("--shots", min=0, help="Few-shot examples, drawn from items disjoint from the scored ones.")]
+ShotPoolOpt = Annotated[Optional[Path], typer.Option("--shot-pool", help="TSV to draw the shots from (default: held-out rows of --data).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the subset, the shots and the bootstrap.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Items per engine call.")]
+MaxNewOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Tokens to generate in gen mode (default: the task's).")]
+HeadOpt = Annotated[Optional[Path], typer.Option("--head", help="Trained classifier head folder (head mode).")]
+ExcludeOpt = Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK group/software ids (or @FILE) held out of the head's training; passed to the head and recorded.")]
+BootstrapOpt = Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder: predictions.jsonl, metrics.json (resumes when it exists).")]
+
+
+def _run_task(task: str, given: dict) -> None:
+    from dataclasses import fields
+
+    from secfm.evals.heads import parse_exclude_sources
+    from secfm.evals.runner import EvalConfig, run_eval, summary_line
+
+    known = {f.name for f in fields(EvalConfig)} - {"task"}
+    options = {k: v for k, v in given.items() if k in known}
+    exclude = parse_exclude_sources(options.pop("exclude_sources", None))
+    for key in ("data", "shot_pool", "head", "labels", "out"):
+        if options.get(key) is not None:
+            options[key] = str(options[key])
+    metrics = run_eval(EvalConfig(task=task, exclude_sources=exclude, **options))
+    print(summary_line(metrics))
+    print(f"run folder: {options['out']}")
+
+
+def _task_command(task: str, help_text: str, default_mode: str = "gen", with_labels: bool = False):
+    def command(
+        out: OutOpt,
+        data: DataOpt = None,
+        config: ConfigOpt = None,
+        limit: LimitOpt = None,
+        model: ModelOpt = None,
+        adapter: AdapterOpt = None,
+        engine: EngineOpt = "transformers",
+        endpoint: EndpointOpt = None,
+        mode: ModeOpt = default_mode,
+        shots: ShotsOpt = 0,
+        shot_pool: ShotPoolOpt = None,
+        seed: SeedOpt = 0,
+        batch_size: BatchOpt = 8,
+        max_new_tokens: MaxNewOpt = None,
+        head: HeadOpt = None,
+        exclude_sources: ExcludeOpt = None,
+        bootstrap: BootstrapOpt = 1000,
+    ) -> None:
+        _run_task(task, locals())
+
+    def command_with_labels(
+        out: OutOpt,
+        data: DataOpt = None,
+        labels: Annotated[Optional[Path], typer.Option("--labels", help="Gold actors: TSV/CSV with columns URL and GT, or JSON {URL: actor} (the official cti-taa.tsv has no GT column).")] = None,
+        config: ConfigOpt = None,
+        limit: LimitOpt = None,
+        model: ModelOpt = None,
+        adapter: AdapterOpt = None,
+        engine: EngineOpt = "transformers",
+        endpoint: EndpointOpt = None,
+        mode: ModeOpt = default_mode,
+        shots: ShotsOpt = 0,
+        shot_pool: ShotPoolOpt = None,
+        seed: SeedOpt = 0,
+        batch_size: BatchOpt = 8,
+        max_new_tokens: MaxNewOpt = None,
+        bootstrap: BootstrapOpt = 1000,
+    ) -> None:
+        _run_task(task, locals())
+
+    fn = command_with_labels if with_labels else command
+    fn.__doc__ = help_text
+    fn.__name__ = task.replace("-", "_")
+    return fn
+
+
+TASK_HELP = {
+    "cti-mcqa": "CTI-MCQA (cti-mcq.tsv): multiple-choice accuracy; --mode gen (official prompt) or loglik (option and letter log-likelihoods).",
+    "cti-rcm": "CTI-RCM (cti-rcm.tsv, --config cti-rcm-2021): CVE description -> CWE id, exact-match accuracy; --mode gen or head.",
+    "cti-vsp": "CTI-VSP (cti-vsp.tsv): CVE description -> CVSS v3.1 vector, mean absolute deviation of base scores.",
+    "cti-ate": "CTI-ATE (cti-ate.tsv): ATT&CK technique extraction, micro-F1 over parent ids plus per-item F1/P/R; --mode gen or head.",
+    "cti-taa": "CTI-TAA (cti-taa.tsv + --labels): threat-actor attribution, correct (alias) and plausible (related) accuracy.",
+}
+def eval_report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (each with metrics.json).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md and the PNG plots.")] = Path("evals/results/report"),
+) -> None:
+    """Compare runs: a markdown table (figures, intervals, baselines, settings) and PNG plots."""
+    from secfm.evals.report import write_report
+
+    path = write_report([str(r) for r in runs], out)
+    print(path.read_text(encoding="utf-8"))
+    print(f"report: {path}")
+
+
+def card(
+    runs: Annotated[list[Path], typer.Option("--runs", help="Run folders whose results go in the card: --runs A B C or --runs A --runs B.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the card, e.g. model_card/NAME/README.md.")],
+    more_runs: Annotated[Optional[list[Path]], typer.Argument(help="More run folders (those listed after --runs).", show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name in the card (default: the runs' model).")] = None,
+    info: Annotated[Optional[Path], typer.Option("--info", help="Card input YAML (uses, training data, limitations); default model_card/card.yaml.")] = None,
+    template: Annotated[Optional[Path], typer.Option("--template", help="Markdown template; default model_card/template.md.")] = None,
+) -> None:
+    """Write a Hugging Face model card (YAML front matter with model-index, uses, data, results, limits)."""
+    from secfm.evals.card import write_card
+
+    path = write_card([str(r) for r in [*runs, *(more_runs or [])]], out, name=name, info=info, template=template)
+    print(f"model card: {path}")
+
+
+def bench_eval(
+    data: Annotated[Optional[Path], typer.Option("--data", help="cti-mcq TSV; default: questions derived from ATT&CK (offline).")] = None,
+    model: ModelOpt = "gemma-3-270m",
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Questions to time.")] = 16,
+    seed: SeedOpt = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON results.")] = Path("evals/results/bench-eval.json"),
+) -> None:
+    """cti-mcqa loglik items/s of the engine against a plain loop (one full forward per option); same answers."""
+    import json
+
+    from secfm.evals.bench_eval import run_eval_bench
+
+    result = run_eval_bench(data=data, model=model, limit=limit, seed=seed, out=out)
+    print(json.dumps(result["summary"], indent=2))
+    print(f"results: {out}")
+
+
+def _group(app: typer.Typer, name: str, help_text: str) -> typer.Typer:
+    """The sub-app ``name`` of ``app`` (shared with other packages), created on first use."""
+    try:
+        from secfm.cli_groups import command_group
+    except ImportError:  # pragma: no cover - an older core
+        for group in app.registered_groups:
+            if group.name == name and group.typer_instance is not None:
+                return group.typer_instance
+        sub = typer.Typer(help=help_text, no_args_is_help=True)
+        app.add_typer(sub, name=name)
+        return sub
+    return command_group(app, name, help_text)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `eval TASK`, `eval report`, `card` and `bench eval` to the secfm CLI."""
+    evals = _group(app, "eval", EVAL_HELP)
+    for task, help_text in TASK_HELP.items():
+        evals.command(task, help=help_text)(_task_command(task, help_text, with_labels=task == "cti-taa"))
+    evals.command("report")(eval_report)
+    app.command("card")(card)
+    _group(app, "bench", BENCH_HELP).command("eval")(bench_eval)

@@ -1,0 +1,134 @@
+"""Head mode: classifier heads on the model's hidden states (CTI-RCM: CWE, CTI-ATE: ATT&CK).
+
+The evaluator needs only :class:`HeadPredictor`. The heads themselves (training, saving,
+loading) belong to the core (``secfm.heads``); :class:`EngineHeadPredictor` adapts a core head
+to the protocol; without the core module the head mode stops with one clear line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from secfm.errors import SecfmError
+
+Label = str
+Scored = list[tuple[Label, float]]
+
+
+@runtime_checkable
+class HeadPredictor(Protocol):
+    """Labels with scores for each text, best first (``[("CWE-79", 0.91), ("CWE-80", 0.04)]``)."""
+
+    def predict(self, texts: Sequence[str]) -> list[Scored]: ...
+
+
+def parse_exclude_sources(value: str | None) -> tuple[str, ...]:
+    """``G0016,S0154`` or ``@FILE`` -> sorted ids (the core's parser when it has one)."""
+    if not value:
+        return ()
+    try:
+        from secfm.heads import parse_sources
+    except ImportError:
+        text = value
+        if value.startswith("@"):
+            from secfm.inputs import read_file_text
+
+            text = read_file_text(value[1:])
+        return tuple(sorted({t.strip().upper() for t in text.replace(",", " ").split() if t.strip()}))
+    return tuple(sorted(parse_sources(value)))
+
+
+class EngineHeadPredictor:
+    """A core head (``secfm.heads.Head``) over the engine's pooled hidden states, as a HeadPredictor.
+
+    Labels come back best first with their probabilities; for multi-label heads only the labels
+    that pass the head's own thresholds (``threshold`` is then 0: the runner keeps them all).
+    """
+
+    def __init__(self, head, engine, batch_size: int = 8):
+        self.head = head
+        self.engine = engine
+        self.batch_size = batch_size
+        m = head.manifest
+        self.threshold = 0.0 if m.objective == "multilabel" else None
+
+    def predict(self, texts: Sequence[str]) -> list[Scored]:
+        m = self.head.manifest
+        features = self.engine.hidden_states(
+            list(texts), layer=m.layer, pooling=m.pooling, batch_size=self.batch_size, max_length=m.max_length
+        )
+        scores = self.head.scores(features)
+        limits = self.head.thresholds() if m.objective == "multilabel" else None
+        out = []
+        for row in scores:
+            ranked = sorted(range(len(row)), key=lambda j: -row[j])
+            if limits is not None:
+                ranked = [j for j in ranked if row[j] >= limits[j]]
+            out.append([(self.head.labels[j], float(row[j])) for j in ranked[: max(len(ranked), 1)]])
+        return out
+
+    def describe(self) -> dict:
+        m = self.head.manifest
+        return {
+            "path": str(self.head.path),
+            "task": m.task,
+            "kind": m.kind,
+            "layer": m.layer,
+            "pooling": m.pooling,
+            "labels": len(m.labels),
+            "threshold_mode": m.threshold_mode,
+            "excluded_sources": list(m.excluded_sources),
+            "attack_version": m.attack_version,
+            "cwe_version": m.cwe_version,
+        }
+
+
+def load_head(path: str | Path | None, kind: str, engine=None, exclude_sources: Sequence[str] = ()) -> HeadPredictor:
+    """The trained head at ``path`` for ``kind`` (``cwe`` or ``attack``), on ``engine``'s hidden states.
+
+    Refuses a head of another task, one trained on another base model or adapter (the core's
+    check), and one whose training rows came from any of ``exclude_sources`` (the evaluated
+    groups/software must be held out of head training).
+    """
+    if path is None:
+        raise SecfmError(
+            f"head mode needs --head DIR: a {kind} head trained by `secfm train head --task {kind}`"
+        )
+    if not Path(path).expanduser().exists():
+        raise SecfmError(f"head not found: {path}")
+    try:
+        from secfm import heads as core_heads
+
+        core_load = core_heads.load_head
+    except (ImportError, AttributeError) as exc:
+        raise SecfmError(
+            "no classifier head is available yet: this install has no secfm.heads.load_head "
+            "(head mode works once `secfm train head` ships)"
+        ) from exc
+    head = core_load(
+        path,
+        model=getattr(engine, "model_name", None) if engine is not None else None,
+        adapter=getattr(engine, "adapter", None) if engine is not None else None,
+    )
+    if head.manifest.task != kind:
+        raise SecfmError(f"{path} is a '{head.manifest.task}' head; this task needs a '{kind}' head")
+    leaked = sorted(set(exclude_sources) & set(head.manifest.trained_sources))
+    if leaked:
+        raise SecfmError(
+            f"the head at {path} was trained on rows of {', '.join(leaked[:5])}, which this evaluation holds out "
+            f"(retrain with `secfm train head --task {kind} --exclude-sources ...`)"
+        )
+    if engine is None or not hasattr(engine, "hidden_states"):
+        raise SecfmError("head mode needs an engine with hidden states (the transformers engine)")
+    return EngineHeadPredictor(head, engine)
+
+
+def top_label(scored: Scored) -> Label | None:
+    return max(scored, key=lambda s: s[1])[0] if scored else None
+
+
+def labels_over(scored: Scored, threshold: float) -> list[Label]:
+    """Labels scoring at least ``threshold``, best first."""
+    return [label for label, score in sorted(scored, key=lambda s: -s[1]) if score >= threshold]

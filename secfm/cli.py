@@ -249,6 +249,8 @@ _register_package_commands()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one clear line and a non-zero exit on any bad input."""
+    # spinning OpenMP threads make small ops 10-20x slower on a busy 2-core machine
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         code = app(args=argv, standalone_mode=False, prog_name="secfm")
         if isinstance(code, int) and code != 0:  # typer.Exit(n) is returned, not raised, here

@@ -1,1 +1,46 @@
-"""secfm.training"""
+"""secfm.training: corpus curation, instruction data, CPT and SFT (LoRA / QLoRA / full), recipes.
+
+Public API (imported lazily; torch, datasets and transformers load on first use)::
+
+    from secfm.training import CorpusConfig, build_corpus       # `secfm data corpus`
+    from secfm.training import SftConfig, build_sft             # `secfm data sft`
+    from secfm.training import Redactor                         # secrets / PII -> salted pseudonyms
+    from secfm.training import load_recipe, dry_run             # recipes, memory estimate per GPU
+    from secfm.training import run_training                     # `secfm train cpt|sft`
+    from secfm.training import chunked_lm_loss                  # loss on labelled positions, in chunks
+    from secfm.training import merge_adapter                    # merge-and-unload for `vllm serve`
+    from secfm.training import evaluate_models                  # perplexity + MCQ, base vs adapters
+    from secfm.training import run_train_bench                  # `secfm bench train`
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "CorpusConfig": "secfm.training.corpus",
+    "build_corpus": "secfm.training.corpus",
+    "load_corpus": "secfm.training.corpus",
+    "SftConfig": "secfm.training.sft_data",
+    "build_sft": "secfm.training.sft_data",
+    "load_sft": "secfm.training.sft_data",
+    "load_mcq": "secfm.training.sft_data",
+    "Redactor": "secfm.training.redaction",
+    "Recipe": "secfm.training.recipes",
+    "load_recipe": "secfm.training.recipes",
+    "dry_run": "secfm.training.recipes",
+    "estimate": "secfm.training.memory",
+    "run_training": "secfm.training.trainer",
+    "merge_adapter": "secfm.training.trainer",
+    "chunked_lm_loss": "secfm.training.loss",
+    "evaluate_models": "secfm.training.evaluate",
+    "run_train_bench": "secfm.training.bench",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'secfm.training' has no attribute {name!r}")

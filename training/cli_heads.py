@@ -1,0 +1,116 @@
+"""`secfm train head`: train (and ship) the ATT&CK and CWE classifier heads."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from secfm.errors import SecfmError
+
+TASKS = ("attack", "cwe", "all")
+
+
+def _command_line() -> str:
+    args = sys.argv[1:]
+    return "secfm " + " ".join(a if a and " " not in a else json.dumps(a) for a in args)
+
+
+def register(app: typer.Typer) -> None:
+    from secfm.cli_groups import command_group
+
+    train = command_group(app, "train", "Training: CPT, SFT and classifier heads.")
+
+    @train.command("head")
+    def train_head(
+        task: Annotated[str, typer.Option("--task", "-t", help="attack (ATT&CK techniques), cwe (CVE to CWE) or all (both).")],
+        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the head (head.safetensors, head.json, results). With --task all: a parent folder.")] = None,
+        ship: Annotated[bool, typer.Option("--ship", help="Write to the shipped location (secfm/assets/heads/TASK-MODEL) and the results to training/results.")] = False,
+        exclude_sources: Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK groups/software/campaigns to leave out entirely: ids (G0016,S0154) or @FILE.")] = None,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model (registered name or path); default: the embedded one.")] = None,
+        adapter: Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter on the base model.")] = None,
+        layer: Annotated[Optional[int], typer.Option("--layer", help="Decoder layer (1-based; -1 last); default: chosen by a validation sweep.")] = None,
+        pooling: Annotated[Optional[str], typer.Option("--pooling", help="mean or last; default: chosen by the sweep.")] = None,
+        kind: Annotated[str, typer.Option("--kind", help="linear, mlp (one hidden layer) or both (pick by validation).")] = "both",
+        data: Annotated[Optional[list[Path]], typer.Option("--data", help="Extra JSONL rows {text, techniques} (attack) or {text, cwes} (cwe); repeatable.")] = None,
+        results: Annotated[Optional[Path], typer.Option("--results", help="Also write heads-TASK.json/.md into this folder.")] = None,
+        baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Train and report the TF-IDF + logistic regression baseline on the same splits.")] = True,
+        limit: Annotated[Optional[int], typer.Option("--limit", min=8, help="Cap the rows per split (smoke runs).")] = None,
+        epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs of head training (early stopping on validation).")] = 80,
+        seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+        joint: Annotated[bool, typer.Option("--joint", help="GPU: fine-tune LoRA and the head together (peft, head in modules_to_save).")] = False,
+        init_head: Annotated[Optional[Path], typer.Option("--init-head", help="With --joint: start from this head (trained on frozen features).")] = None,
+        steps: Annotated[int, typer.Option("--steps", min=1, help="With --joint: optimizer steps.")] = 1000,
+    ) -> None:
+        """Train a classifier head on hidden states (CPU: on cached frozen features), compare it with the TF-IDF baseline on the same entity splits, save it."""
+        from rich.console import Console
+
+        from secfm.heads import parse_sources, shipped_head_path
+        from secfm.registry import default_model_name
+        from secfm.training.heads import FitConfig, HarnessConfig, run_harness, train_joint, write_results
+
+        err = Console(stderr=True)
+        if task not in TASKS:
+            raise SecfmError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
+        if pooling is not None and pooling not in ("mean", "last"):
+            raise SecfmError(f"--pooling must be mean or last, not {pooling!r}")
+        kinds = {"both": ("linear", "mlp"), "linear": ("linear",), "mlp": ("mlp",)}.get(kind)
+        if kinds is None:
+            raise SecfmError(f"--kind must be linear, mlp or both, not {kind!r}")
+        if out is None and not ship:
+            raise SecfmError("give --out DIR (or --ship to write the shipped heads)")
+        excluded = sorted(parse_sources(exclude_sources))
+        if ship and excluded:
+            raise SecfmError("--ship writes the shipped heads, which train on every source; drop --exclude-sources or use --out")
+        if ship and limit:
+            raise SecfmError("--ship with --limit would ship a smoke-test head; drop --limit")
+        for path in data or []:
+            if not path.is_file():
+                raise SecfmError(f"file not found: {path}")
+        model_name = model or default_model_name()
+        tasks = ("attack", "cwe") if task == "all" else (task,)
+        command = _command_line()
+        for t in tasks:
+            if ship:
+                target = shipped_head_path(t, model_name)
+                results_dir = results or Path("training/results")
+            else:
+                target = out / f"{t}-{model_name.replace('/', '_')}" if task == "all" else out
+                results_dir = results
+            if t == "cwe" and excluded:
+                err.print("[yellow]--exclude-sources applies to ATT&CK sources; the CWE head ignores it[/]")
+            cfg = HarnessConfig(
+                task=t, model=model_name, adapter=adapter, layer=layer, pooling=pooling, kinds=kinds,
+                exclude_sources=tuple(excluded) if t == "attack" else (), user_data=tuple(str(p) for p in data or ()),
+                limit=limit, baseline=baseline, fit=FitConfig(epochs=epochs, seed=seed), command=command,
+            )
+            if joint:
+                summary = train_joint(cfg, target, init_head=init_head, steps=steps)
+                print(json.dumps(summary, indent=2))
+                continue
+            res = run_harness(cfg, target, results_dir, progress=lambda msg: err.print(msg))
+            if not ship:
+                write_results(res, Path(target))  # the results travel with the head
+            _print_summary(res)
+
+
+def _print_summary(res: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    task = res["task"]
+    cols = ["micro_f1", "macro_f1", "p_at_1", "p_at_5"] if task == "attack" else ["top1", "top5", "micro_f1", "macro_f1"]
+    table = Table(title=f"{task} head vs baseline (test split, held out)")
+    table.add_column("system")
+    for c in cols:
+        table.add_column(c)
+    for kind, h in res["heads"].items():
+        table.add_row(f"head {kind}" + (" *" if kind == res["chosen"]["kind"] else ""), *[f"{h['eval']['test'][c]:.3f}" for c in cols])
+    if res.get("baseline"):
+        table.add_row("tfidf-logreg", *[f"{res['baseline']['eval']['test'][c]:.3f}" for c in cols])
+    Console().print(table)
+    if res.get("head_dir"):
+        print(f"head: {res['head_dir']} (layer {res['chosen']['layer']}, {res['chosen']['pooling']}, {res['chosen']['kind']})")

@@ -1,0 +1,616 @@
+"""Corpus curation for continued pretraining: `secfm data corpus --out DIR [INPUTS...]`.
+
+Sources: the knowledge base (ATT&CK Enterprise and CWE rendered as documents), user files and
+folders (``.txt``, ``.md``, ``.html``/``.htm``, ``.jsonl`` with a text field) and Hugging Face
+datasets by name when reachable. Steps, each counted in the data card:
+
+1. normalisation (Unicode NFKC, HTML to text, control characters, whitespace);
+2. length filter (too short dropped, too long split at paragraph boundaries) and a language
+   filter (English by Latin-script share and stop-word rate);
+3. exact duplicates (hash of the case- and space-folded text) and near duplicates
+   (MinHash LSH over word 5-shingles, datasketch);
+4. redaction of secrets and personal data (:mod:`secfm.training.redaction`);
+5. a held-out split by document (:mod:`secfm.training.splits`).
+
+Output: a ``datasets.DatasetDict`` (``train``, ``heldout``) saved to ``DIR`` and a data card
+(``data_card.json`` and ``data_card.md``: documents and tokens per source for a named
+tokenizer, redactions per type, duplicate rates, filter counts).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+import shutil
+import time
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+from secfm.errors import SecfmError
+from secfm.training.redaction import Redactor
+from secfm.training.splits import DEFAULT_HELDOUT_FRACTION, SPLIT_SALT, is_heldout
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
+HTML_SUFFIXES = {".html", ".htm"}
+JSONL_SUFFIXES = {".jsonl"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | JSONL_SUFFIXES
+
+
+@dataclass
+class Document:
+    text: str
+    source: str  # kb-attack, kb-cwe, file:<name>, hf:<name>
+    doc_id: str  # stable key; the held-out split hashes it
+    kind: str = "text"  # technique, group, weakness, procedure, file, jsonl, hf ...
+
+
+@dataclass
+class CorpusConfig:
+    inputs: Sequence[str | Path] = ()
+    kb: bool = True
+    hf_datasets: Sequence[str] = ()  # NAME[:SPLIT[:FIELD]]
+    text_field: str = "text"
+    min_chars: int = 40
+    max_chars: int = 20_000
+    language: str | None = "en"
+    min_stopword_rate: float = 0.04
+    near_dup_threshold: float = 0.85
+    num_perm: int = 64
+    shingle: int = 5
+    redact: Sequence[str] = ()  # optional kinds: ip, hostname, username
+    salt: str | None = None
+    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION
+    split_salt: str = SPLIT_SALT
+    exclude_sources: Sequence[str] = ()  # ATT&CK group/software/campaign ids whose procedures are dropped
+    exclude_ids: Sequence[str] = ()  # documents mentioning any of these ids are dropped
+    tokenizer: str | None = "gemma-3-270m"
+    kb_limit: int | None = None  # for tests: at most this many KB documents per kind
+
+
+@dataclass
+class Stats:
+    read: Counter = field(default_factory=Counter)  # per source
+    steps: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------
+# normalisation and filters
+# ------------------------------------------------------------------------------------------------
+class _HTMLText(HTMLParser):
+    _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "table", "section",
+              "article", "header", "footer", "blockquote", "ul", "ol", "dd", "dt"}
+    _SKIP = {"script", "style", "noscript", "template", "svg", "head"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self._SKIP:
+            self._skip += 1
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in self._SKIP:
+            self._skip = max(0, self._skip - 1)
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    parser = _HTMLText()
+    parser.feed(markup)
+    parser.close()
+    return html.unescape("".join(parser.parts))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
+
+
+def normalize_text(text: str) -> str:
+    """NFKC, no control characters, ``\\n`` line ends, single spaces, at most one blank line."""
+    text = unicodedata.normalize("NFKC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text).replace("\t", "    ")
+    lines = []
+    for line in text.split("\n"):  # leading indentation (code, lists) kept; inner runs of spaces collapsed
+        body = line.lstrip(" ")
+        lines.append(line[: len(line) - len(body)] + re.sub(r"[ \u00a0]{2,}", " ", body).rstrip())
+    text = "\n".join(lines)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
+
+
+_STOPWORDS = frozenset(
+    "the of and to a in is that for it as was with be by on not he this are or his from at which but have an "
+    "they you were their one all we can her has there been if more when will would who so no its may also "
+    "into than other some such these used use using can could after before between through during without "
+    "attackers adversaries adversary attacker".split()
+)
+
+
+def language_ok(text: str, language: str | None, min_stopword_rate: float) -> bool:
+    """English heuristics: mostly Latin letters and enough function words (short texts pass)."""
+    if not language:
+        return True
+    if language != "en":
+        raise SecfmError(f"language filter: only 'en' is supported (got {language!r}); pass --language none to skip it")
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return False
+    latin = sum(c < "\u0250" for c in letters) / len(letters)
+    if latin < 0.8:
+        return False
+    words = re.findall(r"[A-Za-z']+", text.lower())
+    if len(words) < 20:
+        return True
+    return sum(w in _STOPWORDS for w in words) / len(words) >= min_stopword_rate
+
+
+def split_long(text: str, max_chars: int) -> list[str]:
+    """Pieces of at most ``max_chars``, cut at paragraph, then line, then sentence boundaries."""
+    if len(text) <= max_chars:
+        return [text]
+    pieces: list[str] = []
+    current = ""
+    for para in re.split(r"(\n\n)", text):
+        if len(current) + len(para) <= max_chars:
+            current += para
+            continue
+        if current.strip():
+            pieces.append(current.strip())
+        current = ""
+        while len(para) > max_chars:
+            cut = max(para.rfind("\n", 0, max_chars), para.rfind(". ", 0, max_chars) + 1)
+            cut = cut if cut > max_chars // 2 else max_chars
+            pieces.append(para[:cut].strip())
+            para = para[cut:]
+        current = para
+    if current.strip():
+        pieces.append(current.strip())
+    return [p for p in pieces if p]
+
+
+# ------------------------------------------------------------------------------------------------
+# deduplication
+# ------------------------------------------------------------------------------------------------
+def exact_key(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(re.sub(r"\s+", " ", text.casefold()).strip().encode()).hexdigest()
+
+
+def shingles(text: str, n: int) -> set[bytes]:
+    words = re.findall(r"\w+", text.casefold())
+    if len(words) < n:
+        return {" ".join(words).encode()}
+    return {" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)}
+
+
+def dedup(docs: list[Document], threshold: float, num_perm: int, n: int) -> tuple[list[Document], int, int]:
+    """(kept, exact duplicates, near duplicates); the first occurrence of each cluster is kept."""
+    from datasketch import MinHash, MinHashLSH
+
+    seen: set[str] = set()
+    unique: list[Document] = []
+    for d in docs:
+        key = exact_key(d.text)
+        if key not in seen:
+            seen.add(key)
+            unique.append(d)
+    exact = len(docs) - len(unique)
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    kept: list[Document] = []
+    for i, d in enumerate(unique):
+        mh = MinHash(num_perm=num_perm, seed=1)
+        mh.update_batch(list(shingles(d.text, n)))
+        if lsh.query(mh):
+            continue
+        lsh.insert(str(i), mh)
+        kept.append(d)
+    return kept, exact, len(unique) - len(kept)
+
+
+# ------------------------------------------------------------------------------------------------
+# sources
+# ------------------------------------------------------------------------------------------------
+def _join(items: Iterable[str], limit: int = 12) -> str:
+    items = list(items)
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def kb_documents(limit: int | None = None, exclude_sources: Iterable[str] = ()) -> Iterator[Document]:
+    """ATT&CK techniques, mitigations, groups, software, campaigns, procedure examples and CWE
+    weaknesses (with consequences and observed examples) as plain-prose documents."""
+    from secfm.knowledge import load_attack, load_cwe
+
+    attack = load_attack()
+    tactic_names = {t.shortname: t.name for t in attack.tactics_by_id.values()}
+    excluded = {s.strip().upper() for s in exclude_sources}
+
+    def capped(it: Iterable[Document]) -> Iterator[Document]:
+        for i, d in enumerate(it):
+            if limit is not None and i >= limit:
+                return
+            yield d
+
+    def techniques() -> Iterator[Document]:
+        for t in attack.techniques():
+            tactics = [tactic_names.get(s, s) for s in t.tactics]
+            parts = [f"{t.name} ({t.id}) is a MITRE ATT&CK Enterprise "
+                     f"{'sub-technique' if t.is_subtechnique else 'technique'}"]
+            if t.parent_id and t.parent_id in attack.techniques_by_id:
+                parts[0] += f" of {attack.techniques_by_id[t.parent_id].name} ({t.parent_id})"
+            parts[0] += f" under the {_join(tactics)} tactic{'s' if len(tactics) > 1 else ''}"
+            if t.platforms:
+                parts[0] += f", seen on {_join(t.platforms)}"
+            parts[0] += "."
+            parts.append(t.description)
+            mitigations = attack.mitigations_for(t.id)
+            if mitigations:
+                parts.append("Mitigations: " + _join(f"{m.name} ({m.id})" for m in mitigations) + ".")
+            for det in attack.detections_for(t.id)[:2]:
+                line = f"Detection ({det.name}, {det.id}):"
+                for an in det.analytics[:2]:
+                    sources = f" Log sources: {_join(an.log_sources, 4)}." if an.log_sources else ""
+                    line += f" {an.description}{sources}"
+                parts.append(line)
+            yield Document("\n\n".join(parts), "kb-attack", t.id, "technique")
+
+    def mitigations() -> Iterator[Document]:
+        for m in sorted(attack.mitigations_by_id.values(), key=lambda m: m.id):
+            if not m.deprecated:
+                yield Document(f"{m.name} ({m.id}) is an ATT&CK mitigation. {m.description}", "kb-attack", m.id, "mitigation")
+
+    def actors() -> Iterator[Document]:
+        for g in sorted(attack.groups_by_id.values(), key=lambda g: g.id):
+            if g.revoked or g.deprecated or g.id in excluded:
+                continue
+            used = attack.techniques_used_by(g.id)
+            text = f"{g.name} ({g.id}) is a threat group tracked by MITRE ATT&CK. {g.description}"
+            if g.associated_groups:
+                text += f"\n\nAssociated names: {_join(g.associated_groups)}."
+            if used:
+                text += f"\n\nTechniques used by {g.name}: " + _join(f"{t.name} ({t.id})" for t in used) + "."
+            yield Document(text, "kb-attack", g.id, "group")
+        for s in sorted(attack.software_by_id.values(), key=lambda s: s.id):
+            if s.revoked or s.deprecated or s.id in excluded:
+                continue
+            text = f"{s.name} ({s.id}) is {'a malware family' if s.kind == 'malware' else 'a tool'} in MITRE ATT&CK"
+            text += (f", seen on {_join(s.platforms)}. " if s.platforms else ". ") + s.description
+            yield Document(text, "kb-attack", s.id, "software")
+        for c in sorted(attack.campaigns_by_id.values(), key=lambda c: c.id):
+            if c.id in excluded:
+                continue
+            yield Document(f"{c.name} ({c.id}) is an ATT&CK campaign. {c.description}", "kb-attack", c.id, "campaign")
+
+    def procedures() -> Iterator[Document]:
+        for p in attack.procedures(exclude_sources=excluded):
+            yield Document(p.text, "kb-attack", f"proc:{p.source_id}:{p.technique_id}", "procedure")
+
+    def weaknesses() -> Iterator[Document]:
+        cwe = load_cwe()
+        for w in cwe.weaknesses():
+            parts = [f"{w.cwe_id}: {w.name}. {w.description}"]
+            if w.extended_description:
+                parts.append(w.extended_description)
+            for c in w.consequences[:4]:
+                line = f"Consequence ({_join(c.scopes)}): {_join(c.impacts)}."
+                parts.append(line + (f" {c.note}" if c.note else ""))
+            examples = [ex for ex in w.observed_examples if ex.reference.startswith("CVE-")][:6]
+            if examples:
+                parts.append("Observed examples:\n" + "\n".join(f"- {ex.reference}: {ex.description}" for ex in examples))
+            yield Document("\n\n".join(parts), "kb-cwe", w.cwe_id, "weakness")
+
+    for gen in (techniques, mitigations, actors, procedures, weaknesses):
+        yield from capped(gen())
+
+
+def _file_documents(path: Path, text_field: str) -> Iterator[Document]:
+    from secfm.inputs import read_file_text
+
+    suffix = path.suffix.lower()
+    name = path.name
+    text = read_file_text(path)  # clear errors: missing, empty, not UTF-8
+    if suffix in JSONL_SUFFIXES:
+        rows = 0
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise SecfmError(f"{path}: line {lineno} is not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+                raise SecfmError(f"{path}: line {lineno} has no string field '{text_field}' (use --text-field)")
+            rows += 1
+            doc_id = str(row.get("id") or f"{name}#{lineno}")
+            yield Document(row[text_field], f"file:{name}", f"file:{doc_id}", "jsonl")
+        if rows == 0:
+            raise SecfmError(f"{path}: no rows (empty JSONL file)")
+        return
+    if suffix in HTML_SUFFIXES:
+        text = html_to_text(text)
+    yield Document(text, f"file:{name}", f"file:{path.as_posix()}", suffix.lstrip("."))
+
+
+def input_documents(inputs: Sequence[str | Path], text_field: str, skipped: Counter) -> Iterator[Document]:
+    for raw in inputs:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise SecfmError(f"input not found: {path}")
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            for f in files:
+                if f.suffix.lower() in SUPPORTED_SUFFIXES:
+                    yield from _file_documents(f, text_field)
+                else:
+                    skipped[f.suffix.lower() or "(none)"] += 1
+        elif path.suffix.lower() in SUPPORTED_SUFFIXES:
+            yield from _file_documents(path, text_field)
+        else:
+            raise SecfmError(
+                f"{path}: unsupported file type '{path.suffix}' (use .txt, .md, .html, .htm or .jsonl)"
+            )
+
+
+def hf_documents(spec: str, default_field: str, unreachable: list[str]) -> Iterator[Document]:
+    """``NAME[:SPLIT[:FIELD]]`` from the Hugging Face hub (or its local cache); skipped with a
+    warning when neither is reachable."""
+    name, _, rest = spec.partition(":")
+    split, _, text_field = rest.partition(":")
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(name, split=split or "train")
+    except Exception as exc:  # noqa: BLE001 - any failure means unreachable; the card records it
+        log.warning("Hugging Face dataset %s is not reachable (%s); skipped", name, str(exc).splitlines()[0][:120])
+        unreachable.append(name)
+        return
+    text_field = text_field or default_field
+    if text_field not in ds.column_names:
+        raise SecfmError(f"Hugging Face dataset {name} has no column '{text_field}' (columns: {', '.join(ds.column_names)})")
+    for i, row in enumerate(ds):
+        if isinstance(row[text_field], str):
+            yield Document(row[text_field], f"hf:{name}", f"hf:{name}#{i}", "hf")
+
+
+# ------------------------------------------------------------------------------------------------
+# pipeline
+# ------------------------------------------------------------------------------------------------
+def _mentions(text: str, ids: set[str]) -> bool:
+    upper = text.upper()
+    return any(i in upper for i in ids)
+
+
+def curate(config: CorpusConfig, progress: Callable[[str], None] | None = None) -> tuple[list[Document], dict]:
+    """Run every step; (documents with their split in ``kind``-independent order, step counts)."""
+    note = progress or (lambda s: None)
+    steps: dict = {}
+    skipped_types: Counter = Counter()
+    unreachable: list[str] = []
+    read_by_source: Counter = Counter()
+
+    note("reading sources")
+    docs: list[Document] = []
+    if config.kb:
+        docs.extend(kb_documents(config.kb_limit, config.exclude_sources))
+    docs.extend(input_documents(config.inputs, config.text_field, skipped_types))
+    for spec in config.hf_datasets:
+        docs.extend(hf_documents(spec, config.text_field, unreachable))
+    if not docs:
+        raise SecfmError("no documents: pass input files or folders, or keep the knowledge base (--kb)")
+    for d in docs:
+        read_by_source[d.source] += 1
+    steps["read"] = {"documents": len(docs), "by_source": dict(read_by_source),
+                     "skipped_file_types": dict(skipped_types), "unreachable_hf_datasets": unreachable}
+
+    note("normalising")
+    changed = 0
+    for d in docs:
+        new = normalize_text(d.text)
+        changed += new != d.text
+        d.text = new
+    steps["normalise"] = {"documents_changed": changed}
+
+    if config.exclude_ids:
+        ids = {i.strip().upper() for i in config.exclude_ids if i.strip()}
+        before = len(docs)
+        docs = [d for d in docs if not _mentions(d.text, ids) and d.doc_id.upper() not in ids]
+        steps["exclude_ids"] = {"ids": len(ids), "dropped": before - len(docs)}
+
+    note("length and language filters")
+    too_short = split_docs = pieces_added = 0
+    lang_dropped = 0
+    kept: list[Document] = []
+    for d in docs:
+        if len(d.text) < config.min_chars:
+            too_short += 1
+            continue
+        if not language_ok(d.text, config.language, config.min_stopword_rate):
+            lang_dropped += 1
+            continue
+        parts = split_long(d.text, config.max_chars)
+        if len(parts) > 1:
+            split_docs += 1
+            pieces_added += len(parts) - 1
+            for k, part in enumerate(parts):
+                kept.append(Document(part, d.source, f"{d.doc_id}@{k}", d.kind))
+        else:
+            kept.append(d)
+    steps["length_filter"] = {"min_chars": config.min_chars, "max_chars": config.max_chars,
+                              "dropped_too_short": too_short, "split_too_long": split_docs,
+                              "pieces_added": pieces_added}
+    steps["language_filter"] = {"language": config.language, "dropped": lang_dropped}
+    docs = kept
+
+    note("deduplicating (exact and MinHash LSH)")
+    before = len(docs)
+    docs, exact, near = dedup(docs, config.near_dup_threshold, config.num_perm, config.shingle)
+    steps["dedup"] = {"exact_duplicates": exact, "near_duplicates": near,
+                      "duplicate_rate": round((exact + near) / before, 4) if before else 0.0,
+                      "near_dup_threshold": config.near_dup_threshold, "num_perm": config.num_perm,
+                      "shingle_words": config.shingle}
+
+    note("redacting secrets and personal data")
+    redactor = Redactor(config.redact, config.salt)
+    for d in docs:
+        d.text = redactor.redact(d.text)
+    steps["redaction"] = {**redactor.report.as_dict(), "types": sorted(redactor.types),
+                          "salt_fingerprint": redactor.salt_fingerprint}
+    if not docs:
+        raise SecfmError("every document was filtered out: check --min-chars, --language and the inputs")
+    return docs, steps
+
+
+def split_documents(docs: list[Document], fraction: float, salt: str) -> tuple[list[Document], list[Document]]:
+    def key(d: Document) -> str:
+        return d.doc_id.split("@")[0]  # the pieces of one long document stay together
+
+    train = [d for d in docs if not is_heldout(key(d), fraction, salt)]
+    heldout = [d for d in docs if is_heldout(key(d), fraction, salt)]
+    return train, heldout
+
+
+def count_tokens(texts: list[str], tokenizer_name: str | None) -> list[int] | None:
+    if not tokenizer_name:
+        return None
+    from secfm.models import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_name)
+    counts: list[int] = []
+    for start in range(0, len(texts), 512):
+        enc = tok(texts[start:start + 512], add_special_tokens=False)["input_ids"]
+        counts.extend(len(e) for e in enc)
+    return counts
+
+
+def build_corpus(out: str | Path, config: CorpusConfig, force: bool = False,
+                 progress: Callable[[str], None] | None = None) -> dict:
+    """Curate, split and save the corpus to ``out``; returns the data card (also written there)."""
+    from datasets import Dataset, DatasetDict
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise SecfmError(f"{out} exists and is not empty: pass --force to replace it")
+    started = time.time()
+    docs, steps = curate(config, progress)
+    train, heldout = split_documents(docs, config.heldout_fraction, config.split_salt)
+    if progress:
+        progress("counting tokens")
+    tokens = count_tokens([d.text for d in docs], config.tokenizer)
+    token_of = {id(d): (tokens[i] if tokens else None) for i, d in enumerate(docs)}
+
+    per_source: dict[str, dict] = defaultdict(lambda: {"documents": 0, "tokens": 0, "characters": 0,
+                                                        "heldout_documents": 0, "heldout_tokens": 0})
+    heldout_ids = {id(d) for d in heldout}
+    for d in docs:
+        row = per_source[d.source]
+        row["documents"] += 1
+        row["characters"] += len(d.text)
+        row["tokens"] += token_of[id(d)] or 0
+        if id(d) in heldout_ids:
+            row["heldout_documents"] += 1
+            row["heldout_tokens"] += token_of[id(d)] or 0
+
+    def table(ds: list[Document]) -> dict:
+        return {"text": [d.text for d in ds], "source": [d.source for d in ds],
+                "doc_id": [d.doc_id for d in ds], "kind": [d.kind for d in ds],
+                "tokens": [token_of[id(d)] or 0 for d in ds]}
+
+    dataset = DatasetDict({"train": Dataset.from_dict(table(train)), "heldout": Dataset.from_dict(table(heldout))})
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dataset.save_to_disk(str(tmp))
+    card = {
+        "kind": "secfm-corpus",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.time() - started, 1),
+        "tokenizer": config.tokenizer,
+        "documents": len(docs),
+        "tokens": sum(tokens) if tokens else None,
+        "splits": {"train": {"documents": len(train), "tokens": sum(token_of[id(d)] or 0 for d in train)},
+                   "heldout": {"documents": len(heldout), "tokens": sum(token_of[id(d)] or 0 for d in heldout),
+                               "fraction": config.heldout_fraction, "by": "document", "salt": config.split_salt}},
+        "sources": dict(sorted(per_source.items())),
+        "steps": steps,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
+                   if k != "salt"} | {"inputs": [str(p) for p in config.inputs]},
+    }
+    (tmp / "data_card.json").write_text(json.dumps(card, indent=2))
+    (tmp / "data_card.md").write_text(render_card(card))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return card
+
+
+def render_card(card: dict) -> str:
+    steps = card["steps"]
+    lines = [
+        "# secfm corpus: data card", "",
+        f"Built {card['created']} in {card['seconds']} s. Tokens counted with the `{card['tokenizer']}` tokenizer.", "",
+        f"- documents: {card['documents']:,}" + (f", tokens: {card['tokens']:,}" if card["tokens"] is not None else ""),
+        f"- train: {card['splits']['train']['documents']:,} documents, {card['splits']['train']['tokens']:,} tokens",
+        f"- held-out (by document, {card['splits']['heldout']['fraction']:.0%}): "
+        f"{card['splits']['heldout']['documents']:,} documents, {card['splits']['heldout']['tokens']:,} tokens", "",
+        "## Sources", "", "| source | documents | tokens | held-out documents | held-out tokens |", "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in card["sources"].items():
+        lines.append(f"| {name} | {row['documents']:,} | {row['tokens']:,} | {row['heldout_documents']:,} | {row['heldout_tokens']:,} |")
+    dd = steps["dedup"]
+    red = steps["redaction"]
+    lines += [
+        "", "## Steps", "",
+        f"1. read: {steps['read']['documents']:,} documents"
+        + (f"; skipped file types {steps['read']['skipped_file_types']}" if steps["read"]["skipped_file_types"] else "")
+        + (f"; unreachable HF datasets: {', '.join(steps['read']['unreachable_hf_datasets'])}" if steps["read"]["unreachable_hf_datasets"] else ""),
+        f"2. normalisation (NFKC, HTML to text, control characters, whitespace): {steps['normalise']['documents_changed']:,} documents changed",
+    ]
+    if "exclude_ids" in steps:
+        lines.append(f"   excluded ids: {steps['exclude_ids']['ids']} ids, {steps['exclude_ids']['dropped']:,} documents dropped")
+    lf = steps["length_filter"]
+    lines += [
+        f"3. length filter: {lf['dropped_too_short']:,} shorter than {lf['min_chars']} characters dropped; "
+        f"{lf['split_too_long']:,} longer than {lf['max_chars']:,} split ({lf['pieces_added']:,} extra pieces)",
+        f"4. language filter ({steps['language_filter']['language']}): {steps['language_filter']['dropped']:,} dropped",
+        f"5. duplicates: {dd['exact_duplicates']:,} exact, {dd['near_duplicates']:,} near (MinHash LSH, Jaccard >= "
+        f"{dd['near_dup_threshold']}, {dd['num_perm']} permutations, {dd['shingle_words']}-word shingles); "
+        f"duplicate rate {dd['duplicate_rate']:.2%}",
+        f"6. redaction ({', '.join(red['types'])}): {red['total']:,} replacements in {red['documents_touched']:,} documents, "
+        f"salt fingerprint `{red['salt_fingerprint']}`",
+        "", "| redaction type | replacements |", "|---|---:|",
+    ]
+    for kind, n in red["by_type"].items():
+        lines.append(f"| {kind} | {n:,} |")
+    if not red["by_type"]:
+        lines.append("| (none) | 0 |")
+    return "\n".join(lines) + "\n"
+
+
+def load_corpus(path: str | Path):
+    """The ``DatasetDict`` saved by :func:`build_corpus` (clear error when it is not one)."""
+    from datasets import load_from_disk
+
+    path = Path(path)
+    if not (path / "dataset_dict.json").is_file():
+        raise SecfmError(f"{path} is not a corpus built by `secfm data corpus` (no dataset_dict.json)")
+    return load_from_disk(str(path))
+
+
+__all__ = ["CorpusConfig", "Document", "build_corpus", "curate", "dedup", "html_to_text", "kb_documents",
+           "language_ok", "load_corpus", "normalize_text", "render_card", "split_documents", "split_long"]

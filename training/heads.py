@@ -1,0 +1,887 @@
+"""Training classifier heads on cached hidden-state features, and the harness that compares them
+with the TF-IDF baseline on the same entity splits.
+
+CPU path (default): features of one layer of the frozen base model are computed once (cached
+on disk by :mod:`secfm.features`); the head (linear or one hidden layer) trains on them in
+seconds. Layer and pooling are chosen by validation F1 in a sweep on a subsample (one forward
+pass captures every swept layer); the sweep is kept in the results.
+
+ATT&CK (multilabel): binary cross-entropy with per-label positive weights (``sqrt`` of the
+negative/positive ratio, capped), a sub-technique label also counts its parent; thresholds are
+tuned on the validation split, global and per class (per class only for labels with enough
+validation positives); which of the two is the default is decided by a two-fold cross-fit on
+the validation split (by entity), never by the test split.
+
+CWE (multiclass): softmax cross-entropy (soft targets over a CVE's CWEs) with ``sqrt`` inverse
+frequency class weights; top-1 and top-5.
+
+GPU path (``train_joint``): LoRA on the base model plus the head, trained end to end with peft
+(the head in ``modules_to_save``); the adapter is saved inside the head folder.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from secfm.errors import SecfmError
+from secfm.heads import HeadManifest, build_module, lift_parents, parent_index, save_head
+from secfm.training.head_data import (
+    CWE_KB_SOURCE,
+    KB_SOURCE,
+    Example,
+    HeadDataset,
+    build_attack_dataset,
+    build_cwe_dataset,
+    stable_fraction,
+    subsample,
+)
+
+log = logging.getLogger(__name__)
+
+THRESHOLD_GRID = np.round(np.arange(0.02, 0.96, 0.01), 2)
+DEFAULT_SWEEP_LAYERS = (3, 6, 9, 12, 15, 18)
+DEFAULT_SWEEP_POOLINGS = ("mean", "last")
+#: sweep subsample sizes (texts); the sweep's features are cached like any others
+SWEEP_TRAIN = 2000
+SWEEP_VAL = 800
+#: a shallower layer wins when its validation F1 is within this of the best (it is cheaper)
+SWEEP_TOLERANCE = 0.005
+MIN_VAL_POSITIVES_PER_CLASS = 3
+
+
+# ---------------------------------------------------------------------------------------------
+# labels and metrics
+# ---------------------------------------------------------------------------------------------
+def label_matrix(examples: Sequence[Example], labels: Sequence[str]) -> np.ndarray:
+    where = {label: i for i, label in enumerate(labels)}
+    Y = np.zeros((len(examples), len(labels)), dtype=np.float32)
+    for r, e in enumerate(examples):
+        for label in e.labels:
+            j = where.get(label)
+            if j is not None:
+                Y[r, j] = 1.0
+    return Y
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    denom = 2 * tp + fp + fn
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1e-12), 0.0)
+
+
+def ranking_metrics(P: np.ndarray, Y: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """P@k (share of the top k that are gold), R@k (share of gold in the top k) and hit@k."""
+    out: dict[str, float] = {}
+    Y = Y > 0
+    has_gold = Y.any(axis=1)
+    if not has_gold.any():
+        return {f"p_at_{k}": 0.0 for k in ks}
+    P, Y = P[has_gold], Y[has_gold]
+    order = np.argsort(-P, axis=1)
+    for k in ks:
+        top = order[:, :k]
+        hits = np.take_along_axis(Y, top, axis=1).sum(axis=1)
+        out[f"p_at_{k}"] = float(np.mean(hits / k))
+        out[f"r_at_{k}"] = float(np.mean(hits / Y.sum(axis=1)))
+        out[f"hit_at_{k}"] = float(np.mean(hits > 0))
+    return out
+
+
+def multilabel_metrics(P: np.ndarray, Y: np.ndarray, thresholds: np.ndarray | float) -> dict[str, float]:
+    """Micro and macro P/R/F1 at ``thresholds`` (macro over labels with gold in ``Y``), plus
+    ranking metrics."""
+    Y = Y > 0
+    pred = P >= (np.asarray(thresholds, dtype=np.float32) if np.ndim(thresholds) else thresholds)
+    tp = (pred & Y).sum(axis=0).astype(np.float64)
+    fp = (pred & ~Y).sum(axis=0).astype(np.float64)
+    fn = (~pred & Y).sum(axis=0).astype(np.float64)
+    micro_p = tp.sum() / max(tp.sum() + fp.sum(), 1e-12)
+    micro_r = tp.sum() / max(tp.sum() + fn.sum(), 1e-12)
+    support = Y.sum(axis=0) > 0
+    per_class = _f1(tp, fp, fn)
+    out = {
+        "micro_precision": float(micro_p),
+        "micro_recall": float(micro_r),
+        "micro_f1": float(_f1(tp.sum(), fp.sum(), fn.sum())),
+        "macro_f1": float(per_class[support].mean()) if support.any() else 0.0,
+        "labels_with_support": int(support.sum()),
+        "mean_predicted": float(pred.sum(axis=1).mean()),
+        "n": int(len(Y)),
+    }
+    out.update(ranking_metrics(P, Y))
+    return out
+
+
+def multiclass_metrics(P: np.ndarray, Y: np.ndarray) -> dict[str, float]:
+    """Top-1/top-5 accuracy (a hit is any of the example's gold labels), micro and macro F1 of
+    the top-1 prediction (macro over labels with gold in ``Y``)."""
+    Y = Y > 0
+    top1 = P.argmax(axis=1)
+    pred = np.zeros_like(Y)
+    pred[np.arange(len(P)), top1] = True
+    tp = (pred & Y).sum(axis=0).astype(np.float64)
+    fp = (pred & ~Y).sum(axis=0).astype(np.float64)
+    fn = (~pred & Y).sum(axis=0).astype(np.float64)
+    support = Y.sum(axis=0) > 0
+    per_class = _f1(tp, fp, fn)
+    rank = ranking_metrics(P, Y, (1, 5))
+    return {
+        "top1": rank["hit_at_1"],
+        "top5": rank["hit_at_5"],
+        "micro_f1": float(_f1(tp.sum(), fp.sum(), fn.sum())),
+        "macro_f1": float(per_class[support].mean()) if support.any() else 0.0,
+        "p_at_1": rank["p_at_1"],
+        "p_at_5": rank["p_at_5"],
+        "r_at_5": rank["r_at_5"],
+        "labels_with_support": int(support.sum()),
+        "n": int(len(Y)),
+    }
+
+
+def best_global_threshold(P: np.ndarray, Y: np.ndarray, grid: np.ndarray = THRESHOLD_GRID) -> tuple[float, float]:
+    """(threshold, micro F1) maximizing micro F1 over ``grid``."""
+    Y = Y > 0
+    n_gold = Y.sum()
+    best = (0.5, -1.0)
+    for t in grid:
+        pred = P >= t
+        tp = (pred & Y).sum()
+        f1 = 2 * tp / max(pred.sum() + n_gold, 1)
+        if f1 > best[1] + 1e-12:
+            best = (float(t), float(f1))
+    return best
+
+
+def per_class_thresholds(P: np.ndarray, Y: np.ndarray, fallback: float, grid: np.ndarray = THRESHOLD_GRID,
+                         min_positives: int = MIN_VAL_POSITIVES_PER_CLASS) -> np.ndarray:
+    """Each label's F1-best threshold on (P, Y); ``fallback`` for labels with fewer than
+    ``min_positives`` positives (too few to tune on)."""
+    Y = Y > 0
+    out = np.full(P.shape[1], fallback, dtype=np.float32)
+    positives = Y.sum(axis=0)
+    for j in np.nonzero(positives >= min_positives)[0]:
+        p, y = P[:, j], Y[:, j]
+        pred = p[None, :] >= grid[:, None]
+        tp = (pred & y[None, :]).sum(axis=1)
+        f1 = 2 * tp / np.maximum(pred.sum(axis=1) + y.sum(), 1)
+        best = f1.max()
+        # the middle of the best plateau (robust to ties)
+        ties = np.nonzero(f1 >= best - 1e-12)[0]
+        out[j] = float(grid[ties[len(ties) // 2]])
+    return out
+
+
+def choose_threshold_mode(P: np.ndarray, Y: np.ndarray, groups: Sequence[str]) -> tuple[str, dict]:
+    """'global' or 'per-class', by a two-fold cross-fit on the validation rows split by entity
+    (tune on one fold, score micro F1 on the other)."""
+    fold = np.asarray([stable_fraction(g, "secfm-threshold-fold") < 0.5 for g in groups])
+    scores = {"global": [], "per-class": []}
+    for held in (True, False):
+        tune, test = fold != held, fold == held
+        if tune.sum() == 0 or test.sum() == 0:
+            continue
+        t, _ = best_global_threshold(P[tune], Y[tune])
+        scores["global"].append(multilabel_metrics(P[test], Y[test], t)["micro_f1"])
+        pc = per_class_thresholds(P[tune], Y[tune], t)
+        scores["per-class"].append(multilabel_metrics(P[test], Y[test], pc)["micro_f1"])
+    means = {k: float(np.mean(v)) if v else 0.0 for k, v in scores.items()}
+    mode = "per-class" if means["per-class"] > means["global"] else "global"
+    return mode, {f"crossfit_micro_f1_{k}": round(v, 4) for k, v in means.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# fitting a head on features
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class FitConfig:
+    kind: str = "linear"
+    hidden_dim: int = 512
+    dropout: float = 0.1
+    epochs: int = 80
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    class_weight: str = "sqrt"  # sqrt, balanced or none
+    max_pos_weight: float = 30.0
+    patience: int = 8
+    seed: int = 0
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mu = X.mean(axis=0)
+    scale = X.std(axis=0) + 1e-4 * (X.std(axis=0).mean() + 1e-6)
+    return mu.astype(np.float32), scale.astype(np.float32)
+
+
+def _class_weights(Y: np.ndarray, objective: str, cfg: FitConfig) -> np.ndarray:
+    pos = Y.sum(axis=0)
+    if objective == "multilabel":
+        neg = len(Y) - pos
+        ratio = neg / np.maximum(pos, 1.0)
+        if cfg.class_weight == "none":
+            w = np.ones_like(ratio)
+        elif cfg.class_weight == "balanced":
+            w = ratio
+        else:
+            w = np.sqrt(ratio)
+        return np.clip(w, 1.0, cfg.max_pos_weight).astype(np.float32)
+    freq = np.maximum(pos, 1.0)
+    if cfg.class_weight == "none":
+        w = np.ones_like(freq)
+    elif cfg.class_weight == "balanced":
+        w = freq.mean() / freq
+    else:
+        w = np.sqrt(freq.mean() / freq)
+    return np.clip(w, 1.0 / cfg.max_pos_weight, cfg.max_pos_weight).astype(np.float32)
+
+
+def _val_score(P: np.ndarray, Y: np.ndarray, objective: str) -> float:
+    if objective == "multiclass":
+        return multiclass_metrics(P, Y)["top1"]
+    return best_global_threshold(P, Y, THRESHOLD_GRID[::3])[1]
+
+
+def fit_head(X_train: np.ndarray, Y_train: np.ndarray, X_val: np.ndarray, Y_val: np.ndarray,
+             objective: str, cfg: FitConfig | None = None, parents: np.ndarray | None = None,
+             sample_weight: np.ndarray | None = None):
+    """Train a head module on features; early stopping on the validation score (micro F1 at the
+    best global threshold, or top-1). Returns (module, history)."""
+    import torch
+    from torch import nn
+
+    cfg = cfg or FitConfig()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    n, d = X_train.shape
+    module = build_module(d, Y_train.shape[1], cfg.kind, cfg.hidden_dim if cfg.kind == "mlp" else None, cfg.dropout)
+    mu, scale = standardization(X_train)
+    module.mu.copy_(torch.from_numpy(mu))
+    module.scale.copy_(torch.from_numpy(scale))
+    weights = torch.from_numpy(_class_weights(Y_train, objective, cfg))
+    if objective == "multilabel":
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=weights, reduction="none")
+    else:
+        loss_fn = None
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    Xt, Yt = torch.from_numpy(np.ascontiguousarray(X_train, dtype=np.float32)), torch.from_numpy(Y_train.astype(np.float32))
+    sw = torch.from_numpy((sample_weight if sample_weight is not None else np.ones(n)).astype(np.float32))
+    Xv = torch.from_numpy(np.ascontiguousarray(X_val, dtype=np.float32))
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1)
+    best = (-1.0, None, 0)
+    history = []
+    bad = 0
+    for epoch in range(cfg.epochs):
+        module.train()
+        perm = rng.permutation(n)
+        total = 0.0
+        for start in range(0, n, cfg.batch_size):
+            idx = torch.from_numpy(perm[start : start + cfg.batch_size])
+            logits = module(Xt[idx])
+            y = Yt[idx]
+            if objective == "multilabel":
+                loss = (loss_fn(logits, y).mean(dim=1) * sw[idx]).sum() / sw[idx].sum()
+            else:
+                target = y / y.sum(dim=1, keepdim=True).clamp(min=1.0)
+                logp = torch.log_softmax(logits, dim=1)
+                row_w = (target * weights).sum(dim=1) * sw[idx]
+                loss = (-(target * logp).sum(dim=1) * row_w).sum() / row_w.sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        module.eval()
+        with torch.inference_mode():
+            z = module(Xv).numpy()
+        P = _probabilities(z, objective, parents)
+        score = _val_score(P, Y_val, objective)
+        history.append({"epoch": epoch + 1, "loss": round(total / n, 5), "val": round(score, 4)})
+        if score > best[0] + 1e-4:
+            best = (score, {k: v.clone() for k, v in module.state_dict().items()}, epoch + 1)
+            bad = 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    if best[1] is not None:
+        module.load_state_dict(best[1])
+    module.eval()
+    return module, {"best_epoch": best[2], "best_val": round(best[0], 4), "epochs_run": len(history), "curve": history}
+
+
+def _probabilities(z: np.ndarray, objective: str, parents: np.ndarray | None) -> np.ndarray:
+    if objective == "multiclass":
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+    p = 1.0 / (1.0 + np.exp(-z))
+    return lift_parents(p, parents) if parents is not None else p
+
+
+def predict_module(module, X: np.ndarray, objective: str, parents: np.ndarray | None = None) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        z = module(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))).numpy()
+    return _probabilities(z, objective, parents)
+
+
+# ---------------------------------------------------------------------------------------------
+# the harness
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class HarnessConfig:
+    task: str = "attack"
+    model: str | None = None  # default: the registry default
+    adapter: str | None = None
+    layer: int | None = None  # None: sweep
+    pooling: str | None = None  # None: sweep
+    kinds: tuple[str, ...] = ("linear", "mlp")
+    sweep_layers: tuple[int, ...] = DEFAULT_SWEEP_LAYERS
+    sweep_poolings: tuple[str, ...] = DEFAULT_SWEEP_POOLINGS
+    sweep_train: int = SWEEP_TRAIN
+    sweep_val: int = SWEEP_VAL
+    max_length: int = 128
+    batch_size: int = 32
+    exclude_sources: tuple[str, ...] = ()
+    user_data: tuple[str, ...] = ()
+    limit: int | None = None  # cap train/val/test sizes (tests, smoke runs)
+    baseline: bool = True
+    baseline_C: tuple[float, ...] = (1.0, 4.0, 16.0)
+    fit: FitConfig = field(default_factory=FitConfig)
+    command: str = ""
+
+    @property
+    def objective(self) -> str:
+        return "multilabel" if self.task == "attack" else "multiclass"
+
+
+def build_dataset(cfg: HarnessConfig) -> HeadDataset:
+    if cfg.task == "attack":
+        data = build_attack_dataset(exclude_sources=list(cfg.exclude_sources), user_jsonl=cfg.user_data)
+    elif cfg.task == "cwe":
+        if cfg.exclude_sources:
+            raise SecfmError("--exclude-sources applies to --task attack (ATT&CK groups, software, campaigns)")
+        data = build_cwe_dataset(user_jsonl=cfg.user_data)
+    else:
+        raise SecfmError(f"--task must be attack or cwe, not {cfg.task!r}")
+    if cfg.limit:
+        keep: list[Example] = []
+        for split in ("train", "val", "test"):
+            rows = data.split(split)
+            if split == "train":
+                # keep knowledge rows (they cover every label) only as far as the limit allows
+                kb = [e for e in rows if e.source in (KB_SOURCE, CWE_KB_SOURCE)]
+                rest = [e for e in rows if e.source not in (KB_SOURCE, CWE_KB_SOURCE)]
+                rows = subsample(rest, cfg.limit) + kb[: max(0, cfg.limit // 4)]
+            else:
+                rows = subsample(rows, max(cfg.limit // 2, 8))
+            keep.extend(rows)
+        data.examples = keep
+    return data
+
+
+class _Features:
+    """Feature matrices for examples, from the cache or one lazily built engine."""
+
+    def __init__(self, cfg: HarnessConfig, engine=None):
+        from secfm.registry import default_model_name
+
+        self.cfg = cfg
+        self.model = cfg.model or default_model_name()
+        self._engine = engine
+
+    def engine(self):
+        if self._engine is None:
+            from secfm.engines import get_engine
+
+            log.info("loading %s for features", self.model)
+            self._engine = get_engine("transformers", model=self.model, adapter=self.cfg.adapter)
+        return self._engine
+
+    def __call__(self, texts: Sequence[str], layers, poolings, label: str = "features"):
+        from secfm.features import features
+
+        return features(list(texts), layers, poolings, engine=self._engine, engine_factory=self._factory,
+                        model=self.model, adapter=self.cfg.adapter, max_length=self.cfg.max_length,
+                        batch_size=self.cfg.batch_size, label=label)
+
+    def _factory(self):
+        return self.engine()
+
+
+def run_sweep(data: HeadDataset, cfg: HarnessConfig, feats: _Features) -> tuple[list[dict], dict]:
+    """Validation score of a linear head for every (layer, pooling) on a subsample; one forward
+    per batch captures every layer."""
+    if cfg.task == "attack":
+        train = subsample(data.split("train"), cfg.sweep_train)
+        train += [e for e in data.split("train") if e.kind == "technique" and e not in train]
+    else:
+        train = subsample([e for e in data.split("train") if e.kind == "observed"], cfg.sweep_train)
+    val = subsample(data.split("val"), cfg.sweep_val)
+    texts = list(dict.fromkeys([e.text for e in train] + [e.text for e in val]))
+    got = feats(texts, list(cfg.sweep_layers), list(cfg.sweep_poolings), label="sweep features")
+    row_of = {t: i for i, t in enumerate(texts)}
+    itr = [row_of[e.text] for e in train]
+    iva = [row_of[e.text] for e in val]
+    Ytr, Yva = label_matrix(train, data.labels), label_matrix(val, data.labels)
+    parents = parent_index(data.labels) if cfg.task == "attack" else None
+    rows = []
+    sweep_fit = FitConfig(kind="linear", epochs=30, patience=4, batch_size=256, lr=5e-3, seed=cfg.fit.seed)
+    for (layer, pooling), X in sorted(got.items()):
+        started = time.time()
+        module, hist = fit_head(X[itr], Ytr, X[iva], Yva, cfg.objective, sweep_fit, parents)
+        P = predict_module(module, X[iva], cfg.objective, parents)
+        if cfg.objective == "multilabel":
+            t, f1 = best_global_threshold(P, Yva)
+            m = multilabel_metrics(P, Yva, t)
+            row = {"layer": layer, "pooling": pooling, "val_micro_f1": round(m["micro_f1"], 4),
+                   "val_macro_f1": round(m["macro_f1"], 4), "val_p_at_1": round(m["p_at_1"], 4)}
+        else:
+            m = multiclass_metrics(P, Yva)
+            row = {"layer": layer, "pooling": pooling, "val_top1": round(m["top1"], 4),
+                   "val_top5": round(m["top5"], 4), "val_macro_f1": round(m["macro_f1"], 4)}
+        row["epochs"] = hist["best_epoch"]
+        row["seconds"] = round(time.time() - started, 1)
+        log.info("sweep %s", row)
+        rows.append(row)
+    return rows, {"train": len(train), "val": len(val)}
+
+
+def pick_from_sweep(rows: list[dict], objective: str) -> dict:
+    metric = "val_micro_f1" if objective == "multilabel" else "val_top1"
+    best = max(r[metric] for r in rows)
+    close = [r for r in rows if r[metric] >= best - SWEEP_TOLERANCE]
+    return min(close, key=lambda r: (r["layer"], -r[metric]))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | Path | None = None,
+                engine=None, progress: Callable[[str], None] | None = None) -> dict:
+    """Dataset -> (sweep) -> features -> heads (linear, mlp) -> thresholds -> test metrics ->
+    baseline -> results files -> the chosen head saved in ``out``. Returns the results dict."""
+    say = progress or (lambda msg: log.info("%s", msg))
+    started = time.time()
+    data = build_dataset(cfg)
+    feats = _Features(cfg, engine)
+    counts = data.counts()
+    say(f"{cfg.task}: {counts['train']} train / {counts['val']} val / {counts['test']} test rows, "
+        f"{len(data.labels)} labels ({counts['val_sources']} val and {counts['test_sources']} test sources held out)")
+    if not data.split("val") or not data.split("test"):
+        raise SecfmError("the validation or test split is empty; use more data (or no --limit)")
+    sweep_rows: list[dict] = []
+    sweep_sizes: dict = {}
+    layer, pooling = cfg.layer, cfg.pooling
+    if layer is None or pooling is None:
+        say(f"sweep: layers {list(cfg.sweep_layers)} x pooling {list(cfg.sweep_poolings)} on a subsample")
+        sweep_rows, sweep_sizes = run_sweep(data, cfg, feats)
+        if layer is not None:
+            sweep_rows_pick = [r for r in sweep_rows if r["layer"] == layer]
+        elif pooling is not None:
+            sweep_rows_pick = [r for r in sweep_rows if r["pooling"] == pooling]
+        else:
+            sweep_rows_pick = sweep_rows
+        chosen = pick_from_sweep(sweep_rows_pick, cfg.objective)
+        layer, pooling = chosen["layer"], chosen["pooling"]
+        say(f"sweep picked layer {layer}, {pooling} pooling")
+    splits = {s: data.split(s) for s in ("train", "val", "test")}
+    texts = list(dict.fromkeys(e.text for rows in splits.values() for e in rows))
+    say(f"features: {len(texts)} texts at layer {layer} ({pooling})")
+    X_all = feats(texts, layer, pooling, label=f"{cfg.task} features")
+    row_of = {t: i for i, t in enumerate(texts)}
+    X = {s: X_all[[row_of[e.text] for e in rows]] for s, rows in splits.items()}
+    Y = {s: label_matrix(rows, data.labels) for s, rows in splits.items()}
+    parents = parent_index(data.labels) if cfg.task == "attack" else None
+    feature_seconds = time.time() - started
+
+    # heads: each kind, pick by validation
+    candidates = []
+    for kind in cfg.kinds:
+        fit_cfg = FitConfig(**{**cfg.fit.describe(), "kind": kind})
+        t0 = time.time()
+        module, hist = fit_head(X["train"], Y["train"], X["val"], Y["val"], cfg.objective, fit_cfg, parents)
+        P_val = predict_module(module, X["val"], cfg.objective, parents)
+        P_test = predict_module(module, X["test"], cfg.objective, parents)
+        cand = {"kind": kind, "module": module, "fit": fit_cfg, "history": hist, "seconds": round(time.time() - t0, 1),
+                "P_val": P_val, "P_test": P_test}
+        cand["val_score"] = hist["best_val"]
+        say(f"head {kind}: val {'micro F1' if cfg.objective == 'multilabel' else 'top-1'} {hist['best_val']:.3f} "
+            f"(epoch {hist['best_epoch']}, {cand['seconds']}s)")
+        candidates.append(cand)
+    best = max(candidates, key=lambda c: (c["val_score"], c["kind"] == "linear"))
+
+    def evaluate(P_val, P_test, groups_val):
+        if cfg.objective == "multiclass":
+            return {"val": multiclass_metrics(P_val, Y["val"]), "test": multiclass_metrics(P_test, Y["test"])}, {}
+        t, _ = best_global_threshold(P_val, Y["val"])
+        pc = per_class_thresholds(P_val, Y["val"], t)
+        mode, crossfit = choose_threshold_mode(P_val, Y["val"], groups_val)
+        res = {
+            "threshold_mode": mode,
+            "global_threshold": t,
+            **crossfit,
+            "val": multilabel_metrics(P_val, Y["val"], pc if mode == "per-class" else t),
+            "test": multilabel_metrics(P_test, Y["test"], pc if mode == "per-class" else t),
+            "test_global": multilabel_metrics(P_test, Y["test"], t),
+            "test_per_class": multilabel_metrics(P_test, Y["test"], pc),
+        }
+        return res, {"threshold": t, "class_thresholds": pc, "mode": mode}
+
+    groups_val = [e.source for e in splits["val"]]
+    head_eval = {}
+    thresholds_by_kind = {}
+    for c in candidates:
+        head_eval[c["kind"]], thresholds_by_kind[c["kind"]] = evaluate(c["P_val"], c["P_test"], groups_val)
+
+    baseline_eval = None
+    baseline_info = None
+    if cfg.baseline:
+        from secfm.training.baseline import TfidfBaseline
+
+        tr_texts = [e.text for e in splits["train"]]
+        best_b = None
+        for C in cfg.baseline_C:
+            b = TfidfBaseline("multilabel" if cfg.objective == "multilabel" else "multiclass", C=C).fit(tr_texts, Y["train"])
+            Pv = b.scores([e.text for e in splits["val"]])
+            if parents is not None:
+                Pv = lift_parents(Pv, parents)
+            v = _val_score(Pv, Y["val"], cfg.objective)
+            say(f"baseline tfidf-logreg C={C}: val {v:.3f} ({b.fit_seconds:.0f}s)")
+            if best_b is None or v > best_b[0]:
+                best_b = (v, b, Pv)
+        _, b, Pv = best_b
+        Pt = b.scores([e.text for e in splits["test"]])
+        if parents is not None:
+            Pt = lift_parents(Pt, parents)
+        baseline_eval, _ = evaluate(Pv, Pt, groups_val)
+        baseline_info = b.describe()
+
+    chosen_eval = head_eval[best["kind"]]
+    thr = thresholds_by_kind[best["kind"]]
+    from secfm.knowledge import load_attack, load_cwe
+
+    model_name = feats.model
+    manifest = HeadManifest(
+        task=cfg.task,
+        kind=best["kind"],
+        objective=cfg.objective,
+        base_model=model_name,
+        adapter=cfg.adapter,
+        layer=layer,
+        pooling=pooling,
+        max_length=cfg.max_length,
+        input_dim=int(X["train"].shape[1]),
+        hidden_dim=best["fit"].hidden_dim if best["kind"] == "mlp" else None,
+        labels=list(data.labels),
+        threshold=float(thr.get("threshold", 0.5)),
+        class_thresholds=[round(float(x), 3) for x in thr["class_thresholds"]] if "class_thresholds" in thr else None,
+        threshold_mode=thr.get("mode", "global"),
+        top_k=5,
+        attack_version=load_attack().version if cfg.task == "attack" else None,
+        cwe_version=load_cwe().version if cfg.task == "cwe" else None,
+        training_data_hash=data.data_hash(),
+        trained_sources=data.entity_sources("train"),  # ATT&CK entities, or CVE ids for CWE
+        excluded_sources=list(data.excluded_sources),
+        metrics={"val": _round(chosen_eval["val"]), "test": _round(chosen_eval["test"]),
+                 "baseline_test": _round(baseline_eval["test"]) if baseline_eval else None},
+        training={
+            "fit": best["fit"].describe(),
+            "best_epoch": best["history"]["best_epoch"],
+            "splits": counts,
+            "split_rule": "by source entity (campaigns travel with their groups); stable sha256 hash, 70/15/15"
+            if cfg.task == "attack" else "by CVE id; stable sha256 hash, 70/15/15",
+            "command": cfg.command,
+            "held_out_sources": {"val": data.entity_sources("val"), "test": data.entity_sources("test")}
+            if cfg.task == "attack" else {},
+        },
+        created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    results = {
+        "task": cfg.task,
+        "command": cfg.command,
+        "created": manifest.created,
+        "model": model_name,
+        "adapter": cfg.adapter,
+        "knowledge": {"attack": manifest.attack_version, "cwe": manifest.cwe_version},
+        "data": {**counts, "labels": len(data.labels), "training_data_hash": manifest.training_data_hash,
+                 "excluded_sources": list(data.excluded_sources), "limit": cfg.limit},
+        "sweep": {"rows": sweep_rows, "sizes": sweep_sizes, "tolerance": SWEEP_TOLERANCE,
+                  "rule": "best validation score; within the tolerance, the shallowest layer (cheaper at inference)"},
+        "chosen": {"layer": layer, "pooling": pooling, "kind": best["kind"], "threshold_mode": manifest.threshold_mode},
+        "heads": {k: {"eval": _round(v), "fit": next(c for c in candidates if c["kind"] == k)["fit"].describe(),
+                      "best_epoch": next(c for c in candidates if c["kind"] == k)["history"]["best_epoch"],
+                      "seconds": next(c for c in candidates if c["kind"] == k)["seconds"]}
+                  for k, v in head_eval.items()},
+        "head": _round(chosen_eval),
+        "baseline": {"eval": _round(baseline_eval), "config": baseline_info} if baseline_eval else None,
+        "environment": {"python": sys.version.split()[0], "platform": platform.platform(), "cpu_threads": _threads()},
+        "seconds": {"features_and_sweep": round(feature_seconds, 1), "total": round(time.time() - started, 1)},
+    }
+    if out is not None:
+        out = Path(out)
+        save_head(out, best["module"], manifest)
+        results["head_dir"] = str(out)
+        results["head_bytes"] = (out / "head.safetensors").stat().st_size
+        say(f"saved the {best['kind']} head to {out} ({results['head_bytes'] / 1e6:.2f} MB)")
+    if results_dir is not None:
+        write_results(results, Path(results_dir))
+    return results
+
+
+def _threads() -> int:
+    try:
+        import torch
+
+        return torch.get_num_threads()
+    except ImportError:  # pragma: no cover
+        return 0
+
+
+def _round(value):
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# results files
+# ---------------------------------------------------------------------------------------------
+def write_results(results: dict, directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"heads-{results['task']}"
+    if results["data"].get("excluded_sources"):
+        stem += "-excl"
+    jpath, mpath = directory / f"{stem}.json", directory / f"{stem}.md"
+    jpath.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    mpath.write_text(results_markdown(results), encoding="utf-8")
+    return jpath, mpath
+
+
+def results_markdown(r: dict) -> str:
+    task = r["task"]
+    lines = [f"# Classifier head: {'ATT&CK technique extraction' if task == 'attack' else 'CVE to CWE mapping'}", ""]
+    lines += [f"Made by: `{r['command']}`", "",
+              f"- created: {r['created']}; base model: `{r['model']}`"
+              + (f" + adapter `{r['adapter']}`" if r.get("adapter") else "")
+              + f"; knowledge: ATT&CK {r['knowledge']['attack'] or '-'}, CWE {r['knowledge']['cwe'] or '-'}",
+              f"- data: {r['data']['train']} train / {r['data']['val']} val / {r['data']['test']} test rows, "
+              f"{r['data']['labels']} labels; "
+              + ("held-out entities: " f"{r['data']['val_sources']} val, {r['data']['test_sources']} test "
+                 "(groups, software, campaigns; campaigns travel with their groups)" if task == "attack"
+                 else f"held-out CVEs: {r['data']['val_sources']} val, {r['data']['test_sources']} test"),
+              f"- chosen: layer {r['chosen']['layer']}, {r['chosen']['pooling']} pooling, {r['chosen']['kind']} head"
+              + (f", {r['chosen']['threshold_mode']} thresholds" if task == "attack" else ""),
+              ""]
+    if r["data"].get("excluded_sources"):
+        lines += [f"- excluded sources: {', '.join(r['data']['excluded_sources'])}", ""]
+    lines += ["## Test split (held out)", ""]
+    if task == "attack":
+        cols = ["micro_f1", "macro_f1", "micro_precision", "micro_recall", "p_at_1", "p_at_5", "r_at_5"]
+        header = "| system | micro F1 | macro F1 | micro P | micro R | P@1 | P@5 | R@5 |"
+    else:
+        cols = ["top1", "top5", "micro_f1", "macro_f1", "p_at_5"]
+        header = "| system | top-1 | top-5 | micro F1 | macro F1 | P@5 |"
+    lines += [header, "|" + "---|" * (len(cols) + 1)]
+
+    def row(name, m):
+        return f"| {name} | " + " | ".join(_fmt(m[c]) for c in cols) + " |"
+
+    for kind, h in r["heads"].items():
+        mark = " (chosen)" if kind == r["chosen"]["kind"] else ""
+        lines.append(row(f"head {kind}{mark}", h["eval"]["test"]))
+        if task == "attack":
+            other = "test_global" if h["eval"]["threshold_mode"] == "per-class" else "test_per_class"
+            lines.append(row(f"head {kind}, {'global' if other == 'test_global' else 'per-class'} thresholds", h["eval"][other]))
+    if r.get("baseline"):
+        lines.append(row("baseline TF-IDF + logistic regression", r["baseline"]["eval"]["test"]))
+        if task == "attack":
+            b = r["baseline"]["eval"]
+            other = "test_global" if b["threshold_mode"] == "per-class" else "test_per_class"
+            lines.append(row(f"baseline, {'global' if other == 'test_global' else 'per-class'} thresholds", b[other]))
+    lines += ["", "Micro/macro F1 at the thresholds tuned on the validation split (macro over labels with gold "
+              "in the split); P@k: share of the top k that are gold; R@5: share of gold in the top 5."
+              + (" Gold and predictions include parents of sub-techniques." if task == "attack" else
+                 " A hit is any CWE the catalog lists the CVE under."), ""]
+    lines += ["## Validation split", "", header, "|" + "---|" * (len(cols) + 1)]
+    for kind, h in r["heads"].items():
+        lines.append(row(f"head {kind}", h["eval"]["val"]))
+    if r.get("baseline"):
+        lines.append(row("baseline", r["baseline"]["eval"]["val"]))
+    if r["sweep"]["rows"]:
+        s = r["sweep"]
+        metric = "val_micro_f1" if task == "attack" else "val_top1"
+        lines += ["", f"## Layer and pooling sweep (linear head; {s['sizes'].get('train')} train / "
+                  f"{s['sizes'].get('val')} val texts)", "", f"Rule: {s['rule']} (tolerance {s['tolerance']}).", ""]
+        lines += [f"| layer | pooling | {metric} | val macro F1 |", "|---|---|---|---|"]
+        for x in s["rows"]:
+            lines.append(f"| {x['layer']} | {x['pooling']} | {_fmt(x[metric])} | {_fmt(x['val_macro_f1'])} |")
+    lines += ["", f"Seconds: {r['seconds']}; threads: {r['environment']['cpu_threads']}.", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU path: LoRA + head, end to end (peft; head in modules_to_save)
+# ---------------------------------------------------------------------------------------------
+def train_joint(cfg: HarnessConfig, out: str | Path, init_head: str | Path | None = None, lora_r: int = 8,
+                steps: int = 1000, lr: float = 1e-4, batch_size: int = 16, device: str | None = None,
+                max_train: int | None = None) -> dict:
+    """Fine-tune LoRA on the base model and the head together. The head is attached to the
+    model as ``secfm_head`` and listed in peft's ``modules_to_save``; the LoRA adapter (without
+    the head) is saved in ``out/adapter`` and the head in ``out`` with ``adapter: adapter``.
+    Starts from ``init_head`` (a head trained on frozen features) when given."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from secfm.engines.transformers_engine import _decoder_layers, load_causal_lm
+    from secfm.heads import load_head
+    from secfm.models import resolve, tokenizer_for
+    from secfm.registry import default_model_name
+    from secfm.settings import default_device
+
+    device = device or default_device()
+    model_name = cfg.model or default_model_name()
+    if cfg.layer is None or cfg.pooling is None:
+        if init_head is None:
+            raise SecfmError("joint training needs --layer and --pooling (or --init-head from a frozen-feature run)")
+    data = build_dataset(cfg)
+    start_head = load_head(init_head, model=model_name) if init_head else None
+    layer = cfg.layer if cfg.layer is not None else start_head.manifest.layer
+    pooling = cfg.pooling or start_head.manifest.pooling
+    kind = start_head.manifest.kind if start_head else cfg.fit.kind
+    resolved = resolve(model_name)
+    tokenizer = tokenizer_for(resolved)
+    lm = load_causal_lm(resolved, device, dtype=torch.float32 if device == "cpu" else torch.bfloat16)
+    lm.train()
+    train, val = data.split("train"), data.split("val")
+    if max_train:
+        train = subsample(train, max_train)
+    labels = data.labels
+    Ytr, Yva = label_matrix(train, labels), label_matrix(val, labels)
+    parents = parent_index(labels) if cfg.task == "attack" else None
+    hidden = lm.config.get_text_config().hidden_size
+    head = start_head.module if start_head else build_module(hidden, len(labels), kind, cfg.fit.hidden_dim if kind == "mlp" else None, cfg.fit.dropout)
+    head = head.to(device=device, dtype=torch.float32)
+    lm.secfm_head = head
+    config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.05,
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], modules_to_save=["secfm_head"])
+    peft_model = get_peft_model(lm, config)
+    inner, blocks = _decoder_layers(peft_model)
+    target = blocks[layer - 1] if layer > 0 else blocks[len(blocks) + layer]
+    captured = {}
+
+    class _Stop(Exception):
+        pass
+
+    def hook(_m, _i, output):
+        captured["h"] = output[0] if isinstance(output, tuple) else output
+        raise _Stop
+
+    handle = target.register_forward_hook(hook)
+    saved_head = peft_model.base_model.model.secfm_head  # the trainable copy (ModulesToSaveWrapper)
+
+    def pooled(texts):
+        tokenizer.padding_side = "right"
+        batch = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_length)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        try:
+            peft_model(**batch, use_cache=False)
+        except _Stop:
+            pass
+        h = captured["h"].float()
+        mask = batch["attention_mask"].float()
+        if pooling == "last":
+            return h[torch.arange(h.shape[0]), batch["attention_mask"].sum(1) - 1]
+        w = mask.clone()
+        w[:, 0] = torch.where(mask.sum(1) > 1, 0.0, 1.0)
+        return (h * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
+
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    pos_w = torch.from_numpy(_class_weights(Ytr, cfg.objective, cfg.fit)).to(device)
+    rng = np.random.default_rng(cfg.fit.seed)
+    losses = []
+    try:
+        for step in range(steps):
+            idx = rng.choice(len(train), size=min(batch_size, len(train)), replace=False)
+            z = saved_head(pooled([train[i].text for i in idx]))
+            y = torch.from_numpy(Ytr[idx]).to(device)
+            if cfg.objective == "multilabel":
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y, pos_weight=pos_w)
+            else:
+                t = y / y.sum(1, keepdim=True).clamp(min=1)
+                loss = -(t * torch.log_softmax(z, 1)).sum(1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        peft_model.eval()
+        with torch.inference_mode():
+            P_val = []
+            for s in range(0, len(val), batch_size):
+                P_val.append(saved_head(pooled([e.text for e in val[s : s + batch_size]])).float().cpu().numpy())
+            P_val = _probabilities(np.concatenate(P_val), cfg.objective, parents) if P_val else np.zeros((0, len(labels)))
+    finally:
+        handle.remove()
+    out = Path(out)
+    adapter_dir = out / "adapter"
+    peft_model.save_pretrained(str(adapter_dir))
+    _strip_head_from_adapter(adapter_dir, model_name)
+    head_module = build_module(hidden, len(labels), kind, cfg.fit.hidden_dim if kind == "mlp" else None)
+    head_module.load_state_dict({k: v.detach().float().cpu() for k, v in saved_head.state_dict().items()}
+                                if not hasattr(saved_head, "modules_to_save") else
+                                {k: v.detach().float().cpu() for k, v in saved_head.modules_to_save["default"].state_dict().items()})
+    if cfg.objective == "multilabel":
+        t, _ = best_global_threshold(P_val, Yva)
+        pc = per_class_thresholds(P_val, Yva, t)
+        val_metrics = multilabel_metrics(P_val, Yva, t)
+    else:
+        t, pc = 0.5, None
+        val_metrics = multiclass_metrics(P_val, Yva)
+    manifest = HeadManifest(
+        task=cfg.task, kind=kind, objective=cfg.objective, base_model=model_name, adapter="adapter", layer=layer,
+        pooling=pooling, max_length=cfg.max_length, input_dim=hidden,
+        hidden_dim=cfg.fit.hidden_dim if kind == "mlp" else None, labels=list(labels), threshold=float(t),
+        class_thresholds=[round(float(x), 3) for x in pc] if pc is not None else None, threshold_mode="global",
+        training_data_hash=data.data_hash(),
+        trained_sources=data.entity_sources("train"),
+        excluded_sources=list(data.excluded_sources), metrics={"val": _round(val_metrics)},
+        training={"joint": {"lora_r": lora_r, "steps": steps, "lr": lr, "batch_size": batch_size,
+                            "final_loss": round(losses[-1], 4) if losses else None}, "command": cfg.command},
+        created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    save_head(out, head_module, manifest)
+    return {"out": str(out), "val": _round(val_metrics), "steps": steps, "losses": losses[-5:]}
+
+
+def _strip_head_from_adapter(adapter_dir: Path, base_model: str) -> None:
+    """Leave only the LoRA weights in the adapter (the head lives in head.safetensors) and name
+    the registry base model, so ``get_engine(model, adapter=...)`` loads it."""
+    from safetensors.torch import load_file, save_file
+
+    weights = adapter_dir / "adapter_model.safetensors"
+    state = load_file(str(weights))
+    save_file({k: v for k, v in state.items() if "secfm_head" not in k}, str(weights))
+    config_path = adapter_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["modules_to_save"] = [m for m in (config.get("modules_to_save") or []) if m != "secfm_head"] or None
+    config["base_model_name_or_path"] = base_model
+    config_path.write_text(json.dumps(config, indent=2))

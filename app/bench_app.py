@@ -1,0 +1,261 @@
+"""`secfm bench app`: concurrent analyst chat sessions against the running app.
+
+Each session is its own Gradio client (its own ``session_hash``, as a separate browser would
+be). All sessions send their first message at the same moment; every message carries a code
+word unique to its session. The benchmark records, per session, the time to the first streamed
+token and to the full answer, then asks the app for that session's transcript and checks that
+the history is exactly the session's own turns (no code word of another session, the streamed
+answer equal to the stored one). Results go to ``app/results/bench-app.json``.
+
+``run_app_bench(url, ...)`` measures an app that is already running; ``bench_app(...)`` starts
+one in process on a free port, measures it and stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import secrets
+import socket
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench-app.json"
+QUESTIONS = [
+    "What is lateral movement?",
+    "What does an EDR alert for encoded PowerShell usually mean?",
+    "How should I triage repeated failed SSH logins?",
+    "What is credential dumping?",
+    "Why is PermitRootLogin yes risky?",
+]
+
+
+@dataclass
+class SessionRun:
+    session: int
+    code: str
+    ok: bool = False
+    error: str = ""
+    turns: int = 0
+    queued_s: float | None = None  # submit -> the app started the answer (first update)
+    ttft_s: list[float] = field(default_factory=list)  # per turn: submit -> first token on screen
+    total_s: list[float] = field(default_factory=list)  # per turn: submit -> answer complete
+    updates: int = 0  # streamed updates received
+    chars: int = 0
+    history_ok: bool = False
+    history_problem: str = ""
+    session_id: str = ""
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    xs = sorted(values)
+    if len(xs) == 1:
+        return round(xs[0], 3)
+    pos = (len(xs) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(xs) - 1)
+    return round(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo), 3)
+
+
+def _stats(values: list[float]) -> dict:
+    return {"n": len(values), "p50": _percentile(values, 0.5), "p95": _percentile(values, 0.95),
+            "mean": round(statistics.fmean(values), 3) if values else None,
+            "max": round(max(values), 3) if values else None}
+
+
+def _last_assistant(chat) -> str:
+    for msg in reversed(chat or []):
+        if isinstance(msg, dict) and msg.get("role") == "assistant":
+            content = msg.get("content")
+            if isinstance(content, list):  # gradio may send [{"type": "text", "text": ...}]
+                return "".join(c.get("text", "") if isinstance(c, dict) else str(c) for c in content)
+            return str(content or "")
+    return ""
+
+
+def _text(content) -> str:
+    if isinstance(content, list):
+        return "".join(c.get("text", "") if isinstance(c, dict) else str(c) for c in content)
+    return str(content or "")
+
+
+def _one_session(url: str, i: int, barrier: threading.Barrier, turns: int, max_new_tokens: int,
+                 auth, timeout: float) -> SessionRun:
+    from gradio_client import Client
+
+    run = SessionRun(session=i, code=f"CODE-{i:02d}-{secrets.token_hex(3).upper()}")
+    try:
+        client = Client(url, auth=auth, verbose=False, analytics_enabled=False, download_files=False)
+    except Exception as exc:  # noqa: BLE001
+        run.error = f"connect: {type(exc).__name__}: {exc}"
+        try:
+            barrier.wait(timeout=timeout)
+        except threading.BrokenBarrierError:
+            pass
+        return run
+    answers: list[str] = []
+    sent: list[str] = []
+    try:
+        barrier.wait(timeout=timeout)
+        for turn in range(turns):
+            question = QUESTIONS[(i + turn) % len(QUESTIONS)]
+            message = f"[{run.code}] {question}" if turn == 0 else f"{question} (session {run.code})"
+            sent.append(message)
+            t0 = time.monotonic()
+            job = client.submit(message, max_new_tokens, 0.0, api_name="/chat")
+            first_update = first_token = None
+            last = ""
+            deadline = t0 + timeout
+            for out in job:
+                now = time.monotonic()
+                if now > deadline:
+                    job.cancel()
+                    raise TimeoutError(f"turn {turn + 1} took more than {timeout:.0f}s")
+                chat = out[0] if isinstance(out, (list, tuple)) else out
+                run.updates += 1
+                if first_update is None:
+                    first_update = now
+                text = _last_assistant(chat)
+                if text and first_token is None:
+                    first_token = now
+                last = text or last
+            final = job.result(timeout=timeout)
+            chat = final[0] if isinstance(final, (list, tuple)) else final
+            last = _last_assistant(chat) or last
+            done = time.monotonic()
+            if turn == 0 and first_update is not None:
+                run.queued_s = first_update - t0
+            run.ttft_s.append((first_token or done) - t0)
+            run.total_s.append(done - t0)
+            run.chars += len(last)
+            answers.append(last)
+            run.turns += 1
+        transcript = json.loads(client.predict(api_name="/transcript"))
+        run.session_id = str(transcript.get("session") or "")
+        run.history_ok, run.history_problem = _check_history(transcript.get("messages") or [], sent, answers, run.code)
+        run.ok = run.turns == turns and run.history_ok
+    except Exception as exc:  # noqa: BLE001
+        run.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001
+            pass
+    return run
+
+
+_CODE = re.compile(r"CODE-\d{2}-[0-9A-F]{6}")
+
+
+def _check_history(messages: list[dict], sent: list[str], answers: list[str], code: str) -> tuple[bool, str]:
+    """The session's stored history must be exactly its own user turns and streamed answers."""
+    expected = []
+    for q, a in zip(sent, answers):
+        expected += [("user", q.strip()), ("assistant", a)]
+    got = [(m.get("role"), _text(m.get("content"))) for m in messages]
+    if len(got) != len(expected):
+        return False, f"{len(got)} messages stored, {len(expected)} expected"
+    for n, ((role, text), (erole, etext)) in enumerate(zip(got, expected)):
+        if role != erole:
+            return False, f"message {n}: role {role}, expected {erole}"
+        if erole == "user" and text != etext:
+            return False, f"message {n}: another user text is stored"
+        if erole == "assistant" and text.strip() != etext.strip() and etext.strip() != "(no answer)":
+            return False, f"message {n}: the stored answer differs from the streamed one"
+    foreign = {c for _, t in got for c in _CODE.findall(t)} - {code}
+    if foreign:
+        return False, f"code words of other sessions in the history: {sorted(foreign)}"
+    return True, ""
+
+
+def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT_OUT, *, turns: int = 1,
+                  max_new_tokens: int = 16, auth: tuple[str, str] | None = None, timeout: float = 1800.0,
+                  extra: dict | None = None) -> dict:
+    """``sessions`` concurrent chat sessions against the app at ``url``; returns (and writes to
+    ``out``) latency percentiles, throughput and the isolation check."""
+    if sessions < 1:
+        raise ValueError("sessions must be at least 1")
+    barrier = threading.Barrier(sessions)
+    started = time.monotonic()
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    with ThreadPoolExecutor(max_workers=sessions) as pool:
+        futures = [pool.submit(_one_session, url, i, barrier, turns, max_new_tokens, auth, timeout)
+                   for i in range(sessions)]
+        runs = [f.result() for f in futures]
+    wall = time.monotonic() - started
+    ttft = [t for r in runs for t in r.ttft_s]
+    total = [t for r in runs for t in r.total_s]
+    first_total = [r.total_s[0] for r in runs if r.total_s]
+    ids = [r.session_id for r in runs if r.session_id]
+    answered = sum(1 for r in runs if r.turns == turns)
+    isolated = sum(1 for r in runs if r.history_ok)
+    result = {
+        "benchmark": "app",
+        "url": url,
+        "sessions": sessions,
+        "turns_per_session": turns,
+        "max_new_tokens": max_new_tokens,
+        "answered": answered,
+        "all_answered": answered == sessions,
+        "isolated": isolated,
+        "no_mixed_histories": isolated == sessions and len(set(ids)) == len(ids) == sessions,
+        "distinct_session_ids": len(set(ids)),
+        "wall_s": round(wall, 3),
+        "ttft_s": _stats(ttft),
+        "latency_s": _stats(total),
+        "first_turn_latency_s": _stats(first_total),
+        "queued_s": _stats([r.queued_s for r in runs if r.queued_s is not None]),
+        "answers_per_minute": round(60.0 * sum(r.turns for r in runs) / wall, 2) if wall else None,
+        "chars_per_s": round(sum(r.chars for r in runs) / wall, 2) if wall else None,
+        "errors": [f"session {r.session}: {r.error}" for r in runs if r.error],
+        "history_problems": [f"session {r.session}: {r.history_problem}" for r in runs if r.history_problem],
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "loadavg_before": [round(x, 2) for x in load_before] if load_before else None,
+                    "loadavg_after": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "per_session": [asdict(r) for r in runs],
+    }
+    if extra:
+        result.update(extra)
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_app(model: str | None = None, endpoint: str | None = None, sessions: int = 20,
+              out: Path | str | None = DEFAULT_OUT, *, turns: int = 1, max_new_tokens: int = 16,
+              concurrency: int = 2, engine: str = "transformers", backend=None, timeout: float = 1800.0) -> dict:
+    """Start the app in process on a free loopback port, run :func:`run_app_bench`, stop it."""
+    from secfm.app.backend import Backend
+    from secfm.app.ui import launch_app
+
+    if backend is None:
+        backend = Backend.from_options(model, endpoint, engine=engine)
+    port = _free_port()
+    demo = launch_app(host="127.0.0.1", port=port, concurrency=concurrency, backend=backend, block=False,
+                      quiet=True, queue_size=max(64, 2 * sessions), max_new_tokens=max_new_tokens)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        extra = {"app": {"model": backend.describe(), "concurrency": concurrency}}
+        return run_app_bench(url, sessions, out, turns=turns, max_new_tokens=max_new_tokens, timeout=timeout,
+                             extra=extra)
+    finally:
+        demo.close()
+
+
+__all__ = ["DEFAULT_OUT", "bench_app", "run_app_bench"]

@@ -1,0 +1,175 @@
+"""The analyst app: Gradio Blocks with Chat, Triage, Summarize, Config review and ATT&CK tabs.
+
+``build_ui(backend)`` lays the app out; ``launch_app(...)`` builds the engine, the queue and
+the server (``secfm app`` calls it). Binding beyond loopback requires ``auth``.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from secfm.errors import SecfmError
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).parent / "assets"
+CSS_PATH = ASSETS / "app.css"
+TITLE = "secfm · analyst workbench"
+DEFAULT_PORT = 7860
+DEFAULT_CONCURRENCY = 2
+DEFAULT_QUEUE_SIZE = 64
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
+    host = (host or "").strip().strip("[]")
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """``USER:PASS`` (the password may contain ':') -> (user, password); None stays None."""
+    if value is None or value == "":
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise SecfmError("--auth takes USER:PASS (both non-empty)")
+    return user, password
+
+
+def check_exposure(host: str, auth) -> None:
+    """Refuse to serve beyond loopback without authentication."""
+    if not is_loopback(host) and not auth:
+        raise SecfmError(
+            f"binding to {host} exposes the app beyond this machine: pass --auth USER:PASS "
+            "(or bind to 127.0.0.1)")
+
+
+def theme():
+    """A theme with system fonts only (nothing is fetched from the internet)."""
+    return gr.themes.Default(
+        primary_hue="blue",
+        neutral_hue="slate",
+        font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace"],
+    )
+
+
+def launch_options() -> dict:
+    """Theme and CSS for ``Blocks.launch`` (Gradio 6 takes them there, not in ``Blocks``)."""
+    return {"theme": theme(), "css_paths": [str(CSS_PATH)] if CSS_PATH.is_file() else None}
+
+
+def header_html(backend, user: str | None = None) -> str:
+    """The page header: the brand, the model or endpoint behind the app, the signed-in user."""
+    who = f'<div class="who">signed in as <b>{html.escape(user)}</b></div>' if user else ""
+    return (f'<div class="app-header"><div class="brand"><span class="logo">◆</span> secfm '
+            f'<span class="sub">analyst workbench</span></div>{backend.info_html()}{who}</div>')
+
+
+def build_ui(backend, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+    """The app's Blocks for ``backend`` (an :class:`secfm.app.backend.Backend` or an engine)."""
+    from secfm.app.backend import Backend
+    from secfm.app.sessions import new_state
+    from secfm.app.ui_attack import build_attack_tab
+    from secfm.app.ui_chat import build_chat_tab
+    from secfm.app.ui_config import build_config_tab
+    from secfm.app.ui_summary import build_summary_tab
+    from secfm.app.ui_triage import build_triage_tab
+
+    if not isinstance(backend, Backend):
+        backend = Backend(backend)
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False, fill_width=True) as demo:
+        state = new_state()
+        header = gr.HTML(header_html(backend), elem_id="app-header")
+        with gr.Tabs(elem_id="tabs"):
+            build_chat_tab(backend, state, max_new_tokens=max_new_tokens)
+            build_triage_tab(backend, state)
+            build_summary_tab(backend, state)
+            build_config_tab(backend, state)
+            build_attack_tab(backend, state)
+
+        def on_load(request: gr.Request):
+            return header_html(backend, getattr(request, "username", None))
+
+        demo.load(on_load, None, [header], queue=False, api_visibility="private")
+    demo.secfm_backend = backend  # for tests and the benchmark
+    return demo
+
+
+def launch_app(
+    model: str | None = None,
+    endpoint: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    auth: tuple[str, str] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    *,
+    engine: str = "transformers",
+    adapter: str | None = None,
+    context_tokens: int | None = None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+    backend=None,
+    block: bool = True,
+    quiet: bool = False,
+    warm: bool = True,
+):
+    """Build the engine (``model`` in process, or ``endpoint``) and serve the app.
+
+    ``auth`` is required when ``host`` is not a loopback address. ``concurrency`` is how many
+    model calls (chat, triage, summaries, ...) run at once across all sessions; more wait in a
+    queue of ``queue_size``. ``context_tokens`` caps the context the chat uses (default: the
+    model's). ``warm`` loads the knowledge base and retrieval store in the background so the
+    first triage is not slow. ``block=False`` returns the running Blocks (``demo.close()``
+    stops it; ``demo.local_url`` is its address).
+    """
+    from secfm.app.backend import Backend
+
+    check_exposure(host, auth)
+    if concurrency < 1:
+        raise SecfmError("--concurrency must be at least 1")
+    if model and endpoint and backend is None:
+        log.info("using --endpoint %s; --model %s names the served model", endpoint, model)
+    if backend is None:
+        backend = Backend.from_options(model, endpoint, engine=engine, adapter=adapter, context_tokens=context_tokens)
+    if warm:
+        backend.warm_up_in_background()
+    demo = build_ui(backend, max_new_tokens=max_new_tokens)
+    demo.queue(default_concurrency_limit=int(concurrency), max_size=int(queue_size))
+    try:
+        demo.launch(
+            server_name=host,
+            server_port=int(port),
+            auth=[tuple(auth)] if auth else None,
+            auth_message="secfm: sign in to continue" if auth else None,
+            prevent_thread_lock=not block,
+            show_error=True,
+            quiet=quiet,
+            ssr_mode=False,
+            max_file_size="5mb",
+            footer_links=["api", "gradio"],
+            run_history=False,  # alerts and reports must not linger in browser storage
+            **launch_options(),
+        )
+    except OSError as exc:
+        raise SecfmError(f"cannot serve on {host}:{port}: {exc}") from exc
+    return demo
+
+
+__all__ = ["build_ui", "check_exposure", "is_loopback", "launch_app", "launch_options", "parse_auth"]

@@ -1,0 +1,261 @@
+"""`secfm attack extract`: ATT&CK techniques with evidence, Navigator layers, STIX bundles;
+`secfm bench heads`: latency and throughput of extract_attack."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from secfm.errors import SecfmError
+
+
+def register(app: typer.Typer) -> None:
+    from secfm.cli_groups import command_group
+
+    attack = command_group(app, "attack", "ATT&CK technique extraction.")
+
+    @attack.command("extract")
+    def extract(
+        text: Annotated[str, typer.Argument(help="A report or alert: literal text, a file path, @FILE, or '-' for standard input.")],
+        navigator: Annotated[Optional[Path], typer.Option("--navigator", help="Write an ATT&CK Navigator layer (format 4.5) here.")] = None,
+        stix: Annotated[Optional[Path], typer.Option("--stix", help="Write a STIX 2.1 bundle (report, attack-patterns, relationships) here.")] = None,
+        head: Annotated[Optional[Path], typer.Option("--head", help="Head folder; default: the head shipped for the model.")] = None,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model the head runs on; default: the embedded one.")] = None,
+        threshold: Annotated[Optional[str], typer.Option("--threshold", help="A probability (0-1), or 'global' / 'per-class' (the head's tuned thresholds; default: the head's choice).")] = None,
+        top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="At most this many techniques.")] = None,
+        evidence: Annotated[int, typer.Option("--evidence", min=1, help="Evidence sentences per technique.")] = 3,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+        name: Annotated[Optional[str], typer.Option("--name", help="Name of the layer / report (default: from the input).")] = None,
+    ) -> None:
+        """Extract ATT&CK techniques from TEXT with the classifier head; print them with their evidence."""
+        from secfm.inputs import text_or_file
+        from secfm.workflows.attack_extraction import AttackExtractor
+
+        document = text_or_file(text, "text")
+        thr = _threshold(threshold)
+        for target in (navigator, stix):
+            if target is not None and target.exists() and target.is_dir():
+                raise SecfmError(f"{target} is a folder, not a file")
+        from rich.console import Console
+
+        with Console(stderr=True).status("loading the ATT&CK head and its model"):
+            extractor = AttackExtractor.load(head, model, threshold=thr, top_k=top_k, max_evidence=evidence)
+            hits = extractor.extract(document)
+        title = name or _default_name(text, document)
+        if as_json:
+            print(json.dumps({"head": extractor.describe(), "techniques": [h.to_dict() for h in hits]}, indent=2))
+        else:
+            _print_hits(hits)
+        if navigator is not None:
+            from secfm.workflows.navigator import check_layer, navigator_layer
+
+            layer = navigator_layer(hits, name=title, description=f"secfm attack extract: {len(hits)} techniques")
+            check_layer(layer)
+            _write(navigator, json.dumps(layer, indent=2))
+            Console(stderr=True).print(f"Navigator layer: {navigator}")
+        if stix is not None:
+            import stix2
+
+            from secfm.workflows.stix_export import bundle_json, stix_bundle
+
+            serialized = bundle_json(stix_bundle(hits, document, name=title))
+            stix2.parse(serialized, allow_custom=False)  # what we write must parse back
+            _write(stix, serialized)
+            Console(stderr=True).print(f"STIX bundle: {stix}")
+
+    bench = command_group(app, "bench", "Performance benchmarks; each writes its results to a file.")
+
+    @bench.command("heads")
+    def bench_heads(
+        out: Annotated[Path, typer.Option("--out", help="JSON results (a markdown table is written beside it).")] = Path("training/results/bench-heads.json"),
+        head: Annotated[Optional[Path], typer.Option("--head", help="ATT&CK head folder; default: the shipped one for the model.")] = None,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model; default: the embedded one.")] = None,
+        repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed runs per case.")] = 30,
+        batch: Annotated[int, typer.Option("--batch", min=1, help="Texts per call in the batched case.")] = 32,
+    ) -> None:
+        """Texts/s and p50/p95 latency of extract_attack for 1 and for a batch of alert-sized texts (up to 128 tokens)."""
+        res = run_heads_bench(out, head=head, model=model, repeats=repeats, batch=batch)
+        md = out.with_suffix(".md")
+        print(md.read_text() if md.is_file() else json.dumps(res, indent=2))
+
+
+def _threshold(value: str | None):
+    if value is None or value in ("global", "per-class"):
+        return value
+    try:
+        t = float(value)
+    except ValueError:
+        raise SecfmError(f"--threshold must be a number between 0 and 1, 'global' or 'per-class', not {value!r}") from None
+    if not 0 < t < 1:
+        raise SecfmError(f"--threshold must be between 0 and 1, not {value}")
+    return t
+
+
+def _default_name(arg: str, document: str) -> str:
+    candidate = Path(arg[1:] if arg.startswith("@") else arg)
+    if arg != "-" and len(arg) < 4096 and "\n" not in arg and candidate.is_file():
+        return f"secfm: {candidate.name}"
+    first = " ".join(document.split())[:60]
+    return f"secfm: {first}" + ("…" if len(document) > 60 else "")
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise SecfmError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def _print_hits(hits) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not hits:
+        console.print("No ATT&CK technique passed the head's thresholds.")
+        return
+    table = Table(title=f"ATT&CK techniques ({len(hits)})", show_lines=True)
+    for col in ("id", "name", "tactics", "score", "evidence"):
+        table.add_column(col, overflow="fold")
+    for h in hits:
+        ev = "\n".join(f"[{e.sentence}] {e.score:.2f} {e.text}" for e in h.evidence)
+        table.add_row(h.id, h.name, ", ".join(h.tactics), f"{h.score:.2f}", ev)
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# bench heads
+# ---------------------------------------------------------------------------------------------
+#: alert-sized texts (each at most 128 tokens with the Gemma tokenizer), as SIEM/EDR rules write them
+BENCH_ALERTS = [
+    "EDR alert: powershell.exe launched with -EncodedCommand by winword.exe on WS-0231 (user j.doe). The decoded script downloads a payload from hxxp://185.220.101.4/a.ps1 and runs it in memory.",
+    "Suspicious scheduled task 'OneDrive Update' created via schtasks.exe /create /sc minute /mo 15 /tr C:\\Users\\Public\\upd.exe on host FIN-SRV-02.",
+    "Multiple failed RDP logons (87 in 5 minutes) from 45.133.1.20 against administrator accounts on DC01, followed by a successful logon.",
+    "rundll32.exe loaded an unsigned DLL from %APPDATA%\\Microsoft\\crypt32.dll and made outbound HTTPS connections to a newly registered domain.",
+    "User received an email with attachment Invoice_0423.docm; the macro spawned cmd.exe which executed certutil -urlcache -split -f to fetch a binary.",
+    "Mimikatz-like access to lsass.exe memory detected: process procdump64.exe opened a handle to lsass with PROCESS_VM_READ on SRV-APP-7.",
+    "New service 'WinDefendSvc' installed with binary path C:\\Windows\\Temp\\svc.exe; the service runs as LocalSystem and starts automatically.",
+    "Volume shadow copies deleted with vssadmin delete shadows /all /quiet, followed by mass file renames with the extension .lockbit on FS01.",
+    "DNS queries with long random subdomains of tunnel-cdn[.]net at a rate of 40 per second from host LAB-12 suggest data exfiltration over DNS.",
+    "Registry Run key HKCU\\Software\\Microsoft\\Windows\\CurrentVersion\\Run\\Updater set to C:\\ProgramData\\updater.vbs by wscript.exe.",
+    "Outbound SMB connections from WS-0410 to 30 internal hosts within two minutes using the same local administrator credentials (pass-the-hash suspected).",
+    "AWS CloudTrail: IAM user build-bot created new access keys and attached AdministratorAccess to itself from an IP never seen before.",
+    "net.exe group \"Domain Admins\" /domain and nltest /dclist executed by a non-IT user account in quick succession.",
+    "A web shell was detected at /var/www/html/uploads/img.php; requests with the parameter cmd= execute system commands as www-data.",
+    "Process hollowing suspected: svchost.exe started in a suspended state by an unknown parent, then its memory was overwritten and resumed.",
+    "Archive tool 7z.exe compressed the Finance share into a password-protected archive, then rclone uploaded it to a cloud storage account.",
+    "Phishing link clicked: user entered credentials on a fake Microsoft 365 login page hosted at login-micros0ft[.]com.",
+    "WMI event subscription created: __EventFilter 'SCM Event' with a CommandLineEventConsumer that runs a PowerShell downloader at startup.",
+    "Kerberos TGS requests for 120 service accounts with RC4 encryption from a single workstation within one minute (possible kerberoasting).",
+    "The Windows Security event log was cleared (event 1102) on SRV-HR-01 by account svc_backup outside of business hours.",
+    "Cobalt Strike beacon signature matched in memory of dllhost.exe; periodic HTTPS callbacks every 60 seconds with jitter to cdn-update[.]com.",
+    "SSH brute force against bastion host: 2,300 failed password attempts for root from 3 IP addresses in the last hour.",
+    "A signed driver with a known vulnerability (RTCore64.sys) was loaded, then EDR processes were terminated on the same host.",
+    "Browser credential store files (Login Data, Cookies) of Chrome were read by an unsigned executable in the user's Temp folder.",
+    "Screen captures saved every 30 seconds to C:\\Users\\Public\\Pictures\\cap_*.png by a process named explorer32.exe.",
+    "Keystrokes logged by a hook installed with SetWindowsHookEx from an unknown DLL injected into explorer.exe.",
+    "A new local user 'support_adm' was created and added to the Administrators group via net user and net localgroup commands.",
+    "mshta.exe executed a remote HTA file from hxxps://docs-share[.]top/view.hta, which dropped a JavaScript loader.",
+    "Linux host: crontab modified to run /tmp/.x/kworker every minute; the binary connects to a mining pool on port 3333.",
+    "Firewall logs show a host tunnelling RDP over an SSH connection to an external VPS on port 443 (reverse tunnel).",
+    "Exploit attempt against the public Confluence server (CVE-2022-26134 OGNL injection) followed by a reverse shell to 103.44.2.9.",
+    "Email forwarding rule created in the CEO's mailbox to forward all messages containing 'invoice' to an external Gmail address.",
+]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def run_heads_bench(out: Path | None, head: Path | None = None, model: str | None = None, repeats: int = 30,
+                    batch: int = 32, engine=None, alerts: list[str] | None = None) -> dict:
+    """Time ``extract_attack`` on one alert at a time and on batches of ``batch`` alerts; write
+    JSON (and markdown beside it) to ``out``."""
+    import platform
+
+    import torch
+
+    from secfm.workflows.attack_extraction import AttackExtractor, split_sentences
+
+    alerts = list(alerts or BENCH_ALERTS)
+    extractor = AttackExtractor.load(head, model, engine)
+    eng = extractor.engine
+    tokens = [eng.count_tokens(a) for a in alerts]
+    if max(tokens) > 128:
+        raise SecfmError(f"a bench alert has {max(tokens)} tokens; alert-sized texts are at most 128")
+    for a in alerts[:3]:  # warm up (first calls allocate)
+        extractor.extract(a)
+    single = []
+    for i in range(repeats):
+        a = alerts[i % len(alerts)]
+        t0 = time.perf_counter()
+        extractor.extract(a)
+        single.append(time.perf_counter() - t0)
+    texts = [alerts[i % len(alerts)] for i in range(batch)]
+    batched = []
+    batch_repeats = max(3, repeats // 6)
+    for _ in range(batch_repeats):
+        t0 = time.perf_counter()
+        extractor.extract_many(texts)
+        batched.append(time.perf_counter() - t0)
+    m = extractor.head.manifest
+    try:
+        load = os.getloadavg()
+    except OSError:  # pragma: no cover
+        load = (0.0, 0.0, 0.0)
+    res = {
+        "what": "extract_attack on alert-sized texts (sentence split, one batched forward up to the head's layer, head, aggregation)",
+        "head": {"path": str(extractor.head.path), "base_model": m.base_model, "layer": m.layer, "pooling": m.pooling,
+                 "kind": m.kind, "labels": len(m.labels)},
+        "texts": {"count": len(alerts), "tokens_mean": round(statistics.mean(tokens), 1), "tokens_max": max(tokens),
+                  "segments_mean": round(statistics.mean(len(split_sentences(a)) for a in alerts), 2)},
+        "single": {"repeats": repeats, "p50_ms": round(1000 * _percentile(single, 0.5), 1),
+                   "p95_ms": round(1000 * _percentile(single, 0.95), 1),
+                   "texts_per_s": round(len(single) / sum(single), 2)},
+        "batch": {"size": batch, "repeats": batch_repeats, "p50_ms": round(1000 * _percentile(batched, 0.5), 1),
+                  "p95_ms": round(1000 * _percentile(batched, 0.95), 1),
+                  "texts_per_s": round(batch * len(batched) / sum(batched), 2)},
+        "target": {"p50_single_ms": 100, "met": 1000 * _percentile(single, 0.5) < 100},
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                        "load_average_1m_at_end": round(load[0], 2)},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        out.with_suffix(".md").write_text(_bench_markdown(res), encoding="utf-8")
+    return res
+
+
+def _bench_markdown(r: dict) -> str:
+    h, t = r["head"], r["texts"]
+    lines = [
+        "# Benchmark: extract_attack latency and throughput", "",
+        "Made by: `secfm bench heads`", "",
+        f"Head: {h['kind']} on layer {h['layer']} ({h['pooling']} pooling) of `{h['base_model']}`, {h['labels']} labels. "
+        f"Texts: {t['count']} alerts, {t['tokens_mean']} tokens on average (max {t['tokens_max']}), "
+        f"{t['segments_mean']} sentences each.", "",
+        "| case | p50 ms | p95 ms | texts/s |", "|---|---|---|---|",
+        f"| 1 alert per call | {r['single']['p50_ms']} | {r['single']['p95_ms']} | {r['single']['texts_per_s']} |",
+        f"| {r['batch']['size']} alerts per call | {r['batch']['p50_ms']} | {r['batch']['p95_ms']} | {r['batch']['texts_per_s']} |",
+        "",
+        f"Target p50 < {r['target']['p50_single_ms']} ms for one alert: {'met' if r['target']['met'] else 'NOT met'}.",
+        f"Environment: torch {r['environment']['torch']}, {r['environment']['threads']} threads, "
+        f"{r['environment']['cpu_count']} CPUs, load average {r['environment']['load_average_1m_at_end']} at the end "
+        "(other jobs share this CPU).", "",
+    ]
+    return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,8 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def _one_level(client, model: str, concurrency: int, max_tokens: int) -> dict:
+def _one_level(client, model: str, concurrency: int, max_tokens: int, min_requests: int = 8) -> dict:
+    """``max(concurrency, min_requests)`` requests, ``concurrency`` of them in flight at a time."""
     def call(i: int) -> tuple[float, int]:
         started = time.perf_counter()
         resp = client.completions.create(model=model, prompt=PROMPTS[i % len(PROMPTS)], max_tokens=max_tokens, temperature=0)
@@ -30,7 +32,7 @@ def _one_level(client, model: str, concurrency: int, max_tokens: int) -> dict:
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        results = list(pool.map(call, range(concurrency)))
+        results = list(pool.map(call, range(max(concurrency, min_requests))))
     wall = time.perf_counter() - started
     latencies = [r[0] for r in results]
     tokens = sum(r[1] for r in results)
@@ -45,7 +47,8 @@ def _one_level(client, model: str, concurrency: int, max_tokens: int) -> dict:
     }
 
 
-def run_serve_bench(model: str, endpoint: str | None, levels: list[int], max_tokens: int, out: Path) -> dict:
+def run_serve_bench(model: str, endpoint: str | None, levels: list[int], max_tokens: int, out: Path,
+                    min_requests: int = 8) -> dict:
     import openai
 
     from secfm.serving import start_local_server, stop_server
@@ -56,7 +59,10 @@ def run_serve_bench(model: str, endpoint: str | None, levels: list[int], max_tok
         proc, endpoint, served = start_local_server(model)
     try:
         client = openai.OpenAI(base_url=endpoint, api_key="EMPTY", timeout=1800, max_retries=0)
-        rows = [_one_level(client, served, n, max_tokens) for n in levels]
+        client.completions.create(model=served, prompt=PROMPTS[0], max_tokens=2, temperature=0)  # warm-up
+        load_start = os.getloadavg()
+        rows = [_one_level(client, served, n, max_tokens, min_requests) for n in levels]
+        load_end = os.getloadavg()
     finally:
         if proc is not None:
             stop_server(proc)
@@ -67,10 +73,14 @@ def run_serve_bench(model: str, endpoint: str | None, levels: list[int], max_tok
         "model": model,
         "endpoint": endpoint if proc is None else "secfm serve (started by the benchmark)",
         "server": "transformers serve (CPU)" if proc is not None else "external",
-        "machine": f"{platform.machine()} {__import__('os').cpu_count()} cpu",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in load_end],
+        "min_requests_per_level": min_requests,
         "max_tokens": max_tokens,
         "levels": rows,
-        "command": f"secfm bench serve --model {model} " + " ".join(f"--concurrency {n}" for n in levels) + f" --max-tokens {max_tokens}",
+        "command": f"secfm bench serve --model {model} " + " ".join(f"--concurrency {n}" for n in levels) + f" --max-tokens {max_tokens}"
+                   + f" --requests {min_requests}",
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -59,12 +59,14 @@ def bench_serve(
     endpoint: EndpointOpt = None,
     concurrency: Annotated[Optional[list[int]], typer.Option("--concurrency", help="Concurrent requests (repeatable).")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 32,
+    requests: Annotated[int, typer.Option("--requests", min=1, help="Requests per level at least (more when the concurrency is higher).")] = 8,
     out: Annotated[Path, typer.Option("--out", help="JSON results.")] = Path("app/results/bench-serve.json"),
 ) -> None:
     """Tokens/s and p50/p95 latency at 1, 8 and 32 concurrent requests against `secfm serve`."""
     from secfm.app.bench_serve import run_serve_bench
 
-    result = run_serve_bench(model=model, endpoint=endpoint, levels=concurrency or [1, 8, 32], max_tokens=max_tokens, out=out)
+    result = run_serve_bench(model=model, endpoint=endpoint, levels=concurrency or [1, 8, 32], max_tokens=max_tokens, out=out,
+                             min_requests=requests)
     print(json.dumps(result, indent=2))
 
 

@@ -56,9 +56,9 @@ class EngineHeadPredictor:
 
     def predict(self, texts: Sequence[str]) -> list[Scored]:
         m = self.head.manifest
-        features = self.engine.hidden_states(
-            list(texts), layer=m.layer, pooling=m.pooling, batch_size=self.batch_size, max_length=m.max_length
-        )
+        from secfm.features import head_features
+
+        features = head_features(self.engine, texts, m, batch_size=self.batch_size)
         scores = self.head.scores(features)
         limits = self.head.thresholds() if m.objective == "multilabel" else None
         out = []
@@ -76,6 +76,7 @@ class EngineHeadPredictor:
             "task": m.task,
             "kind": m.kind,
             "layer": m.layer,
+            "layers": list(m.layers),
             "pooling": m.pooling,
             "labels": len(m.labels),
             "threshold_mode": m.threshold_mode,
@@ -92,21 +93,20 @@ def load_head(path: str | Path | None, kind: str, engine=None, exclude_sources: 
     check), and one whose training rows came from any of ``exclude_sources`` (the evaluated
     groups/software must be held out of head training).
     """
+    from secfm import heads as core_heads
+
     if path is None:
-        raise SecfmError(
-            f"head mode needs --head DIR: a {kind} head trained by `secfm train head --task {kind}`"
-        )
+        model = getattr(engine, "model_name", None)
+        shipped = core_heads.shipped_head_path(kind, model) if model and not getattr(engine, "adapter", None) else None
+        if shipped is None or not (Path(shipped) / "head.json").is_file():
+            raise SecfmError(
+                f"head mode needs --head DIR: a {kind} head trained by `secfm train head --task {kind}`"
+                + (f" (no shipped {kind} head for {model})" if model else "")
+            )
+        path = shipped
     if not Path(path).expanduser().exists():
         raise SecfmError(f"head not found: {path}")
-    try:
-        from secfm import heads as core_heads
-
-        core_load = core_heads.load_head
-    except (ImportError, AttributeError) as exc:
-        raise SecfmError(
-            "no classifier head is available yet: this install has no secfm.heads.load_head "
-            "(head mode works once `secfm train head` ships)"
-        ) from exc
+    core_load = core_heads.load_head
     head = core_load(
         path,
         model=getattr(engine, "model_name", None) if engine is not None else None,

@@ -10,7 +10,8 @@ inference runs only the layers up to the chosen one.
 adapter, layer, pooling, ``max_length`` and the SHA-256 of the text: retraining a head never
 recomputes them. :func:`features` is the one call training and inference share: cached rows are
 read back, missing rows are computed (batched, sorted by length, with a progress bar), stored
-and returned in input order.
+and returned in input order. :func:`head_features` is what inference feeds a head: its pooling
+over each of its manifest's layers, side by side in manifest order, from one pass.
 """
 
 from __future__ import annotations
@@ -332,15 +333,21 @@ def features(
     keys = {(lay, p): FeatureKey(model_name, adapter_id, lay, p, max_length) for lay in layer_list for p in pooling_list}
     result: dict[tuple[int, str], np.ndarray] = {}
     missing: set[int] = set()
+    need: list[tuple[int, str]] = []  # the (layer, pooling) pairs with rows to compute
     for kp, key in keys.items():
         if store is None:
-            missing.update(range(len(texts)))
-            continue
-        found, miss = store.get(key, hashes)
+            found, miss = None, list(range(len(texts)))
+        else:
+            found, miss = store.get(key, hashes)
         result[kp] = found
-        missing.update(miss)
+        if miss:
+            need.append(kp)
+            missing.update(miss)
     todo = sorted(missing)
     if todo:
+        # only the layers and poolings that miss something run (the deepest of them sets the cost)
+        need_layers = [lay for lay in layer_list if any(k[0] == lay for k in need)]
+        need_poolings = [p for p in pooling_list if any(k[1] == p for k in need)]
         if engine is None:
             if engine_factory is not None:
                 engine = engine_factory()
@@ -353,14 +360,15 @@ def features(
         for i in todo:
             first_of.setdefault(hashes[i], i)
         unique = list(first_of.values())
-        bar = _Bar(len(unique), f"{label}: {model_name} layers {','.join(map(str, layer_list))}", progress)
+        bar = _Bar(len(unique), f"{label}: {model_name} layers {','.join(map(str, need_layers))}", progress)
         try:
             for start in range(0, len(unique), chunk):
                 part = unique[start : start + chunk]
-                got = extract(engine, [texts[i] for i in part], layer_list, pooling_list, batch_size, max_length, bar)
+                got = extract(engine, [texts[i] for i in part], need_layers, need_poolings, batch_size, max_length, bar)
                 part_hashes = [hashes[i] for i in part]
                 row_of = {h: r for r, h in enumerate(part_hashes)}
-                for kp, key in keys.items():
+                for kp in need:
+                    key = keys[kp]
                     if store is not None:
                         store.put(key, part_hashes, got[kp])
                     if result.get(kp) is None:
@@ -374,3 +382,46 @@ def features(
     if scalar:
         return result[(layer_list[0], pooling_list[0])]
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# several layers, one input: the features of a head
+# ---------------------------------------------------------------------------------------------
+def deepest_layer(layers: Sequence[int]) -> int:
+    """The deepest of ``layers`` (all 1-based and positive, or all negative from the end)."""
+    layers = list(layers)
+    if not layers:
+        raise SecfmError("no layer given")
+    if min(layers) < 0 <= max(layers):
+        raise SecfmError(f"layers {layers} mix counting from the start and from the end; give them all one way")
+    return max(layers)
+
+
+def stack_layers(got: dict[tuple[int, str], np.ndarray], layers: Sequence[int], pooling: str) -> np.ndarray:
+    """One feature matrix from per-layer features: ``got[(layer, pooling)]`` side by side, in the
+    order of ``layers`` (a single layer: its matrix as is)."""
+    parts = [got[(layer, pooling)] for layer in layers]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def head_layers(manifest) -> list[int]:
+    """The layers a head's input is made of, in order (old manifests: just ``layer``)."""
+    return list(getattr(manifest, "layers", None) or [manifest.layer])
+
+
+def head_features(engine, texts: Sequence[str], manifest, batch_size: int = 16) -> np.ndarray:
+    """The input of the head described by ``manifest`` for ``texts``: its pooling over each of
+    its layers, concatenated in manifest order, from one forward per batch that stops after the
+    deepest of them. Engines without in-process hidden states fall back to their
+    ``hidden_states`` (one call per layer)."""
+    layers = head_layers(manifest)
+    texts = list(texts)
+    if not texts:
+        return np.zeros((0, manifest.input_dim), dtype=np.float32)
+    if hasattr(engine, "model") and hasattr(engine, "_encode"):
+        got = extract(engine, texts, layers, [manifest.pooling], batch_size=batch_size, max_length=manifest.max_length)
+    else:
+        got = {(layer, manifest.pooling): engine.hidden_states(texts, layer=layer, pooling=manifest.pooling,
+                                                                batch_size=batch_size, max_length=manifest.max_length)
+               for layer in dict.fromkeys(layers)}
+    return stack_layers(got, layers, manifest.pooling)

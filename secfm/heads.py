@@ -1,7 +1,8 @@
 """Classifier heads on pooled hidden states: definition, manifest, save and load.
 
 A head is a small torch module (``linear``: one affine map; ``mlp``: one hidden layer) over the
-pooled hidden state of one layer of one base model (plus adapter). Inputs are standardized by
+pooled hidden state of one layer of one base model (plus adapter), or over the same pooling of
+several layers side by side (``layers``, in order; ``layer`` is the deepest of them). Inputs are standardized by
 the training set's mean and scale, stored with the weights.
 
 On disk a head is a folder with ``head.safetensors`` (weights in float16, standardization in
@@ -28,6 +29,10 @@ import numpy as np
 from secfm.errors import SecfmError
 
 HEAD_FORMAT = 1
+#: the format of a head whose input concatenates several layers (older secfm refuses it)
+MULTI_LAYER_FORMAT = 2
+#: the newest format this secfm reads
+READ_FORMAT = MULTI_LAYER_FORMAT
 WEIGHTS_FILE = "head.safetensors"
 MANIFEST_FILE = "head.json"
 HEAD_KINDS = ("linear", "mlp")
@@ -41,12 +46,13 @@ class HeadManifest:
     objective: str  # multilabel or multiclass
     base_model: str  # registry name or path the features came from
     adapter: str | None  # adapter folder (relative paths are relative to the head folder)
-    layer: int
+    layer: int  # the deepest layer used (inference runs the model up to it)
     pooling: str
     max_length: int
     input_dim: int
     hidden_dim: int | None
     labels: list[str]
+    layers: list[int] | None = None  # the layers whose pooled states are concatenated, in order; None: [layer]
     threshold: float = 0.5  # global threshold (multilabel)
     class_thresholds: list[float] | None = None  # per-label thresholds (multilabel)
     threshold_mode: str = "global"  # the default decision rule: global or per-class
@@ -60,6 +66,19 @@ class HeadManifest:
     training: dict = field(default_factory=dict)  # hyper-parameters, sweep, command
     created: str = ""
     format: int = HEAD_FORMAT
+
+    def __post_init__(self) -> None:
+        from secfm.features import deepest_layer
+
+        if not self.layers:
+            self.layers = [self.layer]
+        self.layers = [int(x) for x in self.layers]
+        if len(set(self.layers)) != len(self.layers):
+            raise SecfmError(f"head layers {self.layers} repeat a layer")
+        if self.layer != deepest_layer(self.layers):
+            raise SecfmError(f"head layer {self.layer} must be the deepest of its layers {self.layers}")
+        if len(self.layers) > 1:
+            self.format = max(self.format, MULTI_LAYER_FORMAT)
 
     @classmethod
     def from_dict(cls, data: dict) -> HeadManifest:
@@ -210,7 +229,7 @@ def save_head(path: str | os.PathLike, module, manifest: HeadManifest, dtype: st
         value = value.detach().cpu().contiguous()
         keep_fp32 = name in ("mu", "scale")
         tensors[name] = value.float() if keep_fp32 else value.to(target)
-    save_file(tensors, str(path / WEIGHTS_FILE), metadata={"format": str(HEAD_FORMAT), "task": manifest.task})
+    save_file(tensors, str(path / WEIGHTS_FILE), metadata={"format": str(manifest.format), "task": manifest.task})
     os.chmod(path / WEIGHTS_FILE, 0o644)  # safetensors writes 0600; shipped heads must be readable by all
     (path / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2) + "\n", encoding="utf-8")
     return path
@@ -225,8 +244,8 @@ def read_manifest(path: str | os.PathLike) -> HeadManifest:
         data = json.loads(file.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise SecfmError(f"{file} is not valid JSON: {exc}") from exc
-    if data.get("format", HEAD_FORMAT) > HEAD_FORMAT:
-        raise SecfmError(f"{path} has head format {data.get('format')}; this secfm reads up to {HEAD_FORMAT}")
+    if data.get("format", HEAD_FORMAT) > READ_FORMAT:
+        raise SecfmError(f"{path} has head format {data.get('format')}; this secfm reads up to {READ_FORMAT}")
     return HeadManifest.from_dict(data)
 
 

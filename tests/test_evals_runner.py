@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -247,12 +246,6 @@ def test_head_mode_without_a_head_is_one_clear_error(tmp_path):
     with pytest.raises(SecfmError, match="head not found"):
         run_eval(_cfg(tmp_path / "a", "cti-ate", "cti-ate.tsv", mode="head", head=str(tmp_path / "nope")),
                  engine=ScriptedEngine(), progress=False)
-    if importlib.util.find_spec("secfm.heads") is None:  # until the core ships heads
-        head_dir = tmp_path / "head"
-        head_dir.mkdir()
-        with pytest.raises(SecfmError, match="no classifier head is available yet"):
-            run_eval(_cfg(tmp_path / "b", "cti-ate", "cti-ate.tsv", mode="head", head=str(head_dir)),
-                     engine=ScriptedEngine(), progress=False)
 
 
 def test_exclude_sources_parsing(tmp_path):

@@ -68,7 +68,8 @@ def test_small_training_run_end_to_end(engine, tmp_path):
                         fit=FitConfig(epochs=5, patience=3), exclude_sources=("G0016",),
                         command="pytest small run")
     res = run_harness(cfg, tmp_path / "head", tmp_path / "results", engine=engine)
-    assert res["chosen"] == {"layer": 3, "pooling": "mean", "kind": "linear", "threshold_mode": res["chosen"]["threshold_mode"]}
+    assert res["chosen"] == {"layer": 3, "layers": [3], "pooling": "mean", "kind": "linear",
+                             "threshold_mode": res["chosen"]["threshold_mode"]}
     for block in (res["head"]["test"], res["baseline"]["eval"]["test"]):
         assert {"micro_f1", "macro_f1", "p_at_1", "p_at_5"} <= set(block)
     m = read_manifest(tmp_path / "head")
@@ -87,6 +88,35 @@ def test_small_training_run_end_to_end(engine, tmp_path):
         load_attack_predictor(exclude_sources=m.trained_sources[0], head=tmp_path / "head", engine=engine)
 
 
+def test_multi_layer_head_features_are_the_single_layers_side_by_side(engine, tmp_path):
+    """A head over layers 1+3 (trained on frozen features): its input is layer 1's and layer 3's
+    mean-pooled states concatenated, from one pass; extract_attack and the eval predictor run it."""
+    from secfm.features import head_features
+    from secfm.training.heads import FitConfig, HarnessConfig, run_harness
+    from secfm.workflows.attack_extraction import AttackExtractor, extract_attack
+
+    cfg = HarnessConfig(task="attack", layer=(3, 1), pooling="mean", kinds=("linear",), limit=24, baseline=False,
+                        fit=FitConfig(epochs=3, patience=2), command="pytest multi-layer run")
+    res = run_harness(cfg, tmp_path / "head", engine=engine)
+    assert res["chosen"]["layers"] == [3, 1] and res["chosen"]["layer"] == 3
+    head = load_head(tmp_path / "head", model=engine.model_name)
+    m = head.manifest
+    assert (m.layer, m.layers, m.input_dim) == (3, [3, 1], 2 * engine.hidden_size())
+    X = head_features(engine, TEXTS, m, batch_size=2)
+    single = [features(TEXTS, layer, "mean", engine=engine, cache=False, progress=False) for layer in (3, 1)]
+    ref = np.concatenate(single, axis=1)
+    assert X.shape == ref.shape and np.allclose(X, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+    assert np.allclose(AttackExtractor(head, engine).features(TEXTS), X, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+    hits = extract_attack("The actor used PowerShell to download a payload. Credentials were dumped from LSASS.",
+                          head=tmp_path / "head", engine=engine, threshold=0.01, top_k=3)
+    assert 1 <= len(hits) <= 3
+
+    from secfm.evals.heads import EngineHeadPredictor
+
+    predicted = EngineHeadPredictor(head, engine).predict(TEXTS[:2])
+    assert len(predicted) == 2 and all(predicted)
+
+
 def test_joint_lora_and_head_smoke(tmp_path):
     pytest.importorskip("peft")
     from secfm.training.heads import FitConfig, HarnessConfig, train_joint
@@ -102,3 +132,36 @@ def test_joint_lora_and_head_smoke(tmp_path):
     with pytest.raises(SecfmError, match="adapter"):
         load_head(tmp_path / "joint", model="gemma-3-270m")
     assert head.manifest.layer == 2
+
+
+def test_eval_head_mode_on_ate_and_rcm_with_the_shipped_heads(tmp_path):
+    """`secfm eval cti-ate|cti-rcm --mode head` score with the shipped heads (the default when no
+    --head is given), record --exclude-sources, and refuse a source the head was trained on."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from secfm.heads import shipped_head_path
+
+    fixtures = Path(__file__).parent / "fixtures" / "ctibench"
+    manifest = read_manifest(shipped_head_path("attack", "gemma-3-270m"))
+    held_out = ",".join(manifest.training["held_out_sources"]["test"][:4])
+
+    def run(task, data, out, *extra):
+        return subprocess.run([sys.executable, "-m", "secfm.cli", "eval", task, "--data", str(fixtures / data), "--mode", "head",
+                               "--bootstrap", "20", "--out", str(out), *extra], capture_output=True, text=True, timeout=900)
+
+    ate = run("cti-ate", "cti-ate.tsv", tmp_path / "ate", "--exclude-sources", held_out)
+    assert ate.returncode == 0, ate.stderr[-2000:]
+    metrics = json.loads((tmp_path / "ate" / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "ate" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and any(r["parsed"] for r in rows) and "micro_f1" in json.dumps(metrics)
+    assert held_out.split(",")[0] in (tmp_path / "ate" / "run.json").read_text()
+
+    rcm = run("cti-rcm", "cti-rcm.tsv", tmp_path / "rcm")
+    assert rcm.returncode == 0, rcm.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "rcm" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(str(r["parsed"]).startswith("CWE-") for r in rows)
+
+    leaked = run("cti-ate", "cti-ate.tsv", tmp_path / "leak", "--exclude-sources", manifest.trained_sources[0])
+    assert leaked.returncode != 0 and "trained on rows of" in leaked.stderr and len(leaked.stderr.strip().splitlines()) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,39 @@ def test_memory_estimate_arithmetic():
     assert one.kv_cache_gib == pytest.approx(1.0)
     two = estimate_serving_memory(arch, max_model_len=8192, tensor_parallel_size=2)
     assert two.weights_gib == pytest.approx(one.weights_gib / 2) and two.kv_cache_gib == pytest.approx(0.5)
+
+
+def test_eval_over_the_endpoint_matches_the_local_engine(server, tmp_path):
+    """`secfm eval --engine openai` against `secfm serve` scores the same answers as in-process."""
+    import json
+
+    base_url, served = server
+    data = str(Path(__file__).parent / "fixtures" / "ctibench" / "cti-mcq-attack.tsv")
+    common = ["-m", "secfm.cli", "eval", "cti-mcqa", "--data", data, "--mode", "gen", "--limit", "3",
+              "--max-new-tokens", "6", "--bootstrap", "10"]
+    runs = {}
+    for name, extra in {"remote": ["--engine", "openai", "--endpoint", base_url, "--model", served],
+                        "local": ["--model", "gemma-3-270m"]}.items():
+        out = tmp_path / name
+        proc = subprocess.run([sys.executable, *common, *extra, "--out", str(out)], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        assert len(rows) == 3
+        runs[name] = {r["id"]: r["raw"] for r in rows}
+        assert json.loads((out / "run.json").read_text())["settings"]["engine"] == ("openai" if name == "remote" else "transformers")
+    assert runs["remote"] == runs["local"]
+
+
+def test_bench_serve_measures_each_concurrency_level(server, tmp_path):
+    import json
+
+    from secfm.app.bench_serve import run_serve_bench
+
+    base_url, served = server
+    out = tmp_path / "bench-serve.json"
+    result = run_serve_bench(model=served, endpoint=base_url, levels=[1, 3], max_tokens=3, out=out, min_requests=2)
+    assert json.loads(out.read_text()) == result and result["server"] == "external"
+    one, three = result["levels"]
+    assert (one["concurrency"], one["requests"]) == (1, 2) and (three["concurrency"], three["requests"]) == (3, 3)
+    assert all(0 < r["latency_p50_s"] <= r["latency_p95_s"] and r["completion_tokens"] > 0 and r["tokens_per_s"] > 0
+               for r in result["levels"])

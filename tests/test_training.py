@@ -380,6 +380,89 @@ def test_evaluation_scores_perplexity_and_letters(tiny_model):
     assert mcq["questions"] == 3 and 0 <= mcq["accuracy"] <= 1 and sum(mcq["predicted_letters"].values()) == 3
     md = render({"runs": {"m": {"perplexity": ppl, "mcq": mcq}}, "comparisons": {}, "commands": ["secfm train eval"]})
     assert "| m |" in md and "secfm train eval" in md
+    from secfm.training.evaluate import mcq_cloze_accuracy
+
+    cloze = mcq_cloze_accuracy(lm, tok, [{**q, "question": "Which tactic?", "options": ["Execution", "Impact", "Discovery",
+                                                                                     "Collection"]} for q in questions])
+    assert cloze["questions"] == 3 and sum(cloze["predicted_letters"].values()) == 3
+    both = {"perplexity": ppl, "mcq": mcq, "mcq_cloze": cloze}
+    md = render({"runs": {"base": both, "tuned": both},
+                 "comparisons": {"tuned": {"perplexity_reduction": 0.0, "perplexity_target_met": False,
+                                           "mcq_gain_points": 0.0, "mcq_target_met": False,
+                                           "mcq_cloze_gain_points": 12.0, "mcq_cloze_target_met": True}}})
+    assert "MCQ letter" in md and "MCQ cloze" in md and "MCQ cloze +12.0 points (meets the +10 target)" in md
+    assert "MCQ letter +0.0 points (misses the +10 target)" in md
+
+
+#: questions a 270M model answers easily from the option text alone (one sensible option each)
+EASY_QUESTIONS = [
+    {"question": "What is the capital city of France?",
+     "options": ["Paris", "Dog food", "Seventeen", "The color of rain"], "answer": "A", "kind": "geo"},
+    {"question": "Which animal says meow and is often kept as a pet?",
+     "options": ["Nine", "A cat", "Photosynthesis", "Tuesday"], "answer": "B", "kind": "animal"},
+    {"question": "What is the opposite of hot?",
+     "options": ["Window", "Purple", "Cold", "Running quickly through the forest"], "answer": "C", "kind": "word"},
+    {"question": "How many days are there in a week?",
+     "options": ["Bread", "Blue", "Democracy", "Seven"], "answer": "D", "kind": "word"},
+]
+
+
+def _rotated(q: dict, by: int) -> dict:
+    """The same question with its options rotated, so the right answer has another letter."""
+    from secfm.training.sft_data import LETTERS
+
+    options = q["options"][by:] + q["options"][:by]
+    right = q["options"][LETTERS.index(q["answer"])]
+    return {**q, "options": options, "answer": LETTERS[options.index(right)]}
+
+
+@pytest.fixture(scope="module")
+def gemma_270m():
+    """The real gemma-3-270m (float32), loaded once for the scoring tests."""
+    from secfm.training.evaluate import _load
+
+    return _load("gemma-3-270m", None)
+
+
+def test_cloze_scoring_picks_the_likely_option_text_whatever_its_letter(gemma_270m):
+    from secfm.training.evaluate import cloze_option_logprobs, mcq_accuracy, mcq_cloze_accuracy
+
+    lm, tok = gemma_270m
+    questions = EASY_QUESTIONS + [_rotated(q, 1) for q in EASY_QUESTIONS] + [_rotated(q, 2) for q in EASY_QUESTIONS]
+    # the answers sit under every letter; the cloze formulation sees no letters, so it must follow the text
+    cloze = mcq_cloze_accuracy(lm, tok, questions, batch=5)
+    assert cloze["accuracy"] == 1.0, cloze
+    assert cloze["predicted_letters"] == {"A": 3, "B": 3, "C": 3, "D": 3}
+    assert set(cloze["by_kind"]) == {"animal", "geo", "word"}
+    # the shared question cache (contexts of different lengths, left-padded; options of 1-5 tokens)
+    # gives the same log-likelihoods as scoring every question + option row in full
+    shared = cloze_option_logprobs(lm, tok, questions, batch=5)
+    full = cloze_option_logprobs(lm, tok, questions, batch=5, share_context=False)
+    for a, b in zip(shared, full):
+        assert [n for _, n in a] == [n for _, n in b]
+        assert all(abs(x - y) < 1e-3 for (x, _), (y, _) in zip(a, b)), (a, b)
+    # length normalization: a long right answer has a lower total log-probability than a one-word
+    # distractor but a far higher mean per token, and the mean decides
+    long_answers = [
+        {"question": "Which US president was known as Honest Abe?", "answer": "A", "kind": "history",
+         "options": ["Abraham Lincoln, the sixteenth President of the United States", "Pizza", "Seven", "Blue"]},
+        {"question": "Who wrote Romeo and Juliet?", "answer": "A", "kind": "literature",
+         "options": ["William Shakespeare, the English playwright and poet", "Tuesday", "Green", "Nine"]},
+        {"question": "What is the chemical formula of water?", "answer": "A", "kind": "chemistry",
+         "options": ["H2O, two hydrogen atoms bonded to one oxygen atom", "Banana", "Car", "Loud"]},
+    ]
+    totals = cloze_option_logprobs(lm, tok, long_answers)
+    assert all(max(range(4), key=lambda j: row[j][0]) != 0 for row in totals)  # the sum would get them wrong
+    assert mcq_cloze_accuracy(lm, tok, long_answers)["accuracy"] == 1.0
+    # letter scoring (with the lettered options in the prompt) and its content-free calibration
+    from secfm.training.sft_data import MCQ, LETTERS
+
+    lettered = [{**q, "prompt": MCQ(q["question"], q["options"], LETTERS.index(q["answer"]), q["kind"], "").prompt()}
+                for q in questions]
+    letter = mcq_accuracy(lm, tok, lettered, calibrate=True)
+    prior = letter["calibrated"]["letter_prior"]
+    assert set(prior) == set(LETTERS) and abs(sum(prior.values()) - 1) < 0.01
+    assert sum(letter["calibrated"]["predicted_letters"].values()) == len(questions) == letter["questions"]
 
 
 def test_ship_copies_only_the_adapter_and_writes_a_card(tmp_path):
@@ -395,11 +478,23 @@ def test_ship_copies_only_the_adapter_and_writes_a_card(tmp_path):
     (src / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "gemma-3-270m", "r": 2,
                                                          "lora_alpha": 4, "target_modules": ["q_proj"]}))
     (src / "tokenizer.json").write_text("{}")
-    target = ship_adapter(src, target=tmp_path / "shipped", results=tmp_path / "none.json",
-                          cpt_summary=tmp_path / "none", sft_summary=tmp_path / "none")
+    target = ship_adapter(src, target=tmp_path / "shipped", results=tmp_path / "none.json", stages=())
     assert sorted(p.name for p in target.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     card = (target / "README.md").read_text()
     assert card.startswith("---\nbase_model: gemma-3-270m") and "not measured yet" in card
+    # with results: the shipped run is the one whose adapter was copied, and its gains are stated
+    mcq = lambda acc: {"accuracy": acc, "questions": 4}  # noqa: E731
+    results = {"mcq_questions": 4, "runs": {
+        "base": {"adapter": None, "perplexity": {"perplexity": 80.0}, "mcq": mcq(0.25), "mcq_cloze": mcq(0.25)},
+        "other": {"adapter": str(tmp_path / "other"), "perplexity": {"perplexity": 40.0}, "mcq": mcq(0.5), "mcq_cloze": mcq(0.5)},
+        "ours": {"adapter": str(src), "perplexity": {"perplexity": 30.0}, "mcq": mcq(0.25), "mcq_cloze": mcq(0.5)}},
+        "comparisons": {"other": {"perplexity_reduction": 0.5, "perplexity_target_met": True, "mcq_gain_points": 25.0},
+                        "ours": {"perplexity_reduction": 0.625, "perplexity_target_met": True, "mcq_gain_points": 0.0,
+                                 "mcq_cloze_gain_points": 25.0}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    card = (ship_adapter(src, target=tmp_path / "shipped", results=tmp_path / "results.json", stages=()) / "README.md").read_text()
+    assert "**secfm-270m**" in card and "62.5% lower" in card
+    assert "letter +0.0 points (missed)" in card and "cloze +25.0 points (met)" in card
     (src / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/abs/path"}))
     with pytest.raises(SecfmError, match="expected 'gemma-3-270m'"):
         ship_adapter(src, target=tmp_path / "x")

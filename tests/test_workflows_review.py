@@ -113,3 +113,14 @@ def test_batch_review_runs_one_generation():
     out = review_configs([SSHD, ("FROM ubuntu:latest\nUSER nobody\n", "auto", "Dockerfile")], use_model=True, engine=engine, store=False)
     assert [r.kind for r in out] == ["sshd", "dockerfile"] and calls == [2]
     assert out[1].findings[0].rule_id == "DOCKER-LATEST-TAG" and all(r.model.status == "ok" for r in out)
+
+
+def test_model_findings_must_be_about_the_cited_lines():
+    from secfm.workflows.review import grounded
+
+    assert grounded("Root login allowed", "PermitRootLogin yes")
+    assert not grounded("Security issue", "Port 22")
+    engine = constant({"findings": [{"line_start": 2, "line_end": 2, "severity": "critical", "title": "Security", "why": "This is critical."}]})
+    r = review_config(SSHD, use_model=True, engine=engine, store=False)
+    assert all(f.source == "rule" for f in r.findings)
+    assert r.rejected[0].reason == "does not refer to anything in the cited lines"

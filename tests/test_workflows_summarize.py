@@ -108,3 +108,10 @@ def test_batch_summaries_share_generations():
                               technique_source=None, chunk_tokens=200, max_new_tokens=32)
     assert [s.summary_source for s in out] == ["model", "model"] and out[0].chunks == 1 and out[1].chunks > 1
     assert out[0].model.calls == 1 and out[1].model.calls == out[1].chunks + 1
+
+
+def test_counts_are_pluralized_in_english():
+    from secfm.workflows.summarize import _plural
+
+    assert [_plural(1, "IPv4 address"), _plural(4, "IPv4 address"), _plural(2, "SHA-256 hash"), _plural(3, "domain")] == [
+        "1 IPv4 address", "4 IPv4 addresses", "2 SHA-256 hashes", "3 domains"]

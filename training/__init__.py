@@ -11,6 +11,8 @@ Public API (imported lazily; torch, datasets and transformers load on first use)
     from secfm.training import merge_adapter                    # merge-and-unload for `vllm serve`
     from secfm.training import evaluate_models                  # perplexity + MCQ, base vs adapters
     from secfm.training import run_train_bench                  # `secfm bench train`
+    from secfm.training import features, fit_head, FitConfig    # a classifier head on your own labelled texts:
+    from secfm.training import HeadManifest, save_head, load_head  # features -> fit -> save -> load (cookbook 6)
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ _EXPORTS = {
     "chunked_lm_loss": "secfm.training.loss",
     "evaluate_models": "secfm.training.evaluate",
     "run_train_bench": "secfm.training.bench",
+    "features": "secfm.features",
+    "FitConfig": "secfm.training.heads",
+    "fit_head": "secfm.training.heads",
+    "predict_module": "secfm.training.heads",
+    "best_global_threshold": "secfm.training.heads",
+    "HeadManifest": "secfm.heads",
+    "save_head": "secfm.heads",
+    "load_head": "secfm.heads",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         exclude_sources: Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK groups/software/campaigns to leave out entirely: ids (G0016,S0154) or @FILE.")] = None,
         model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model (registered name or path); default: the embedded one.")] = None,
         adapter: Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter on the base model.")] = None,
-        layer: Annotated[Optional[int], typer.Option("--layer", help="Decoder layer (1-based; -1 last); default: chosen by a validation sweep.")] = None,
+        layer: Annotated[Optional[str], typer.Option("--layer", help="Decoder layer (1-based; -1 last), or several to concatenate (1,3,6); default: chosen by a validation sweep.")] = None,
         pooling: Annotated[Optional[str], typer.Option("--pooling", help="mean or last; default: chosen by the sweep.")] = None,
         kind: Annotated[str, typer.Option("--kind", help="linear, mlp (one hidden layer) or both (pick by validation).")] = "both",
         data: Annotated[Optional[list[Path]], typer.Option("--data", help="Extra JSONL rows {text, techniques} (attack) or {text, cwes} (cwe); repeatable.")] = None,
@@ -51,12 +51,17 @@ def register(app: typer.Typer) -> None:
         from secfm.heads import parse_sources, shipped_head_path
         from secfm.registry import default_model_name
         from secfm.training.heads import FitConfig, HarnessConfig, run_harness, train_joint, write_results
+        from secfm.training.heads import layer_list
 
         err = Console(stderr=True)
         if task not in TASKS:
             raise SecfmError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
         if pooling is not None and pooling not in ("mean", "last"):
             raise SecfmError(f"--pooling must be mean or last, not {pooling!r}")
+        layers = layer_list(layer)
+        layer_arg = None if layers is None else (layers[0] if len(layers) == 1 else tuple(layers))
+        if joint and layers is not None and len(layers) > 1:
+            raise SecfmError("--joint takes one --layer; heads over several layers train on frozen features only")
         kinds = {"both": ("linear", "mlp"), "linear": ("linear",), "mlp": ("mlp",)}.get(kind)
         if kinds is None:
             raise SecfmError(f"--kind must be linear, mlp or both, not {kind!r}")
@@ -83,7 +88,7 @@ def register(app: typer.Typer) -> None:
             if t == "cwe" and excluded:
                 err.print("[yellow]--exclude-sources applies to ATT&CK sources; the CWE head ignores it[/]")
             cfg = HarnessConfig(
-                task=t, model=model_name, adapter=adapter, layer=layer, pooling=pooling, kinds=kinds,
+                task=t, model=model_name, adapter=adapter, layer=layer_arg, pooling=pooling, kinds=kinds,
                 exclude_sources=tuple(excluded) if t == "attack" else (), user_data=tuple(str(p) for p in data or ()),
                 limit=limit, baseline=baseline, fit=FitConfig(epochs=epochs, seed=seed), command=command,
             )
@@ -113,4 +118,4 @@ def _print_summary(res: dict) -> None:
         table.add_row("tfidf-logreg", *[f"{res['baseline']['eval']['test'][c]:.3f}" for c in cols])
     Console().print(table)
     if res.get("head_dir"):
-        print(f"head: {res['head_dir']} (layer {res['chosen']['layer']}, {res['chosen']['pooling']}, {res['chosen']['kind']})")
+        print(f"head: {res['head_dir']} (layer {'+'.join(map(str, res['chosen'].get('layers') or [res['chosen']['layer']]))}, {res['chosen']['pooling']}, {res['chosen']['kind']})")

@@ -4,7 +4,8 @@ with the TF-IDF baseline on the same entity splits.
 CPU path (default): features of one layer of the frozen base model are computed once (cached
 on disk by :mod:`secfm.features`); the head (linear or one hidden layer) trains on them in
 seconds. Layer and pooling are chosen by validation F1 in a sweep on a subsample (one forward
-pass captures every swept layer); the sweep is kept in the results.
+pass captures every swept layer), which also tries the best 2 and 3 layers of the chosen pooling
+side by side (concatenated); the sweep is kept in the results.
 
 ATT&CK (multilabel): binary cross-entropy with per-label positive weights (``sqrt`` of the
 negative/positive ratio, capped), a sub-technique label also counts its parent; thresholds are
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from secfm.errors import SecfmError
+from secfm.features import deepest_layer, stack_layers
 from secfm.heads import HeadManifest, build_module, lift_parents, parent_index, save_head
 from secfm.training.head_data import (
     CWE_KB_SOURCE,
@@ -50,7 +52,7 @@ from secfm.training.head_data import (
 log = logging.getLogger(__name__)
 
 THRESHOLD_GRID = np.round(np.arange(0.02, 0.96, 0.01), 2)
-DEFAULT_SWEEP_LAYERS = (3, 6, 9, 12, 15, 18)
+DEFAULT_SWEEP_LAYERS = (1, 2, 3, 6, 9, 12, 15, 18)
 DEFAULT_SWEEP_POOLINGS = ("mean", "last")
 #: sweep subsample sizes (texts); the sweep's features are cached like any others
 SWEEP_TRAIN = 2000
@@ -202,19 +204,28 @@ def choose_threshold_mode(P: np.ndarray, Y: np.ndarray, groups: Sequence[str]) -
 # ---------------------------------------------------------------------------------------------
 # fitting a head on features
 # ---------------------------------------------------------------------------------------------
+#: per-kind defaults (chosen on the validation split of the ATT&CK task)
+KIND_DEFAULTS = {"linear": {"lr": 5e-3, "dropout": 0.1}, "mlp": {"lr": 2e-3, "dropout": 0.3}}
+
+
 @dataclass
 class FitConfig:
     kind: str = "linear"
-    hidden_dim: int = 512
-    dropout: float = 0.1
-    epochs: int = 80
-    lr: float = 2e-3
+    hidden_dim: int = 1024
+    dropout: float | None = None  # None: the kind's default
+    epochs: int = 40
+    lr: float | None = None  # None: the kind's default
     weight_decay: float = 1e-4
     batch_size: int = 256
     class_weight: str = "sqrt"  # sqrt, balanced or none
     max_pos_weight: float = 30.0
-    patience: int = 8
+    patience: int = 5
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key, value in KIND_DEFAULTS.get(self.kind, {}).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
 
     def describe(self) -> dict:
         return asdict(self)
@@ -348,7 +359,7 @@ class HarnessConfig:
     task: str = "attack"
     model: str | None = None  # default: the registry default
     adapter: str | None = None
-    layer: int | None = None  # None: sweep
+    layer: int | tuple[int, ...] | None = None  # None: sweep; several: their concatenation
     pooling: str | None = None  # None: sweep
     kinds: tuple[str, ...] = ("linear", "mlp")
     sweep_layers: tuple[int, ...] = DEFAULT_SWEEP_LAYERS
@@ -424,9 +435,36 @@ class _Features:
         return self.engine()
 
 
+def layer_list(layer: int | Sequence[int] | None) -> list[int] | None:
+    """``--layer`` as a list: None, ``3``, ``(1, 3, 6)`` or ``"1,3,6"``."""
+    if layer is None:
+        return None
+    if isinstance(layer, str):
+        try:
+            out = [int(x) for x in layer.replace("+", ",").split(",") if x.strip()]
+        except ValueError as exc:
+            raise SecfmError(f"--layer must be a layer number or a list like 1,3,6, not {layer!r}") from exc
+    elif isinstance(layer, int):
+        out = [layer]
+    else:
+        out = [int(x) for x in layer]
+    if not out:
+        raise SecfmError("--layer is empty")
+    if len(set(out)) != len(out):
+        raise SecfmError(f"--layer repeats a layer: {layer!r}")
+    deepest_layer(out)
+    return out
+
+
+def layers_label(layers: Sequence[int]) -> str:
+    return "+".join(str(x) for x in layers)
+
+
 def run_sweep(data: HeadDataset, cfg: HarnessConfig, feats: _Features) -> tuple[list[dict], dict]:
     """Validation score of a linear head for every (layer, pooling) on a subsample; one forward
-    per batch captures every layer."""
+    per batch captures every layer. Then, for the pooling the single layers pick (or the one
+    asked for), the concatenation of its best 2 and best 3 layers (by the same score), in layer
+    order, on the same subsample."""
     if cfg.task == "attack":
         train = subsample(data.split("train"), cfg.sweep_train)
         train += [e for e in data.split("train") if e.kind == "technique" and e not in train]
@@ -441,32 +479,56 @@ def run_sweep(data: HeadDataset, cfg: HarnessConfig, feats: _Features) -> tuple[
     Ytr, Yva = label_matrix(train, data.labels), label_matrix(val, data.labels)
     parents = parent_index(data.labels) if cfg.task == "attack" else None
     rows = []
-    sweep_fit = FitConfig(kind="linear", epochs=30, patience=4, batch_size=256, lr=5e-3, seed=cfg.fit.seed)
-    for (layer, pooling), X in sorted(got.items()):
+    sweep_fit = FitConfig(kind="linear", epochs=25, patience=3, seed=cfg.fit.seed)
+
+    def score(layers: list[int], pooling: str) -> dict:
         started = time.time()
+        X = stack_layers(got, layers, pooling)
         module, hist = fit_head(X[itr], Ytr, X[iva], Yva, cfg.objective, sweep_fit, parents)
         P = predict_module(module, X[iva], cfg.objective, parents)
+        row = {"layer": deepest_layer(layers), "layers": list(layers), "pooling": pooling}
         if cfg.objective == "multilabel":
             t, f1 = best_global_threshold(P, Yva)
             m = multilabel_metrics(P, Yva, t)
-            row = {"layer": layer, "pooling": pooling, "val_micro_f1": round(m["micro_f1"], 4),
-                   "val_macro_f1": round(m["macro_f1"], 4), "val_p_at_1": round(m["p_at_1"], 4)}
+            row.update({"val_micro_f1": round(m["micro_f1"], 4), "val_macro_f1": round(m["macro_f1"], 4),
+                        "val_p_at_1": round(m["p_at_1"], 4)})
         else:
             m = multiclass_metrics(P, Yva)
-            row = {"layer": layer, "pooling": pooling, "val_top1": round(m["top1"], 4),
-                   "val_top5": round(m["top5"], 4), "val_macro_f1": round(m["macro_f1"], 4)}
+            row.update({"val_top1": round(m["top1"], 4), "val_top5": round(m["top5"], 4),
+                        "val_macro_f1": round(m["macro_f1"], 4)})
         row["epochs"] = hist["best_epoch"]
         row["seconds"] = round(time.time() - started, 1)
         log.info("sweep %s", row)
-        rows.append(row)
+        return row
+
+    for layer, pooling in sorted(got):
+        rows.append(score([layer], pooling))
+    # concatenations of the best layers of the chosen pooling
+    pooling = cfg.pooling or pick_from_sweep(rows, cfg.objective)["pooling"]
+    metric = _sweep_metric(cfg.objective)
+    ranked = [r["layer"] for r in sorted((r for r in rows if r["pooling"] == pooling), key=lambda r: -r[metric])]
+    for n in (2, 3):
+        if len(ranked) >= n:
+            best_n = sorted(ranked[:n], key=lambda x: (x < 0, x))  # layer order (from the start, then from the end)
+            try:
+                deepest_layer(best_n)
+            except SecfmError:
+                continue  # a mix of positive and negative layers: skip
+            rows.append(score(best_n, pooling))
     return rows, {"train": len(train), "val": len(val)}
 
 
+def _sweep_metric(objective: str) -> str:
+    return "val_micro_f1" if objective == "multilabel" else "val_top1"
+
+
 def pick_from_sweep(rows: list[dict], objective: str) -> dict:
-    metric = "val_micro_f1" if objective == "multilabel" else "val_top1"
+    """The best row; within the tolerance the cheapest: the shallowest deepest layer, then the
+    fewest layers."""
+    metric = _sweep_metric(objective)
     best = max(r[metric] for r in rows)
     close = [r for r in rows if r[metric] >= best - SWEEP_TOLERANCE]
-    return min(close, key=lambda r: (r["layer"], -r[metric]))
+    return min(close, key=lambda r: (r["layer"], len(r.get("layers") or [r["layer"]]), -r[metric]))
 
 
 def _fmt(x: float) -> str:
@@ -488,23 +550,27 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
         raise SecfmError("the validation or test split is empty; use more data (or no --limit)")
     sweep_rows: list[dict] = []
     sweep_sizes: dict = {}
-    layer, pooling = cfg.layer, cfg.pooling
-    if layer is None or pooling is None:
+    layers, pooling = layer_list(cfg.layer), cfg.pooling
+    if layers is not None and len(layers) > 1 and pooling is None:
+        pooling = "mean"
+        say(f"layers {layers_label(layers)}: mean pooling (give --pooling for another)")
+    if layers is None or pooling is None:
         say(f"sweep: layers {list(cfg.sweep_layers)} x pooling {list(cfg.sweep_poolings)} on a subsample")
         sweep_rows, sweep_sizes = run_sweep(data, cfg, feats)
-        if layer is not None:
-            sweep_rows_pick = [r for r in sweep_rows if r["layer"] == layer]
+        if layers is not None:
+            sweep_rows_pick = [r for r in sweep_rows if (r.get("layers") or [r["layer"]]) == layers]
         elif pooling is not None:
             sweep_rows_pick = [r for r in sweep_rows if r["pooling"] == pooling]
         else:
             sweep_rows_pick = sweep_rows
         chosen = pick_from_sweep(sweep_rows_pick, cfg.objective)
-        layer, pooling = chosen["layer"], chosen["pooling"]
-        say(f"sweep picked layer {layer}, {pooling} pooling")
+        layers, pooling = list(chosen.get("layers") or [chosen["layer"]]), chosen["pooling"]
+        say(f"sweep picked layer {layers_label(layers)}, {pooling} pooling")
+    layer = deepest_layer(layers)
     splits = {s: data.split(s) for s in ("train", "val", "test")}
     texts = list(dict.fromkeys(e.text for rows in splits.values() for e in rows))
-    say(f"features: {len(texts)} texts at layer {layer} ({pooling})")
-    X_all = feats(texts, layer, pooling, label=f"{cfg.task} features")
+    say(f"features: {len(texts)} texts at layer {layers_label(layers)} ({pooling})")
+    X_all = stack_layers(feats(texts, layers, [pooling], label=f"{cfg.task} features"), layers, pooling)
     row_of = {t: i for i, t in enumerate(texts)}
     X = {s: X_all[[row_of[e.text] for e in rows]] for s, rows in splits.items()}
     Y = {s: label_matrix(rows, data.labels) for s, rows in splits.items()}
@@ -514,7 +580,8 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
     # heads: each kind, pick by validation
     candidates = []
     for kind in cfg.kinds:
-        fit_cfg = FitConfig(**{**cfg.fit.describe(), "kind": kind})
+        # each kind trains with its own lr and dropout (KIND_DEFAULTS); the rest is shared
+        fit_cfg = FitConfig(**{**cfg.fit.describe(), "kind": kind, "lr": None, "dropout": None})
         t0 = time.time()
         module, hist = fit_head(X["train"], Y["train"], X["val"], Y["val"], cfg.objective, fit_cfg, parents)
         P_val = predict_module(module, X["val"], cfg.objective, parents)
@@ -585,6 +652,7 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
         base_model=model_name,
         adapter=cfg.adapter,
         layer=layer,
+        layers=list(layers),
         pooling=pooling,
         max_length=cfg.max_length,
         input_dim=int(X["train"].shape[1]),
@@ -623,8 +691,10 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
         "data": {**counts, "labels": len(data.labels), "training_data_hash": manifest.training_data_hash,
                  "excluded_sources": list(data.excluded_sources), "limit": cfg.limit},
         "sweep": {"rows": sweep_rows, "sizes": sweep_sizes, "tolerance": SWEEP_TOLERANCE,
-                  "rule": "best validation score; within the tolerance, the shallowest layer (cheaper at inference)"},
-        "chosen": {"layer": layer, "pooling": pooling, "kind": best["kind"], "threshold_mode": manifest.threshold_mode},
+                  "rule": "best validation score; within the tolerance, the shallowest deepest layer, then the fewest "
+                          "layers (cheaper at inference); the best 2 and 3 layers of the chosen pooling are also tried "
+                          "side by side"},
+        "chosen": {"layer": layer, "layers": list(layers), "pooling": pooling, "kind": best["kind"], "threshold_mode": manifest.threshold_mode},
         "heads": {k: {"eval": _round(v), "fit": next(c for c in candidates if c["kind"] == k)["fit"].describe(),
                       "best_epoch": next(c for c in candidates if c["kind"] == k)["history"]["best_epoch"],
                       "seconds": next(c for c in candidates if c["kind"] == k)["seconds"]}
@@ -688,7 +758,9 @@ def results_markdown(r: dict) -> str:
               + ("held-out entities: " f"{r['data']['val_sources']} val, {r['data']['test_sources']} test "
                  "(groups, software, campaigns; campaigns travel with their groups)" if task == "attack"
                  else f"held-out CVEs: {r['data']['val_sources']} val, {r['data']['test_sources']} test"),
-              f"- chosen: layer {r['chosen']['layer']}, {r['chosen']['pooling']} pooling, {r['chosen']['kind']} head"
+              f"- chosen: layer {layers_label(r['chosen'].get('layers') or [r['chosen']['layer']])}"
+              + (" (concatenated)" if len(r['chosen'].get('layers') or [0]) > 1 else "")
+              + f", {r['chosen']['pooling']} pooling, {r['chosen']['kind']} head"
               + (f", {r['chosen']['threshold_mode']} thresholds" if task == "attack" else ""),
               ""]
     if r["data"].get("excluded_sources"):
@@ -733,7 +805,7 @@ def results_markdown(r: dict) -> str:
                   f"{s['sizes'].get('val')} val texts)", "", f"Rule: {s['rule']} (tolerance {s['tolerance']}).", ""]
         lines += [f"| layer | pooling | {metric} | val macro F1 |", "|---|---|---|---|"]
         for x in s["rows"]:
-            lines.append(f"| {x['layer']} | {x['pooling']} | {_fmt(x[metric])} | {_fmt(x['val_macro_f1'])} |")
+            lines.append(f"| {layers_label(x.get('layers') or [x['layer']])} | {x['pooling']} | {_fmt(x[metric])} | {_fmt(x['val_macro_f1'])} |")
     lines += ["", f"Seconds: {r['seconds']}; threads: {r['environment']['cpu_threads']}.", ""]
     return "\n".join(lines)
 
@@ -762,9 +834,15 @@ def train_joint(cfg: HarnessConfig, out: str | Path, init_head: str | Path | Non
     if cfg.layer is None or cfg.pooling is None:
         if init_head is None:
             raise SecfmError("joint training needs --layer and --pooling (or --init-head from a frozen-feature run)")
+    asked = layer_list(cfg.layer)
+    if asked is not None and len(asked) > 1:
+        raise SecfmError("joint training takes one layer; heads over several layers train on frozen features only")
     data = build_dataset(cfg)
     start_head = load_head(init_head, model=model_name) if init_head else None
-    layer = cfg.layer if cfg.layer is not None else start_head.manifest.layer
+    if start_head is not None and len(start_head.manifest.layers) > 1:
+        raise SecfmError(f"joint training takes one layer; {init_head} is a head over layers "
+                         f"{layers_label(start_head.manifest.layers)}")
+    layer = asked[0] if asked is not None else start_head.manifest.layer
     pooling = cfg.pooling or start_head.manifest.pooling
     kind = start_head.manifest.kind if start_head else cfg.fit.kind
     resolved = resolve(model_name)

@@ -23,10 +23,32 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def model_card(name: str, base: str, cpt: dict, sft: dict, results: dict, adapter_cfg: dict, size: int) -> str:
+#: (stage label, recipe, run summary) of each training stage of the shipped adapter, in order
+STAGES = (
+    ("CPT-LoRA", "training/recipes/gemma-3-270m/cpt-lora.yaml", "runs/gemma-3-270m/cpt-lora/summary.json"),
+    ("SFT-LoRA", "training/recipes/gemma-3-270m/sft-lora.yaml", "runs/gemma-3-270m/sft-lora/summary.json"),
+    ("SFT-LoRA, continued", "training/recipes/gemma-3-270m/sft-lora-continue.yaml", "runs/gemma-3-270m/sft-lora-2/summary.json"),
+)
+_FORMULATIONS = (("mcq", "letter"), ("mcq_calibrated", "letter, calibrated"), ("mcq_cloze", "cloze"))
+
+
+def _run_label(key: str, run: dict, name: str, shipped: str | None) -> str:
+    adapter = run.get("adapter")
+    if not adapter:
+        return f"{key} (base)"
+    if shipped and Path(adapter).resolve() == Path(shipped).resolve():
+        return f"**{name}** (`{adapter}`)"
+    return f"`{adapter}`"
+
+
+def model_card(name: str, base: str, stages: list[tuple[str, str, dict]], results: dict, adapter_cfg: dict, size: int,
+               shipped_from: str | None = None) -> str:
+    """The adapter's README: use, adapter, training stages, held-out evaluation, limitations."""
     comp = results.get("comparisons", {})
     runs = results.get("runs", {})
-    final = next((v for k, v in comp.items() if "sft" in k), None) or (next(iter(comp.values())) if comp else None)
+    final_key = next((k for k, r in runs.items() if shipped_from and r.get("adapter")
+                      and Path(r["adapter"]).resolve() == Path(shipped_from).resolve()), None)
+    final = comp.get(final_key) if final_key else None
     lines = [
         "---",
         f"base_model: {base}",
@@ -61,42 +83,52 @@ def model_card(name: str, base: str, cpt: dict, sft: dict, results: dict, adapte
         "",
         "## Training",
         "",
+        "Each stage continues the adapter of the one before.",
+        "",
         "| stage | recipe | steps | tokens | time | held-out |",
         "|---|---|---:|---:|---:|---|",
     ]
-    for stage, s in (("CPT-LoRA", cpt), ("SFT-LoRA", sft)):
+    tokens = 0
+    for stage, recipe, s in stages:
         if s:
             extra = " (stopped by its time budget)" if s.get("stopped_by_time_budget") else ""
-            lines.append(f"| {stage} | `training/recipes/gemma-3-270m/{'cpt' if stage.startswith('CPT') else 'sft'}-lora.yaml` | "
-                         f"{s.get('global_step')}{extra} | {s.get('tokens_this_run', 0):,} | {s.get('train_seconds_this_run', 0) / 60:.0f} min | "
+            tokens += s.get("tokens_this_run", 0)
+            lines.append(f"| {stage} | `{recipe}` | {s.get('global_step')}{extra} | {s.get('tokens_this_run', 0):,} | "
+                         f"{s.get('train_seconds_this_run', 0) / 60:.0f} min | "
                          f"eval loss {s.get('eval_loss')} (perplexity {s.get('eval_perplexity')}) |")
+    cut = any(s.get("stopped_by_time_budget") for _, _, s in stages if s)
     lines += [
         "",
         "Data: `secfm data corpus` (18,096 documents, 799k tokens, 5 % of documents held out by a salted",
         "hash of the entity id) and `secfm data sft` (11,498 training conversations; the techniques, groups",
         "and weaknesses held out of the corpus are held out here too). Nothing from CTIBench.",
         "Hardware: a shared, heavily loaded 2-core CPU (bfloat16 autocast on AMX, the chunked output-layer",
-        f"loss); {'the CPT run was cut by its time budget, ' if cpt.get('stopped_by_time_budget') else ''}"
-        f"the adapter has seen {cpt.get('tokens_this_run', 0) + sft.get('tokens_this_run', 0):,} tokens in all, a small fraction of an epoch.",
+        f"loss); {'a run was cut by its time budget; ' if cut else ''}"
+        f"the adapter has seen {tokens:,} tokens in all, a small fraction of an epoch.",
         "",
         "## Evaluation (held-out, `secfm train eval`)",
         "",
     ]
     if runs:
-        lines += ["| model | held-out security perplexity | synthetic MCQ accuracy |", "|---|---:|---:|"]
+        lines += ["| model | held-out security perplexity | MCQ letter | MCQ letter, calibrated | MCQ cloze |",
+                  "|---|---:|---:|---:|---:|"]
         for key, r in runs.items():
-            label = key if not r.get("adapter") else (f"{name} (CPT + SFT)" if "sft" in r["adapter"] else
-                                                      "CPT adapter only" if "cpt" in r["adapter"] else key)
-            lines.append(f"| {label} | {r['perplexity']['perplexity']:.2f} | {r['mcq']['accuracy']:.1%} ({r['mcq']['questions']}) |")
+            cells = [f"{r[k]['accuracy']:.1%}" if r.get(k) else "-" for k, _ in _FORMULATIONS]
+            lines.append(f"| {_run_label(key, r, name, shipped_from)} | {r['perplexity']['perplexity']:.2f} | {' | '.join(cells)} |")
         if final:
-            lines += ["", f"Perplexity {final['perplexity_reduction']:.1%} lower than the base (target >= 20 %: "
-                      f"{'met' if final['perplexity_target_met'] else 'missed'}); MCQ {final['mcq_gain_points']:+.1f} points "
-                      f"(target >= +10: {'met' if final['mcq_target_met'] else 'missed'})."]
-        lines += ["", "Perplexity: each held-out corpus document scored on its own (20k tokens, bf16 autocast). MCQ: 4 options,",
-                  "the letter with the highest next-token probability after the chat prompt; chance is 25 % (the base",
-                  "model answers A every time: 24.1 % is the share of A answers). The questions are about techniques,",
-                  "groups and CWEs held out of both the corpus and the instruction data, so they test generalisation,",
-                  "not recall; 80 SFT steps did not move them. Full tables: `training/results/secfm-270m.md`."]
+            gains = "; ".join(
+                f"{label} {final[g]:+.1f} points ({'met' if final[g] >= 10 else 'missed'})"
+                for (k, label), g in zip(_FORMULATIONS, ("mcq_gain_points", "mcq_calibrated_gain_points", "mcq_cloze_gain_points"))
+                if g in final)
+            lines += ["", f"{name}: perplexity {final['perplexity_reduction']:.1%} lower than the base (target >= 20 %: "
+                      f"{'met' if final['perplexity_target_met'] else 'missed'}); MCQ against the +10-point target: {gains}."]
+        n = results.get("mcq_questions", "the")
+        lines += ["", "Perplexity: each held-out corpus document scored on its own (20k tokens, bf16 autocast).",
+                  f"MCQ ({n} questions, 4 options, chance 25 %): *letter* = the letter with the highest next-token probability after",
+                  "the chat prompt; *calibrated* = the same minus the model's content-free letter prior; *cloze* = no options",
+                  "shown: the option text with the highest mean log-probability per token after the question. The questions are",
+                  "about techniques, groups and CWEs held out of both the corpus and the instruction data, so they test",
+                  "generalisation, not recall. Full tables: `training/results/secfm-270m.md`."]
     else:
         lines.append("(not measured yet: run `secfm train eval`)")
     lines += [
@@ -113,8 +145,7 @@ def model_card(name: str, base: str, cpt: dict, sft: dict, results: dict, adapte
 
 def ship_adapter(adapter: str | Path, name: str = "secfm-270m", base: str = "gemma-3-270m",
                  results: str | Path = "training/results/secfm-270m.json",
-                 cpt_summary: str | Path = "runs/gemma-3-270m/cpt-lora/summary.json",
-                 sft_summary: str | Path = "runs/gemma-3-270m/sft-lora/summary.json",
+                 stages: tuple[tuple[str, str, str], ...] = STAGES,
                  target: str | Path | None = None) -> Path:
     adapter = Path(adapter)
     weights = adapter / "adapter_model.safetensors"
@@ -136,14 +167,15 @@ def ship_adapter(adapter: str | Path, name: str = "secfm-270m", base: str = "gem
     shutil.copy2(config, target / config.name)
     for f in (target / weights.name, target / config.name):
         f.chmod(0o644)  # safetensors are written 0600; the package ships them readable
-    card = model_card(name, base, _read(Path(cpt_summary)), _read(Path(sft_summary)), _read(Path(results)), cfg, size)
+    stage_summaries = [(label, recipe, _read(Path(summary))) for label, recipe, summary in stages]
+    card = model_card(name, base, stage_summaries, _read(Path(results)), cfg, size, shipped_from=str(adapter))
     (target / "README.md").write_text(card)
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m secfm.training.ship", description=__doc__.split("\n")[0])
-    p.add_argument("--adapter", default="runs/gemma-3-270m/sft-lora/adapter")
+    p.add_argument("--adapter", default="runs/gemma-3-270m/sft-lora-2/adapter")
     p.add_argument("--name", default="secfm-270m")
     p.add_argument("--base", default="gemma-3-270m")
     p.add_argument("--results", default="training/results/secfm-270m.json")

@@ -240,13 +240,9 @@ class _HeadRunner:
         return self._engine
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
-        from secfm.features import extract
+        from secfm.features import head_features
 
-        m = self.head.manifest
-        if not texts:
-            return np.zeros((0, m.input_dim), dtype=np.float32)
-        got = extract(self.engine, list(texts), [m.layer], [m.pooling], batch_size=self.batch_size, max_length=m.max_length)
-        return got[(m.layer, m.pooling)]
+        return head_features(self.engine, texts, self.head.manifest, batch_size=self.batch_size)
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         return self.head.scores(self.features(texts))
@@ -254,7 +250,7 @@ class _HeadRunner:
     def describe(self) -> dict:
         m = self.head.manifest
         return {"task": m.task, "head": str(self.head.path), "base_model": m.base_model, "adapter": m.adapter,
-                "layer": m.layer, "pooling": m.pooling, "kind": m.kind, "labels": len(m.labels),
+                "layer": m.layer, "layers": list(m.layers), "pooling": m.pooling, "kind": m.kind, "labels": len(m.labels),
                 "trained_sources": len(m.trained_sources), "excluded_sources": m.excluded_sources}
 
 
@@ -447,7 +443,8 @@ def retrain_without(head, excluded: set[str], out: Path) -> Path:
     fit = m.training.get("fit", {}) if isinstance(m.training, dict) else {}
     from secfm.training.heads import FitConfig
 
-    cfg = HarnessConfig(task="attack", model=m.base_model, adapter=head.adapter_path, layer=m.layer, pooling=m.pooling,
+    cfg = HarnessConfig(task="attack", model=m.base_model, adapter=head.adapter_path,
+                        layer=m.layer if len(m.layers) == 1 else tuple(m.layers), pooling=m.pooling,
                         kinds=(m.kind,), exclude_sources=tuple(sorted(excluded)), baseline=False,
                         max_length=m.max_length, fit=FitConfig(**{k: v for k, v in fit.items() if k in FitConfig.__dataclass_fields__}),
                         command=f"load_attack_predictor(exclude_sources={sorted(excluded)}, retrain=True)")

@@ -217,7 +217,7 @@ def run_heads_bench(out: Path | None, head: Path | None = None, model: str | Non
         load = (0.0, 0.0, 0.0)
     res = {
         "what": "extract_attack on alert-sized texts (sentence split, one batched forward up to the head's layer, head, aggregation)",
-        "head": {"path": str(extractor.head.path), "base_model": m.base_model, "layer": m.layer, "pooling": m.pooling,
+        "head": {"path": str(extractor.head.path), "base_model": m.base_model, "layer": m.layer, "layers": list(m.layers), "pooling": m.pooling,
                  "kind": m.kind, "labels": len(m.labels)},
         "texts": {"count": len(alerts), "tokens_mean": round(statistics.mean(tokens), 1), "tokens_max": max(tokens),
                   "segments_mean": round(statistics.mean(len(split_sentences(a)) for a in alerts), 2)},
@@ -246,7 +246,7 @@ def _bench_markdown(r: dict) -> str:
     lines = [
         "# Benchmark: extract_attack latency and throughput", "",
         "Made by: `secfm bench heads`", "",
-        f"Head: {h['kind']} on layer {h['layer']} ({h['pooling']} pooling) of `{h['base_model']}`, {h['labels']} labels. "
+        f"Head: {h['kind']} on layer{'s' if len(h.get('layers') or [h['layer']]) > 1 else ''} {'+'.join(map(str, h.get('layers') or [h['layer']]))} ({h['pooling']} pooling) of `{h['base_model']}`, {h['labels']} labels. "
         f"Texts: {t['count']} alerts, {t['tokens_mean']} tokens on average (max {t['tokens_max']}), "
         f"{t['segments_mean']} sentences each.", "",
         "| case | p50 ms | p95 ms | texts/s |", "|---|---|---|---|",

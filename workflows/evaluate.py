@@ -224,7 +224,7 @@ def eval_configs(gold_dir: Path, limit, engine, store, use_model: bool, tick, of
         statuses[review.model.status] = statuses.get(review.model.status, 0) + 1
         preds.append({"task": "config", "id": g["file"], "gold": {"kind": g["kind"], "findings": g["findings"]},
                       "pred": {"kind": review.kind, "findings": [{"rule": f.rule_id, "lines": [f.line_start, f.line_end], "source": f.source,
-                                                                 "severity": f.severity} for f in review.findings],
+                                                                 "severity": f.severity, "title": f.title} for f in review.findings],
                                "rejected": [r.model_dump() for r in review.rejected], "model_status": review.model.status},
                       "matched": matched})
     n = len(gold)

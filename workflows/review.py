@@ -6,8 +6,9 @@ quoted lines, why, fix, CWE / ATT&CK mitigation references). The model is then s
 numbered configuration as untrusted data, the rule findings, and guidance retrieved from the
 knowledge base (mitigations, CWE entries, runbooks), and may add up to two findings under a JSON
 schema. Code keeps a model finding only if its line range exists in the input and is not blank,
-it does not repeat a rule finding, and it neither echoes an instruction found in the config nor
-names an unknown id; otherwise it is listed in ``rejected``.
+it talks about what those lines contain (a shared term), it does not repeat a rule finding, and
+it neither echoes an instruction found in the config nor names an unknown id; otherwise it is
+listed in ``rejected``.
 """
 
 from __future__ import annotations
@@ -130,6 +131,26 @@ def _prompt(doc: ConfigDoc, numbered: str, findings: list[Finding], guidance: li
     return [{"role": "user", "content": body}]
 
 
+_STOP = frozenset("""the and for with this that these those are was were not but from into onto over under than then
+there their its it's has have had can could should would will may might must any all some each per via use used using
+file files line lines config configs configuration configurations setting settings value values option options security
+secure insecure issue issues risk risks problem problems finding findings enabled disabled allowed allow allows missing
+set sets default defaults critical high medium low info severity true false yes none null""".split())
+
+
+def _terms(text: str) -> set[str]:
+    import re
+
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", text)
+    return {w for w in re.findall(r"[a-z][a-z0-9]{2,}", spaced.lower()) if w not in _STOP}
+
+
+def grounded(claim: str, evidence: str) -> bool:
+    """Whether a model finding talks about what the cited lines contain (a shared term, after
+    splitting camelCase and dropping generic words), e.g. "root login" for ``PermitRootLogin yes``."""
+    return bool(_terms(claim) & _terms(evidence))
+
+
 def _check_model_findings(doc: ConfigDoc, value: dict, findings: list[Finding], last_line: int, store) -> tuple[list[Finding], list[RejectedEntity]]:
     from secfm.knowledge import find_ids, validate_id
 
@@ -162,6 +183,9 @@ def _check_model_findings(doc: ConfigDoc, value: dict, findings: list[Finding], 
         unknown = [x for x in find_ids(text) if not validate_id(x).known]
         if unknown:
             rejected.append(RejectedEntity(value=label, kind="id", reason=f"names unknown ids: {', '.join(unknown)}"))
+            continue
+        if not grounded(text, doc.quote(start, end)):
+            rejected.append(RejectedEntity(value=label, kind="finding", reason="does not refer to anything in the cited lines"))
             continue
         if any(f.line_start <= end and start <= f.line_end for f in findings + accepted):
             continue  # the same lines are already covered: not an invented finding, just a repeat

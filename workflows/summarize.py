@@ -129,7 +129,9 @@ def plain_language(text: str) -> str:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word}{'es' if word.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
 
 
 _IOC_WORDS = {"ipv4": "IPv4 address", "ipv6": "IPv6 address", "domain": "domain", "url": "URL", "email": "e-mail address",

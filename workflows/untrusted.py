@@ -50,7 +50,7 @@ _INJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("plant", r"\b(?:include|add|insert|mention|list)\b[^.\n]{0,90}\b(?:in|to|into)\s+(?:your|the)\s+(?:summary|answer|report|output|response|findings|triage)\b"),
         ("addressed-note", r"\b(?:note|message|instructions?)\s+(?:to|for)\s+(?:any\s+|the\s+)?(?:automated|ai|llm|language\s+model|assistant|reviewer|scanner)s?\b|\breviewer\s+note\b"),
         ("answer-forgery", r"\{\s*\\?\"(?:severity|findings|summary|headline|techniques|rationale)\\?\"\s*:"),
-        ("role-tag", r"</?(?:system|assistant|user|instructions?)>|^\s*#{2,}\s*(?:system|instruction)s?\b"),
+        ("role-tag", r"</?(?:system|assistant|user|instructions?)>|(?:^|\n)\s*(?:#\s*)?#{2,}\s*(?:system|instruction)s?\b"),
     )
 )
 

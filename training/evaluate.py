@@ -66,6 +66,19 @@ REPRO_COMMANDS = [
 ]
 
 
+def _right_pad(rows: Sequence[Sequence[int]], pad: int):
+    """Token id lists -> (ids, attention mask) tensors, right-padded to the longest row."""
+    import torch
+
+    n = max(len(r) for r in rows)
+    ids = torch.full((len(rows), n), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), n), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[r, :len(row)] = 1
+    return ids, mask
+
+
 def _autocast(bf16: bool):
     import contextlib
 
@@ -261,12 +274,8 @@ def cloze_option_logprobs(lm, tok, questions: Sequence[dict], batch: int = 8, bf
                 cache.batch_repeat_interleave(k)
                 # options, right-padded, continuing each context (4 rows per question)
                 rows = [opt_ids[i][j] for i in idx for j in range(k)]
-                m = max(len(o) for o in rows)
-                oids = torch.full((len(rows), m), pad, dtype=torch.long)
-                omask = torch.zeros((len(rows), m), dtype=torch.long)
-                for r, o in enumerate(rows):
-                    oids[r, :len(o)] = torch.tensor(o)
-                    omask[r, :len(o)] = 1
+                oids, omask = _right_pad(rows, pad)
+                m = oids.shape[1]
                 ctx_len = torch.tensor([len(ctx_ids[i]) for i in idx]).repeat_interleave(k)
                 opos = ctx_len[:, None] + torch.arange(m)[None, :]
                 full_mask = torch.cat([mask.repeat_interleave(k, dim=0), omask], dim=1)
@@ -280,12 +289,7 @@ def cloze_option_logprobs(lm, tok, questions: Sequence[dict], batch: int = 8, bf
             else:
                 rows = [ctx_ids[i] + opt_ids[i][j] for i in idx for j in range(k)]
                 starts = [len(ctx_ids[i]) for i in idx for _ in range(k)]
-                n = max(len(r) for r in rows)
-                ids = torch.full((len(rows), n), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), n), dtype=torch.long)
-                for r, row in enumerate(rows):
-                    ids[r, :len(row)] = torch.tensor(row)
-                    mask[r, :len(row)] = 1
+                ids, mask = _right_pad(rows, pad)
                 h = lm_body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
                 m = max(len(r) - s for r, s in zip(rows, starts))
                 hidden = torch.zeros((len(rows), m, h.shape[-1]), dtype=h.dtype)

@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from secfm.stats import percentile
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench-app.json"
 QUESTIONS = [
     "What is lateral movement?",
@@ -53,19 +55,13 @@ class SessionRun:
     session_id: str = ""
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    xs = sorted(values)
-    if len(xs) == 1:
-        return round(xs[0], 3)
-    pos = (len(xs) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(xs) - 1)
-    return round(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo), 3)
+def _rounded_percentile(values: list[float], q: float) -> float | None:
+    value = percentile(values, q)
+    return None if value is None else round(value, 3)
 
 
 def _stats(values: list[float]) -> dict:
-    return {"n": len(values), "p50": _percentile(values, 0.5), "p95": _percentile(values, 0.95),
+    return {"n": len(values), "p50": _rounded_percentile(values, 0.5), "p95": _rounded_percentile(values, 0.95),
             "mean": round(statistics.fmean(values), 3) if values else None,
             "max": round(max(values), 3) if values else None}
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from secfm.stats import percentile
 
 PROMPTS = [
     "Summarize the risk of CVE-2021-44228 in one sentence:",
@@ -15,12 +16,6 @@ PROMPTS = [
     "Explain lateral movement with PsExec:",
     "What does MITRE ATT&CK T1003 describe?",
 ]
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def _one_level(client, model: str, concurrency: int, max_tokens: int, min_requests: int = 8) -> dict:
@@ -42,8 +37,8 @@ def _one_level(client, model: str, concurrency: int, max_tokens: int, min_reques
         "completion_tokens": tokens,
         "wall_s": round(wall, 3),
         "tokens_per_s": round(tokens / wall, 2),
-        "latency_p50_s": round(statistics.median(latencies), 3),
-        "latency_p95_s": round(_percentile(latencies, 0.95), 3),
+        "latency_p50_s": round(percentile(latencies, 0.5), 3),
+        "latency_p95_s": round(percentile(latencies, 0.95), 3),
     }
 
 

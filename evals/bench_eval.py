@@ -18,6 +18,7 @@ import platform
 import time
 from pathlib import Path
 
+from secfm.engines.base import LoglikResult
 from secfm.errors import SecfmError
 from secfm.evals import prompts
 from secfm.evals.data import Item, load_dataset, select_items
@@ -49,21 +50,6 @@ def plain_loglik(model, tokenizer, context: str, continuation: str, device: str)
     logprobs = torch.log_softmax(logits, dim=-1)
     start = len(ctx_ids) - 1
     return float(sum(logprobs[start + k, t] for k, t in enumerate(cont_ids)))
-
-
-class _Plain:
-    """Duck-typed LoglikResult for the plain loop (sum, per token, per character)."""
-
-    def __init__(self, continuation: str, logprob: float, n_tokens: int):
-        self.continuation, self.logprob, self.n_tokens = continuation, logprob, n_tokens
-
-    @property
-    def per_token(self) -> float:
-        return self.logprob / max(self.n_tokens, 1)
-
-    @property
-    def per_char(self) -> float:
-        return self.logprob / max(len(self.continuation), 1)
 
 
 def run_eval_bench(
@@ -102,7 +88,7 @@ def run_eval_bench(
     def plain(req):
         ctx, conts = req
         return [
-            _Plain(c, plain_loglik(lm, tokenizer, ctx, c, device), len(tokenizer(c, add_special_tokens=False)["input_ids"]))
+            LoglikResult(c, plain_loglik(lm, tokenizer, ctx, c, device), len(tokenizer(c, add_special_tokens=False)["input_ids"]))
             for c in conts
         ]
 

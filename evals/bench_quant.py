@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from secfm.engines.base import LoglikResult
+
 VARIANTS = ("fp32", "bf16", "int8-dynamic", "gguf-q4_k_m")
 DECODE_PROMPT = "The incident response team found that the attacker"
 
@@ -52,26 +54,13 @@ class _LlamaCpp:
                 logits = np.asarray(self.llm.scores[: len(ctx) + len(ids)], dtype=np.float64)
                 logp = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
                 lp = float(sum(logp[len(ctx) + k - 1, t] for k, t in enumerate(ids)))
-                row.append(_Scored(cont, lp, len(ids)))
+                row.append(LoglikResult(cont, lp, len(ids)))
             out.append(row)
         return out
 
     def decode(self, prompt: str, n: int) -> int:
         result = self.llm(prompt, max_tokens=n, temperature=0.0)
         return int(result["usage"]["completion_tokens"])
-
-
-class _Scored:
-    def __init__(self, continuation: str, logprob: float, n_tokens: int):
-        self.continuation, self.logprob, self.n_tokens = continuation, logprob, n_tokens
-
-    @property
-    def per_token(self) -> float:
-        return self.logprob / max(self.n_tokens, 1)
-
-    @property
-    def per_char(self) -> float:
-        return self.logprob / max(len(self.continuation), 1)
 
 
 def _load(variant: str, model: str):

@@ -50,3 +50,19 @@ def text_or_file(value: str, what: str = "input") -> str:
     if len(value) < 4096 and "\n" not in value and candidate.is_file():
         return read_file_text(candidate)
     return check_text(value, what)
+
+
+def jsonl_rows(path: str | Path, text: str | None = None):
+    """``(line number, parsed value)`` for each non-blank line of a JSONL file (``text``: its
+    content when already read); one clear error naming the file and line that is not JSON."""
+    import json
+
+    if text is None:
+        text = read_file_text(path)
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except ValueError as exc:
+            raise SecfmError(f"{path}: line {lineno} is not valid JSON ({exc.msg})") from exc

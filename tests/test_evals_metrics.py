@@ -141,3 +141,11 @@ def test_loglik_figures_per_scoring():
 def test_no_records_is_an_error():
     with pytest.raises(SecfmError):
         summarise(get_task("cti-mcqa"), [])
+
+
+def test_percentile_interpolates_between_ranks():
+    from secfm.stats import percentile
+
+    assert percentile([], 0.5) is None and percentile([3.0], 0.95) == 3.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5
+    assert percentile(list(range(21)), 0.95) == 19.0 and percentile([0.0, 10.0], 0.95) == 9.5

@@ -321,20 +321,14 @@ def kb_documents(limit: int | None = None, exclude_sources: Iterable[str] = ()) 
 
 
 def _file_documents(path: Path, text_field: str) -> Iterator[Document]:
-    from secfm.inputs import read_file_text
+    from secfm.inputs import jsonl_rows, read_file_text
 
     suffix = path.suffix.lower()
     name = path.name
     text = read_file_text(path)  # clear errors: missing, empty, not UTF-8
     if suffix in JSONL_SUFFIXES:
         rows = 0
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise SecfmError(f"{path}: line {lineno} is not valid JSON ({exc.msg})") from exc
+        for lineno, row in jsonl_rows(path, text):
             if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
                 raise SecfmError(f"{path}: line {lineno} has no string field '{text_field}' (use --text-field)")
             rows += 1

@@ -263,18 +263,11 @@ def cwe_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation], l
 
 def read_user_chats(path: str | Path) -> list[Conversation]:
     """Chat-format JSONL rows; one clear error naming the file and line on anything malformed."""
-    from secfm.inputs import read_file_text
+    from secfm.inputs import jsonl_rows
 
     path = Path(path)
-    text = read_file_text(path)
     convs: list[Conversation] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise SecfmError(f"{path}: line {lineno} is not valid JSON ({exc.msg})") from exc
+    for lineno, row in jsonl_rows(path):
         messages = row.get("messages") if isinstance(row, dict) else None
         if not isinstance(messages, list) or not messages:
             raise SecfmError(f"{path}: line {lineno} has no 'messages' list (chat format)")

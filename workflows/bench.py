@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from secfm.stats import percentile
+
 QUERIES = (
     "failed logon brute force against administrator", "encoded powershell command launched by office macro",
     "clear windows security event log", "credential dumping lsass memory", "ransomware deleting shadow copies",
@@ -45,17 +47,8 @@ QUERIES = (
 )
 
 
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
 def _stats(ms: list[float]) -> dict:
-    return {"p50_ms": round(_pct(ms, 0.5), 2), "p95_ms": round(_pct(ms, 0.95), 2), "mean_ms": round(statistics.fmean(ms), 2), "n": len(ms)}
+    return {"p50_ms": round(percentile(ms, 0.5), 2), "p95_ms": round(percentile(ms, 0.95), 2), "mean_ms": round(statistics.fmean(ms), 2), "n": len(ms)}
 
 
 def _time_queries(store, queries: list[str], vectors: list[list[float]], where=None) -> dict:

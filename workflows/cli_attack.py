@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from secfm.errors import SecfmError
+from secfm.stats import percentile
 
 
 def register(app: typer.Typer) -> None:
@@ -170,15 +171,6 @@ BENCH_ALERTS = [
 ]
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def run_heads_bench(out: Path | None, head: Path | None = None, model: str | None = None, repeats: int = 30,
                     batch: int = 32, engine=None, alerts: list[str] | None = None) -> dict:
     """Time ``extract_attack`` on one alert at a time and on batches of ``batch`` alerts; write
@@ -221,13 +213,13 @@ def run_heads_bench(out: Path | None, head: Path | None = None, model: str | Non
                  "kind": m.kind, "labels": len(m.labels)},
         "texts": {"count": len(alerts), "tokens_mean": round(statistics.mean(tokens), 1), "tokens_max": max(tokens),
                   "segments_mean": round(statistics.mean(len(split_sentences(a)) for a in alerts), 2)},
-        "single": {"repeats": repeats, "p50_ms": round(1000 * _percentile(single, 0.5), 1),
-                   "p95_ms": round(1000 * _percentile(single, 0.95), 1),
+        "single": {"repeats": repeats, "p50_ms": round(1000 * percentile(single, 0.5), 1),
+                   "p95_ms": round(1000 * percentile(single, 0.95), 1),
                    "texts_per_s": round(len(single) / sum(single), 2)},
-        "batch": {"size": batch, "repeats": batch_repeats, "p50_ms": round(1000 * _percentile(batched, 0.5), 1),
-                  "p95_ms": round(1000 * _percentile(batched, 0.95), 1),
+        "batch": {"size": batch, "repeats": batch_repeats, "p50_ms": round(1000 * percentile(batched, 0.5), 1),
+                  "p95_ms": round(1000 * percentile(batched, 0.95), 1),
                   "texts_per_s": round(batch * len(batched) / sum(batched), 2)},
-        "target": {"p50_single_ms": 100, "met": 1000 * _percentile(single, 0.5) < 100},
+        "target": {"p50_single_ms": 100, "met": 1000 * percentile(single, 0.5) < 100},
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "load_average_1m_at_end": round(load[0], 2)},

@@ -50,7 +50,7 @@ class LoglikResult:
     continuation: str
     logprob: float  # sum of token log-probabilities, natural log
     n_tokens: int
-    is_greedy: bool  # every continuation token is the argmax at its position
+    is_greedy: bool | None = None  # every continuation token is the argmax at its position (None: not computed)
     token_logprobs: tuple[float, ...] = field(default=(), repr=False)
 
     @property

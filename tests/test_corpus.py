@@ -139,6 +139,17 @@ def test_sft_data_from_the_knowledge_base(tmp_path):
         assert q["options"]["ABCD".index(q["answer"])] in q["prompt"]
     row = next(r for r in dd["train"] if r["kind"] == "cve-cwe")
     assert "Reason:" in row["messages"][-1]["content"] and row["messages"][0]["role"] == "system"
+    # the qa split: training-entity questions alone with their answer text, one row per (question, answer)
+    qa = dd["qa"]
+    assert len(qa) == card["qa"] > 0 and set(qa["key"]) <= keys_train
+    assert len({(r["prompt"], r["completion"]) for r in qa}) == len(qa)
+    letter_rows = [r for r in dd["train"] if r["kind"].startswith("mcq-")]
+    for r in qa.select(range(min(len(qa), 20))):
+        assert r["prompt"].startswith("Question: ") and r["prompt"].endswith("\nAnswer:") and r["kind"].startswith("qa-")
+        question = r["prompt"][len("Question: "):-len("\nAnswer:")]
+        # the same question is a lettered MCQ in the train split, with this completion as its answer
+        assert any(m["messages"][1]["content"].startswith(question + "\n")
+                   and m["messages"][2]["content"].endswith(") " + r["completion"]) for m in letter_rows)
     tactic_q = next((q for q in load_mcq(tmp_path / "sft" / "mcq_heldout.jsonl") if q["kind"] == "technique-tactic"), None)
     if tactic_q:  # distractors of the same kind: all four options are tactic names
         from secfm.knowledge import load_attack

@@ -156,6 +156,47 @@ def test_assistant_only_labels_and_packing():
     assert all(len(b) == 4 for b in blocks) and blocks[0][0] == tok.bos_token_id
 
 
+def test_completion_rows_train_the_answer_as_the_cloze_evaluation_scores_it(tmp_path):
+    from secfm.errors import SecfmError
+    from secfm.models import load_tokenizer
+    from secfm.training.recipes import Recipe
+    from secfm.training.sft_data import SftConfig, build_sft, cloze_prompt
+    from secfm.training.trainer import build_datasets, encode_completion
+
+    tok = load_tokenizer("gemma-3-270m")
+    prompt = cloze_prompt("Which MITRE ATT&CK tactic does the technique T1003 (OS Credential Dumping) belong to?")
+    ids, labels = encode_completion(tok, prompt, "Credential Access", 512)
+    context = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
+    answer = tok(" Credential Access", add_special_tokens=False)["input_ids"]
+    assert ids == context + answer + [tok.eos_token_id]  # the token ids the cloze scorer uses
+    assert labels == [-100] * len(context) + answer + [tok.eos_token_id]
+    assert encode_completion(tok, prompt, "Credential Access", 4) is None  # truncated inside the prompt
+
+    build_sft(tmp_path / "sft", SftConfig(limit=6, heldout_fraction=0.2))
+    recipe = Recipe(name="qa", stage="sft", model="gemma-3-270m", output_dir=str(tmp_path / "run"), seq_len=256,
+                    data={"path": str(tmp_path / "sft"), "train_split": "qa", "max_eval_samples": 2})
+    train, evaluation = build_datasets(recipe, tok)
+    assert len(train) and len(evaluation) == 2
+    trained = tok.decode([t for row in train["labels"] for t in row if t != -100])
+    assert "Question:" not in trained and "Answer:" not in trained and "<eos>" in trained
+    # selected kinds, with conversations of the train split replayed among them
+    mixed = Recipe(name="qa", stage="sft", model="gemma-3-270m", output_dir=str(tmp_path / "run"), seq_len=256,
+                   packing=False, data={"path": str(tmp_path / "sft"), "train_split": "qa", "kinds": ["qa-technique-t*"],
+                                        "replay_split": "train", "replay_samples": 3, "max_eval_samples": 2})
+    train, _ = build_datasets(mixed, tok)
+    texts = [tok.decode(ids) for ids in train["input_ids"]]
+    answers = [t for t in texts if t.startswith("<bos>Question: ")]
+    assert len(answers) == len(train) - 3 and all("tactic" in t for t in answers)
+    assert sum("<start_of_turn>" in t for t in texts) == 3
+    assert train["input_ids"] == build_datasets(mixed, tok)[0]["input_ids"]  # the same order every time
+    for data, message in (({"train_split": "nope"}, "has no split 'nope'"),
+                          ({"train_split": "qa", "kinds": ["qa-nothing"]}, "no row of kinds qa-nothing")):
+        bad = Recipe(name="qa", stage="sft", model="gemma-3-270m", output_dir=str(tmp_path / "run"),
+                     data={"path": str(tmp_path / "sft"), **data})
+        with pytest.raises(SecfmError, match=message):
+            build_datasets(bad, tok)
+
+
 # ------------------------------------------------------------------------------------------------
 # recipes and --dry-run
 # ------------------------------------------------------------------------------------------------

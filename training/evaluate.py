@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from secfm.training.sft_data import LETTERS, SYSTEM_PROMPT
+from secfm.training.sft_data import LETTERS, SYSTEM_PROMPT, cloze_prompt
 
 
 def _load(model: str, adapter: str | None):
@@ -59,10 +59,12 @@ REPRO_COMMANDS = [
     "secfm train cpt --config training/recipes/gemma-3-270m/cpt-lora.yaml",
     "secfm train sft --config training/recipes/gemma-3-270m/sft-lora.yaml",
     "secfm train sft --config training/recipes/gemma-3-270m/sft-lora-continue.yaml",
+    "secfm train sft --config training/recipes/gemma-3-270m/sft-lora-qa.yaml",
     "secfm train eval --corpus runs/data/corpus --sft runs/data/sft --max-tokens 20000 "
     "--adapter runs/gemma-3-270m/cpt-lora/adapter --adapter runs/gemma-3-270m/sft-lora/adapter "
-    "--adapter runs/gemma-3-270m/sft-lora-2/adapter --out training/results/secfm-270m.json",
-    "python -m secfm.training.ship --adapter runs/gemma-3-270m/sft-lora-2/adapter",
+    "--adapter runs/gemma-3-270m/sft-lora-2/adapter --adapter runs/gemma-3-270m/sft-lora-3/adapter "
+    "--adapter runs/gemma-3-270m/sft-lora-qa/adapter --out training/results/secfm-270m.json",
+    "python -m secfm.training.ship --adapter runs/gemma-3-270m/sft-lora-qa/adapter",
 ]
 
 
@@ -214,11 +216,6 @@ def mcq_accuracy(lm, tok, questions: Sequence[dict], system_prompt: str | None =
     return result
 
 
-def cloze_context(question: str) -> str:
-    """The cloze prompt: the question alone, no options, no letters."""
-    return f"Question: {question}\nAnswer:"
-
-
 def _head_logprobs(lm, hidden, targets, chunk: int = 256):
     """log P(target) at each hidden state: the output layer on these positions only, ``chunk``
     positions at a time, float32 softmax (Gemma's final logit soft-capping when the config has it)."""
@@ -248,7 +245,7 @@ def cloze_option_logprobs(lm, tok, questions: Sequence[dict], batch: int = 8, bf
 
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ctx_ids = [bos + ids for ids in tok([cloze_context(q["question"]) for q in questions],
+    ctx_ids = [bos + ids for ids in tok([cloze_prompt(q["question"]) for q in questions],
                                          add_special_tokens=False)["input_ids"]]
     opt_ids = [[ids or [pad] for ids in tok([" " + o for o in q["options"]], add_special_tokens=False)["input_ids"]]
                for q in questions]

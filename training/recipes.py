@@ -32,6 +32,9 @@ class DataSpec(_Strict):
     max_eval_samples: int | None = 64
     max_train_samples: int | None = None
     shuffle_seed: int = 0
+    kinds: list[str] | None = None  # sft: keep train rows whose ``kind`` matches one of these patterns (fnmatch)
+    replay_split: str | None = None  # sft: mix rows of this split into training (e.g. conversations
+    replay_samples: int = 0  # while training short answers), this many, drawn with shuffle_seed
 
 
 class LoraSpec(_Strict):
@@ -109,6 +112,8 @@ class Recipe(_Strict):
             raise ValueError("init_adapter only applies to lora/qlora")
         if self.distributed.sharding != "none" and self.method != "full":
             raise ValueError("ZeRO-3/FSDP sharding is for full-parameter training; LoRA recipes use one GPU")
+        if self.data.replay_split and self.stage != "sft":
+            raise ValueError("data.replay_split is for sft recipes")
         if self.train.max_steps <= 0 and self.train.num_epochs <= 0:
             raise ValueError("set train.max_steps or train.num_epochs")
         return self

@@ -9,11 +9,15 @@ Conversations (``messages`` in the chat format) built from facts only, nothing f
 * multiple-choice questions from the same facts, with distractors of the same kind (other
   tactics, other technique names, other mitigations, techniques the group did not use, other
   CWE names, other CWEs);
-* user JSONL rows in chat format (``{"messages": [{"role": ..., "content": ...}, ...]}``).
+* user JSONL rows in chat format (``{"messages": [{"role": ..., "content": ...}, ...]}``);
+* a ``qa`` split: the same training questions as plain-text question/answer pairs
+  (``Question: ...\nAnswer: <the correct option>``, no options shown), one per distinct question
+  and answer, for recipes that train the short-answer form (``data.train_split: qa``).
 
 The split is by entity with the same salted hash as the corpus (:mod:`secfm.training.splits`):
 every conversation about a held-out technique, group or CWE goes to ``test``; the held-out
-multiple-choice questions are also written to ``mcq_heldout.jsonl`` for the evaluation.
+multiple-choice questions are also written to ``mcq_heldout.jsonl`` for the evaluation. The
+``qa`` split holds training entities only.
 """
 
 from __future__ import annotations
@@ -67,6 +71,17 @@ class MCQ:
     def as_row(self) -> dict:
         return {"question": self.question, "options": self.options, "answer": LETTERS[self.answer],
                 "kind": self.kind, "key": self.key, "prompt": self.prompt()}
+
+    def as_qa_row(self) -> dict:
+        """The question alone and its answer text: a prompt/completion row of the ``qa`` split."""
+        return {"prompt": cloze_prompt(self.question), "completion": self.options[self.answer],
+                "kind": f"qa-{self.kind}", "key": self.key, "split": "qa"}
+
+
+def cloze_prompt(question: str) -> str:
+    """The short-answer (cloze) layout of a question: no options, no letters; the answer follows
+    after a space (the lm-evaluation-harness convention)."""
+    return f"Question: {question}\nAnswer:"
 
 
 @dataclass
@@ -319,23 +334,26 @@ def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = Fa
     rng.shuffle(train)
     mcq_test = [m.as_row() for m in mcqs if held(m.key)]
     mcq_train = [m for m in mcqs if not held(m.key)]
+    qa = list({(r["prompt"], r["completion"]): r for r in (m.as_qa_row() for m in mcq_train)}.values())
 
-    def table(rows: list[dict]) -> Dataset:
+    def table(rows: list[dict], columns: Sequence[str] = ("messages", "kind", "key", "split")) -> Dataset:
         if not rows:
-            return Dataset.from_dict({"messages": [], "kind": [], "key": [], "split": []})
+            return Dataset.from_dict({c: [] for c in columns})
         return Dataset.from_list(rows)
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    DatasetDict({"train": table(train), "test": table(test)}).save_to_disk(str(tmp))
+    DatasetDict({"train": table(train), "test": table(test),
+                 "qa": table(qa, ("prompt", "completion", "kind", "key", "split"))}).save_to_disk(str(tmp))
     (tmp / "mcq_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mcq_test))
     card = {
         "kind": "secfm-sft",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "conversations": len(convs),
-        "train": len(train), "test": len(test),
+        "train": len(train), "test": len(test), "qa": len(qa),
         "by_kind": dict(sorted(Counter(c.kind for c in convs).items())),
         "train_by_kind": dict(sorted(Counter(r["kind"] for r in train).items())),
+        "qa_by_kind": dict(sorted(Counter(r["kind"] for r in qa).items())),
         "mcq": {"total": len(mcqs), "train": len(mcq_train), "heldout": len(mcq_test),
                 "heldout_by_kind": dict(sorted(Counter(r["kind"] for r in mcq_test).items())),
                 "answer_letters_heldout": dict(sorted(Counter(r["answer"] for r in mcq_test).items()))},

@@ -28,6 +28,7 @@ STAGES = (
     ("CPT-LoRA", "training/recipes/gemma-3-270m/cpt-lora.yaml", "runs/gemma-3-270m/cpt-lora/summary.json"),
     ("SFT-LoRA", "training/recipes/gemma-3-270m/sft-lora.yaml", "runs/gemma-3-270m/sft-lora/summary.json"),
     ("SFT-LoRA, continued", "training/recipes/gemma-3-270m/sft-lora-continue.yaml", "runs/gemma-3-270m/sft-lora-2/summary.json"),
+    ("SFT-LoRA, short answers", "training/recipes/gemma-3-270m/sft-lora-qa.yaml", "runs/gemma-3-270m/sft-lora-qa/summary.json"),
 )
 _FORMULATIONS = (("mcq", "letter"), ("mcq_calibrated", "letter, calibrated"), ("mcq_cloze", "cloze"))
 
@@ -63,7 +64,8 @@ def model_card(name: str, base: str, stages: list[tuple[str, str, dict]], result
         f"A LoRA adapter for Google's Gemma 3 270M (`{base}` in the secfm registry), trained by secfm's own",
         "CPU recipes: LoRA continued pretraining on a curated security corpus (MITRE ATT&CK Enterprise and",
         "CWE rendered as prose), then supervised fine-tuning of the same adapter on conversations and",
-        "multiple-choice questions generated from those facts. It is the embedded, laptop-sized member of",
+        "multiple-choice questions generated from those facts, and last on the short answers to those",
+        "questions (the question alone, then the answer). It is the embedded, laptop-sized member of",
         "the secfm family; production uses the Llama 3.1 8B recipes.",
         "",
         "## Use",
@@ -100,11 +102,13 @@ def model_card(name: str, base: str, stages: list[tuple[str, str, dict]], result
     lines += [
         "",
         "Data: `secfm data corpus` (18,096 documents, 799k tokens, 5 % of documents held out by a salted",
-        "hash of the entity id) and `secfm data sft` (11,498 training conversations; the techniques, groups",
-        "and weaknesses held out of the corpus are held out here too). Nothing from CTIBench.",
+        "hash of the entity id) and `secfm data sft` (11,498 training conversations and 4,039 short-answer",
+        "rows, its `qa` split; the techniques, groups and weaknesses held out of the corpus are held out",
+        "here too). Nothing from CTIBench.",
         "Hardware: a shared, heavily loaded 2-core CPU (bfloat16 autocast on AMX, the chunked output-layer",
         f"loss); {'a run was cut by its time budget; ' if cut else ''}"
-        f"the adapter has seen {tokens:,} tokens in all, a small fraction of an epoch.",
+        f"the adapter has seen {tokens:,} tokens in all: a fraction of an epoch of the corpus and the",
+        "conversations, two epochs of the short answers.",
         "",
         "## Evaluation (held-out, `secfm train eval`)",
         "",
@@ -175,7 +179,7 @@ def ship_adapter(adapter: str | Path, name: str = "secfm-270m", base: str = "gem
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m secfm.training.ship", description=__doc__.split("\n")[0])
-    p.add_argument("--adapter", default="runs/gemma-3-270m/sft-lora-2/adapter")
+    p.add_argument("--adapter", default="runs/gemma-3-270m/sft-lora-qa/adapter")
     p.add_argument("--name", default="secfm-270m")
     p.add_argument("--base", default="gemma-3-270m")
     p.add_argument("--results", default="training/results/secfm-270m.json")

@@ -29,6 +29,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,22 @@ def encode_conversation(tokenizer, messages: list[dict], max_len: int) -> tuple[
     return ids, labels
 
 
+def encode_completion(tokenizer, prompt: str, completion: str, max_len: int) -> tuple[list[int], list[int]] | None:
+    """(input_ids, labels) of a plain-text prompt/completion row: BOS + prompt, then " " +
+    completion + EOS with labels on the completion tokens (and EOS) only; the prompt and the
+    completion are tokenized apart, as the cloze evaluation scores them. None when truncation
+    leaves no completion token."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    head = bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    tail = tokenizer(" " + completion, add_special_tokens=False)["input_ids"] + eos
+    ids = (head + tail)[:max_len]
+    labels = ([-100] * len(head) + tail)[:max_len]
+    if all(x == -100 for x in labels):
+        return None
+    return ids, labels
+
+
 def pack_examples(examples: list[tuple[list[int], list[int]]], seq_len: int) -> list[tuple[list[int], list[int]]]:
     """Greedy packing in order: conversations are concatenated while they fit; none is split."""
     packed: list[tuple[list[int], list[int]]] = []
@@ -144,15 +161,27 @@ def build_datasets(recipe: Recipe, tokenizer, progress: Callable[[str], None] | 
 
     path = ensure_data(recipe, progress)
     dd = load_corpus(path)  # any DatasetDict saved to disk
-    for split in (recipe.data.train_split, recipe.eval_split):
-        if split not in dd:
+    spec = recipe.data
+    for split in (spec.train_split, recipe.eval_split, spec.replay_split):
+        if split is not None and split not in dd:
             raise SecfmError(f"data {path} has no split '{split}' (has {', '.join(dd)})")
-    train_rows = dd[recipe.data.train_split].shuffle(seed=recipe.data.shuffle_seed)
+    train_rows = dd[spec.train_split].shuffle(seed=spec.shuffle_seed)
     eval_rows = dd[recipe.eval_split]
-    if recipe.data.max_train_samples:
-        train_rows = train_rows.select(range(min(len(train_rows), recipe.data.max_train_samples)))
+    if spec.kinds:
+        if "kind" not in train_rows.column_names:
+            raise SecfmError(f"data {path} split '{spec.train_split}' has no 'kind' column to select data.kinds from")
+        train_rows = train_rows.filter(lambda kind: any(fnmatch(kind, k) for k in spec.kinds), input_columns="kind")
+        if not len(train_rows):
+            raise SecfmError(f"data {path} split '{spec.train_split}': no row of kinds {', '.join(spec.kinds)}")
+    if spec.max_train_samples:
+        train_rows = train_rows.select(range(min(len(train_rows), spec.max_train_samples)))
+    replay_rows = None
+    if spec.replay_split and spec.replay_samples:
+        replay_rows = dd[spec.replay_split].shuffle(seed=spec.shuffle_seed)
+        replay_rows = replay_rows.select(range(min(len(replay_rows), spec.replay_samples)))
     if progress:
-        progress(f"tokenizing {len(train_rows):,} train and {len(eval_rows):,} eval rows")
+        replay = f" + {len(replay_rows):,} {spec.replay_split}" if replay_rows is not None else ""
+        progress(f"tokenizing {len(train_rows):,} {spec.train_split}{replay} and {len(eval_rows):,} eval rows")
     n_eval = recipe.data.max_eval_samples
     if recipe.stage == "cpt":
         if "text" not in train_rows.column_names:
@@ -162,21 +191,29 @@ def build_datasets(recipe: Recipe, tokenizer, progress: Callable[[str], None] | 
         if not train_blocks:
             raise SecfmError(f"data {path}: fewer than {recipe.seq_len} tokens in the train split")
         return Dataset.from_dict({"input_ids": train_blocks}), Dataset.from_dict({"input_ids": eval_blocks})
-    if "messages" not in train_rows.column_names:
-        raise SecfmError(f"data {path} has no 'messages' column: SFT needs data from `secfm data sft`")
 
-    def encode(rows, limit=None) -> list[tuple[list[int], list[int]]]:
+    def encode(rows, split: str, limit=None) -> list[tuple[list[int], list[int]]]:
+        if "messages" in rows.column_names:
+            encoded = (encode_conversation(tokenizer, m, recipe.seq_len) for m in rows["messages"])
+        elif {"prompt", "completion"} <= set(rows.column_names):
+            encoded = (encode_completion(tokenizer, p, c, recipe.seq_len)
+                       for p, c in zip(rows["prompt"], rows["completion"]))
+        else:
+            raise SecfmError(f"data {path} split '{split}' has neither a 'messages' column nor 'prompt' and "
+                             "'completion' columns: SFT needs data from `secfm data sft`")
         out = []
-        for messages in rows["messages"]:
-            enc = encode_conversation(tokenizer, messages, recipe.seq_len)
+        for enc in encoded:
             if enc:
                 out.append(enc)
             if limit and len(out) >= limit:
                 break
         return out
 
-    train_ex = encode(train_rows)
-    eval_ex = encode(eval_rows, None if n_eval is None else n_eval * (4 if recipe.packing else 1))
+    train_ex = encode(train_rows, spec.train_split)
+    if replay_rows is not None:  # interleave the replayed rows, in a fixed order
+        train_ex += encode(replay_rows, spec.replay_split)
+        random.Random(spec.shuffle_seed).shuffle(train_ex)
+    eval_ex = encode(eval_rows, recipe.eval_split, None if n_eval is None else n_eval * (4 if recipe.packing else 1))
     if recipe.packing:
         train_ex = pack_examples(train_ex, recipe.seq_len)
         eval_ex = pack_examples(eval_ex, recipe.seq_len)

@@ -343,8 +343,10 @@ def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = Fa
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    DatasetDict({"train": table(train), "test": table(test),
-                 "qa": table(qa, ("prompt", "completion", "kind", "key", "split"))}).save_to_disk(str(tmp))
+    splits = {"train": table(train), "test": table(test)}
+    if qa:  # only from the knowledge base (an empty split does not load back)
+        splits["qa"] = table(qa, ("prompt", "completion", "kind", "key", "split"))
+    DatasetDict(splits).save_to_disk(str(tmp))
     (tmp / "mcq_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mcq_test))
     card = {
         "kind": "secfm-sft",

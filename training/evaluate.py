@@ -243,12 +243,15 @@ def cloze_option_logprobs(lm, tok, questions: Sequence[dict], batch: int = 8, bf
     (context + option) row is run in full (the reference the tests compare with)."""
     import torch
 
-    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    from secfm.training.trainer import cloze_token_ids
+
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ctx_ids = [bos + ids for ids in tok([cloze_prompt(q["question"]) for q in questions],
-                                         add_special_tokens=False)["input_ids"]]
-    opt_ids = [[ids or [pad] for ids in tok([" " + o for o in q["options"]], add_special_tokens=False)["input_ids"]]
-               for q in questions]
+    ctx_ids: list[list[int]] = []
+    opt_ids: list[list[list[int]]] = []
+    for q in questions:
+        context, options = cloze_token_ids(tok, cloze_prompt(q["question"]), q["options"])
+        ctx_ids.append(context)
+        opt_ids.append([ids or [pad] for ids in options])
     k = len(LETTERS)
     lm_body = lm.get_decoder()
     order = sorted(range(len(questions)), key=lambda i: len(ctx_ids[i]))

@@ -336,16 +336,16 @@ def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = Fa
     mcq_train = [m for m in mcqs if not held(m.key)]
     qa = list({(r["prompt"], r["completion"]): r for r in (m.as_qa_row() for m in mcq_train)}.values())
 
-    def table(rows: list[dict], columns: Sequence[str] = ("messages", "kind", "key", "split")) -> Dataset:
+    def table(rows: list[dict]) -> Dataset:
         if not rows:
-            return Dataset.from_dict({c: [] for c in columns})
+            return Dataset.from_dict({"messages": [], "kind": [], "key": [], "split": []})
         return Dataset.from_list(rows)
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     splits = {"train": table(train), "test": table(test)}
     if qa:  # only from the knowledge base (an empty split does not load back)
-        splits["qa"] = table(qa, ("prompt", "completion", "kind", "key", "split"))
+        splits["qa"] = table(qa)
     DatasetDict(splits).save_to_disk(str(tmp))
     (tmp / "mcq_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mcq_test))
     card = {

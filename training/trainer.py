@@ -121,15 +121,21 @@ def encode_conversation(tokenizer, messages: list[dict], max_len: int) -> tuple[
     return ids, labels
 
 
-def encode_completion(tokenizer, prompt: str, completion: str, max_len: int) -> tuple[list[int], list[int]] | None:
-    """(input_ids, labels) of a plain-text prompt/completion row: BOS + prompt, then " " +
-    completion + EOS with labels on the completion tokens (and EOS) only; the prompt and the
-    completion are tokenized apart, as the cloze evaluation scores them. None when truncation
-    leaves no completion token."""
+def cloze_token_ids(tokenizer, prompt: str, continuations: list[str]) -> tuple[list[int], list[list[int]]]:
+    """The token ids of a plain-text prompt (after BOS) and of each continuation (" " + text),
+    tokenized apart: the layout the cloze evaluation scores and the short-answer rows train."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    context = bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return context, tokenizer([" " + c for c in continuations], add_special_tokens=False)["input_ids"]
+
+
+def encode_completion(tokenizer, prompt: str, completion: str, max_len: int) -> tuple[list[int], list[int]] | None:
+    """(input_ids, labels) of a plain-text prompt/completion row (:func:`cloze_token_ids`), then
+    EOS, with labels on the completion tokens and EOS only. None when truncation leaves no
+    completion token."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    head = bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    tail = tokenizer(" " + completion, add_special_tokens=False)["input_ids"] + eos
+    head, (tail,) = cloze_token_ids(tokenizer, prompt, [completion])
+    tail = tail + eos
     ids = (head + tail)[:max_len]
     labels = ([-100] * len(head) + tail)[:max_len]
     if all(x == -100 for x in labels):

@@ -41,6 +41,7 @@ class Alert:
     fields: dict[str, str]
     raw: str
     _lower: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _normalized: tuple[Alert, dict[str, str]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for key in self.fields:
@@ -72,6 +73,25 @@ class Alert:
     def text(self) -> str:
         """All values, one per line (what keyword signatures look at)."""
         return "\n".join(self.fields.values())
+
+    def normalized(self) -> tuple[Alert, dict[str, str]]:
+        """This alert with field names and values normalised for matching
+        (:func:`secfm.text.normalize.fold`: invisible and tag characters gone, NFKC, homoglyphs
+        folded), and the map from its field names back to this alert's; computed once."""
+        if self._normalized is None:
+            from secfm.text.normalize import fold
+
+            fields: dict[str, str] = {}
+            back: dict[str, str] = {}
+            for key, value in self.fields.items():
+                norm_key = fold(key)
+                if norm_key not in fields:
+                    fields[norm_key] = fold(value)
+                    back[norm_key] = key
+            view = Alert(self.index, self.line, self.family, fields, fold(self.raw))
+            view._normalized = (view, {k: k for k in fields})
+            self._normalized = (view, back)
+        return self._normalized
 
     def value_in_input(self, key: str, value: str) -> bool:
         """Whether ``key`` holds ``value`` and the value is written in the record's text."""

@@ -494,14 +494,17 @@ class Scored:
 
 
 def match_signatures(alert: Alert) -> list[tuple[Signature, list[str]]]:
+    """Signatures matched over the alert's normalised fields (a zero-width or homoglyph inside
+    ``mimikatz`` does not hide it); the fields returned are the alert's own names."""
+    view, back = alert.normalized()
     hits = []
     for sig in SIGNATURES:
         try:
-            keys = sig.match(alert)
+            keys = sig.match(view)
         except Exception:  # noqa: BLE001 - one odd field must not stop triage
             keys = None
         if keys is not None:
-            hits.append((sig, keys))
+            hits.append((sig, [back.get(k, k) for k in keys]))
     return hits
 
 

@@ -9,8 +9,9 @@ Decisions:
 * revoked or deprecated ATT&CK objects are ``known`` (they are in the catalog), flagged, and
   carry their replacement; ``IdCheck.current`` is the "known, not revoked, not deprecated" test;
 * a CWE id of a category or view (e.g. CWE-16, CWE-1000) is not ``known``: it is not a weakness;
-* a CVE id is ``known`` only when a CWE observed example cites it; any other well-formed CVE id
-  gets ``known=False``, ``well_formed=True``.
+* a CVE id is ``known`` when the local CVE store (``secfm kb add-nvd``, see
+  :mod:`secfm.knowledge.nvd`) holds it or a CWE observed example cites it; any other
+  well-formed CVE id gets ``known=False``, ``well_formed=True``.
 """
 
 from __future__ import annotations
@@ -154,6 +155,15 @@ def _check_cwe(s: str, norm: str, kb: CweKB) -> IdCheck:
 
 
 def _check_cve(s: str, norm: str, kb: CweKB) -> IdCheck:
+    from secfm.knowledge.nvd import lookup as nvd_lookup
+
+    record = nvd_lookup(norm)
+    if record is not None:
+        facts = [f"CWE {', '.join(record.cwes)}" if record.cwes else "no CWE",
+                 f"CVSS {record.cvss_score} ({record.cvss_vector})" if record.cvss_vector else "no CVSS v3"]
+        return IdCheck(s, norm, "cve", True, True, name=record.description[:120],
+                       message=f"{norm} is in the local NVD store (published {record.published_date}; "
+                               f"{'; '.join(facts)})")
     cwes = kb.cwe_for_cve(norm)
     if cwes:
         return IdCheck(s, norm, "cve", True, True,

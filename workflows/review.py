@@ -32,14 +32,12 @@ from secfm.workflows.schemas import (
     RejectedEntity,
 )
 from secfm.workflows.untrusted import (
-    claims_action,
     control_strings,
     data_rules,
     delimit,
-    echoes_injection,
     find_injection,
-    has_control_strings,
     injection_warnings,
+    screen_model_text,
 )
 
 log = logging.getLogger(__name__)
@@ -174,11 +172,9 @@ def _check_model_findings(doc: ConfigDoc, value: dict, findings: list[Finding], 
             rejected.append(RejectedEntity(value=label, kind="finding", reason="no title"))
             continue
         text = f"{title}. {why}"
-        if has_control_strings(text) or spans and echoes_injection(text, spans):
-            rejected.append(RejectedEntity(value=label, kind="finding", reason="repeats an instruction found in the config"))
-            continue
-        if claims_action(text):
-            rejected.append(RejectedEntity(value=label, kind="finding", reason="claims an action was taken"))
+        screened = screen_model_text(text, doc.text, spans, verdict_allowed=not spans)
+        if screened.dropped:
+            rejected.append(RejectedEntity(value=label, kind="finding", reason=screened.dropped[0][1]))
             continue
         unknown = [x for x in find_ids(text) if not validate_id(x).known]
         if unknown:

@@ -54,7 +54,7 @@ class ModelPart(_Model):
 class InputWarning(_Model):
     """Something in the untrusted input that looks like it addresses the model."""
 
-    kind: Literal["prompt-injection", "control-token", "truncated"]
+    kind: Literal["prompt-injection", "control-token", "obfuscated-text", "truncated"]
     detail: str
     location: str = ""  # "line 3", "alert 2 field message"
 

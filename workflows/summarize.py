@@ -34,10 +34,9 @@ from secfm.workflows.untrusted import (
     control_strings,
     data_rules,
     delimit,
-    echoes_injection,
     find_injection,
-    has_control_strings,
     injection_warnings,
+    screen_model_text,
     split_sentences,
 )
 
@@ -351,9 +350,13 @@ def check_summary(summary: str, text: str, iocs: dict[str, list[str]], ids: list
             if ioc.value.lower() not in input_values and ioc.raw not in text and ioc.value not in text:
                 flags.append(SummaryFlag(kind="invented-ioc", value=ioc.value, detail=f"{ioc.kind} not in the report"))
                 bad = True
-        if has_control_strings(sentence) or spans and echoes_injection(sentence, spans):
-            flags.append(SummaryFlag(kind="injection-echo", value=sentence[:160], detail="repeats an instruction found in the report"))
-            bad = True
+        if not bad:
+            screened = screen_model_text(sentence, text, spans, verdict_allowed=not spans)
+            for dropped, reason in screened.dropped:
+                kind = "claimed-action" if reason.startswith("claims an action") else "injection-echo"
+                flags.append(SummaryFlag(kind=kind, value=dropped[:160], detail=reason))
+                bad = True
+            sentence = screened.text or sentence
         if not bad:
             kept.append(sentence)
     return " ".join(kept), flags, entities

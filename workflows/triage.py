@@ -39,14 +39,13 @@ from secfm.workflows.schemas import (
 )
 from secfm.workflows.signatures import correlate, score_alert
 from secfm.workflows.untrusted import (
-    claims_action,
     control_strings,
     data_rules,
     delimit,
-    echoes_injection,
     find_injection,
-    has_control_strings,
     injection_warnings,
+    record_text,
+    screen_model_text,
 )
 
 log = logging.getLogger(__name__)
@@ -245,7 +244,7 @@ def triage_alerts(
             signatures=[SignatureHit(id=s.id, title=s.title, score=s.score, fields=keys) for s, keys in scored.hits],
             techniques=techniques, evidence=evidence, rationale=_rationale(title, scored, evidence, techniques),
             candidate_techniques=candidates, next_steps=_next_steps(scored, techniques), rejected=rejected,
-            warnings=injection_warnings(alert.text(), f"alert {alert.index + 1} (input line {alert.line})"),
+            warnings=injection_warnings(record_text(alert.fields), f"alert {alert.index + 1} (input line {alert.line})"),
         ))
         scoreds.append(scored)
         done += 1
@@ -353,18 +352,23 @@ def _model_step(parsed: list[Alert], results: list[AlertTriage], engine, model, 
 
 def _apply_model(alert: Alert, row: AlertTriage, value: dict, status: str) -> int:
     """Check and merge the model's answer into the row; returns how many entities it named."""
-    spans = find_injection(alert.text())
+    evidence = record_text(alert.fields)
+    spans = find_injection(evidence)
     rationale = str(value.get("rationale", "")).strip()
     named = len(value.get("techniques", [])) + len(value.get("fields", [])) + len(_rationale_ids(rationale))
-    if rationale and (has_control_strings(rationale) or spans and echoes_injection(rationale, spans)):
-        row.rejected.append(RejectedEntity(value=rationale[:200], kind="rationale", reason="repeats an instruction found in the alert"))
-        rationale = ""
-    if rationale and claims_action(rationale):
-        row.rejected.append(RejectedEntity(value=rationale[:200], kind="rationale", reason="claims an action was taken; secfm only recommends"))
-        rationale = ""
+    screened = screen_model_text(rationale, evidence, spans,
+                                 verdict_allowed=not spans and SEVERITY_RANK[row.severity] > SEVERITY_RANK["high"])
+    for sentence, reason in screened.dropped:
+        row.rejected.append(RejectedEntity(value=sentence, kind="rationale", reason=reason))
+    rationale = screened.text
     if rationale:
         rationale = _drop_unknown_ids(rationale, row)
-    row.model_view = ModelTriage(status="repaired" if status == "repaired" else "ok", severity=value.get("severity"), rationale=rationale,
+    severity = value.get("severity")
+    if spans and severity in SEVERITY_RANK and SEVERITY_RANK[severity] > SEVERITY_RANK[row.severity]:
+        row.rejected.append(RejectedEntity(value=str(severity), kind="severity",
+                                           reason=f"below the rules' {row.severity} on an alert that holds instructions to the model"))
+        severity = None
+    row.model_view = ModelTriage(status="repaired" if status == "repaired" else "ok", severity=severity, rationale=rationale,
                                  proposed_techniques=[str(t) for t in value.get("techniques", [])],
                                  proposed_fields=[str(f) for f in value.get("fields", [])])
     model_refs = []

@@ -124,8 +124,12 @@ def _settings(cfg: EvalConfig, spec: TaskSpec, ds: Dataset, scored: list[Item], 
 
 
 def _claim_folder(out: Path, settings: dict) -> dict:
-    """Create the run folder or check that it holds a run with the same settings; returns run.json."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Create the run folder or check that it holds a run with the same settings; returns run.json.
+    A folder that exists, is not empty and is not a secfm run folder is refused (a user's
+    ``metrics.json`` is never overwritten)."""
+    from secfm.outputs import claim_folder
+
+    claim_folder(out, ours_if=(RUN,))
     run_file = out / RUN
     if run_file.is_file():
         try:
@@ -329,7 +333,9 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
         "command": cfg.command(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (out / METRICS).write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+    from secfm.outputs import write_text
+
+    write_text(out / METRICS, json.dumps(metrics, indent=2, ensure_ascii=False))
     return metrics
 
 

@@ -144,12 +144,15 @@ class Recorder:
             raise SecfmError(f"machine busy: load average {load[0]} is above the {cores()} cores, so timings "
                              "would be noise; rerun on a quiet machine or pass --allow-busy (recorded in the results)")
         self._t0 = time.perf_counter()
+        data_files = list(data_files)
+        self._inputs = list(data_files)
         self.provenance = Provenance(
             command=command or command_line(), git=git_commit(), data=[data_digest(p) for p in data_files],
             machine=machine(), started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             load_average_start=load, allow_busy=allow_busy, busy=machine_busy(load))
 
     def add_data(self, path: str | os.PathLike) -> None:
+        self._inputs.append(path)
         self.provenance.data.append(data_digest(path))
 
     def note(self, **notes) -> None:
@@ -171,7 +174,7 @@ class Recorder:
     def write_json(self, path: str | os.PathLike, payload: dict) -> dict:
         """Write ``payload`` plus its provenance as JSON (atomically); returns what was written."""
         stamped = {**payload, PROVENANCE_KEY: self.stamp()}
-        atomic_write_text(Path(path), json.dumps(stamped, indent=2, default=str) + "\n")
+        atomic_write_text(Path(path), json.dumps(stamped, indent=2, default=str) + "\n", inputs=self._inputs)
         return stamped
 
     def write_text(self, path: str | os.PathLike, text: str) -> None:
@@ -179,15 +182,15 @@ class Recorder:
         p = self.provenance
         footer = (f"\n\n<!-- made by `{p.command}` at commit {p.git.get('commit')}; load average "
                   f"{p.load_average_start} -> {p.load_average_end} on {p.machine['cores']} cores -->\n")
-        atomic_write_text(Path(path), text.rstrip("\n") + footer)
+        atomic_write_text(Path(path), text.rstrip("\n") + footer, inputs=self._inputs)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to ``path.tmp-<pid>`` then move it into place (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def atomic_write_text(path: Path, text: str, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Write to a temporary name then move it into place (never a half-written file, never over
+    an input): :func:`secfm.outputs.write_text`."""
+    from secfm.outputs import write_text
+
+    write_text(path, text, inputs=inputs)
 
 
 @contextmanager

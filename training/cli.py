@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         exclude_sources: Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK group/software/campaign ids (or @FILE) whose procedure examples are left out.")] = None,
         exclude_ids: Annotated[Optional[str], typer.Option("--exclude-ids", help="Drop documents mentioning any of these ids (or @FILE), e.g. evaluation CVEs.")] = None,
         tokenizer: Annotated[str, typer.Option("--tokenizer", help="Tokenizer (registered model) to count tokens with; 'none' to skip.")] = "gemma-3-270m",
-        force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Write into OUT even when it holds files secfm did not write (nothing there is deleted; inputs are never overwritten).")] = False,
     ) -> None:
         """Curate a pretraining corpus: normalise, filter, deduplicate, redact, split; write a data card."""
         from secfm.training.corpus import CorpusConfig, build_corpus
@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         mcq_per_fact: Annotated[int, typer.Option("--mcq-per-fact", min=0, help="Multiple-choice variants per fact.")] = 2,
         exclude_sources: Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK group ids (or @FILE) left out.")] = None,
         seed: Annotated[int, typer.Option(help="Seed for phrasing, distractors and order.")] = 0,
-        force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Write into OUT even when it holds files secfm did not write (nothing there is deleted; inputs are never overwritten).")] = False,
     ) -> None:
         """Build instruction data (conversations and multiple-choice questions) from the knowledge base."""
         from secfm.training.sft_data import SftConfig, build_sft

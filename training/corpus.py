@@ -23,7 +23,6 @@ import html
 import json
 import logging
 import re
-import shutil
 import time
 import unicodedata
 from collections import Counter, defaultdict
@@ -498,9 +497,9 @@ def build_corpus(out: str | Path, config: CorpusConfig, force: bool = False,
     """Curate, split and save the corpus to ``out``; returns the data card (also written there)."""
     from datasets import Dataset, DatasetDict
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise SecfmError(f"{out} exists and is not empty: pass --force to replace it")
+    from secfm.outputs import check_output_folder, output_folder
+
+    out = check_output_folder(out, inputs=config.inputs, force=force)
     started = time.time()
     docs, steps = curate(config, progress)
     train, heldout = split_documents(docs, config.heldout_fraction, config.split_salt)
@@ -527,10 +526,16 @@ def build_corpus(out: str | Path, config: CorpusConfig, force: bool = False,
                 "tokens": [token_of[id(d)] or 0 for d in ds]}
 
     dataset = DatasetDict({"train": Dataset.from_dict(table(train)), "heldout": Dataset.from_dict(table(heldout))})
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    dataset.save_to_disk(str(tmp))
-    card = {
+    with output_folder(out, inputs=config.inputs, force=force) as tmp:  # a fresh temporary name, moved into place
+        dataset.save_to_disk(str(tmp))
+        card = _card(config, started, docs, tokens, train, heldout, token_of, per_source, steps)
+        (tmp / "data_card.json").write_text(json.dumps(card, indent=2))
+        (tmp / "data_card.md").write_text(render_card(card))
+    return card
+
+
+def _card(config, started, docs, tokens, train, heldout, token_of, per_source, steps) -> dict:
+    return {
         "kind": "secfm-corpus",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.time() - started, 1),
@@ -545,12 +550,6 @@ def build_corpus(out: str | Path, config: CorpusConfig, force: bool = False,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
                    if k != "salt"} | {"inputs": [str(p) for p in config.inputs]},
     }
-    (tmp / "data_card.json").write_text(json.dumps(card, indent=2))
-    (tmp / "data_card.md").write_text(render_card(card))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return card
 
 
 def render_card(card: dict) -> str:

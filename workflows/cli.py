@@ -50,9 +50,14 @@ def _progress(label: str, enabled: bool = True):
         yield update
 
 
-def _check_format(fmt: str) -> str:
+def _check_format(fmt: str, out: Path | None = None, inputs=()) -> str:
+    """Check --format, and --out before any work (not a folder, not an input)."""
     if fmt not in ("json", "md"):
         raise SecfmError(f"unknown --format {fmt!r} (json or md)")
+    if out is not None:
+        from secfm.outputs import check_output_file
+
+        check_output_file(out, inputs)
     return fmt
 
 
@@ -85,13 +90,14 @@ def _store(no_kb: bool, store: Path | None = None, url: str | None = None):
     return KnowledgeStore.open(store, url)
 
 
-def _emit(result, fmt: str, render, out: Path | None) -> None:
+def _emit(result, fmt: str, render, out: Path | None, inputs=()) -> None:
     text = result.model_dump_json(indent=2) + "\n" if fmt == "json" else render(result)
     if out is None:
         sys.stdout.write(text)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
+        from secfm.outputs import write_text
+
+        write_text(out, text, inputs=inputs, option="--out")
         print(f"wrote {out}", file=sys.stderr)
 
 
@@ -118,7 +124,7 @@ def triage(
     from secfm.workflows.render import triage_md
     from secfm.workflows.triage import DEFAULT_MAX_NEW_TOKENS, triage_alerts
 
-    _check_format(fmt)
+    _check_format(fmt, out, (file,))
     text = _read(file, "alerts")
     from secfm.workflows.alerts import parse_alerts
 
@@ -129,7 +135,7 @@ def triage(
         result = triage_alerts(text, input_format=input_format, use_model=not no_model, engine=eng, store=_store(no_kb),
                                technique_source=None if no_head else DEFAULT, k=top_k,
                                max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=update, where=where)
-    _emit(result, fmt, triage_md, out)
+    _emit(result, fmt, triage_md, out, (file,))
 
 
 def summarize(
@@ -152,7 +158,7 @@ def summarize(
     from secfm.workflows.schemas import AUDIENCES
     from secfm.workflows.summarize import DEFAULT_MAX_NEW_TOKENS, summarize_incident
 
-    _check_format(fmt)
+    _check_format(fmt, out, (file,))
     if audience not in AUDIENCES:
         raise SecfmError(f"unknown --audience {audience!r} (executive or analyst)")
     if file != "-" and Path(file).suffix.lower() in (".pdf", ".html", ".htm"):
@@ -165,7 +171,7 @@ def summarize(
     with _progress("summarize") as update:
         result = summarize_incident(text, audience, use_model=not no_model, engine=eng, technique_source=None if no_head else DEFAULT,
                                     chunk_tokens=chunk_tokens, max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=update)
-    _emit(result, fmt, summary_md, out)
+    _emit(result, fmt, summary_md, out, (file,))
 
 
 def review_config_cmd(
@@ -186,7 +192,7 @@ def review_config_cmd(
     from secfm.workflows.render import review_md
     from secfm.workflows.review import DEFAULT_MAX_NEW_TOKENS, review_config
 
-    _check_format(fmt)
+    _check_format(fmt, out, (file,))
     text = _read(file, "configuration")
     filename = None if file == "-" else file
     if kind == "auto":
@@ -195,7 +201,7 @@ def review_config_cmd(
     with _progress("review") as update:
         result = review_config(text, kind, filename=filename, use_model=not no_model, engine=eng, store=_store(no_kb),
                                max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=update)
-    _emit(result, fmt, review_md, out)
+    _emit(result, fmt, review_md, out, (file,))
 
 
 # ---------------------------------------------------------------------------------------------

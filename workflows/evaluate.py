@@ -307,8 +307,9 @@ def run_workflow_eval(settings: EvalSettings, progress: Callable[[int, int], Non
     from secfm.workflows.store import knowledge_status
 
     gold_dir = Path(settings.gold) if settings.gold else GOLD_DIR
-    out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from secfm.outputs import claim_folder, write_text
+
+    out = claim_folder(Path(settings.out), ours_if=(RUN,))  # never a user's folder (their metrics.json stays)
     started = time.time()
     n_alerts = len(_load_jsonl(gold_dir / "alerts.jsonl", settings.limit))
     n_configs = len(_load_jsonl(gold_dir / "configs.jsonl", settings.limit))
@@ -338,7 +339,7 @@ def run_workflow_eval(settings: EvalSettings, progress: Callable[[int, int], Non
             for rec in preds:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         partial = {"task": "workflows", "command": settings.command(), "partial": True, **stage_metrics, "timings": timings}
-        (out / METRICS).write_text(json.dumps(partial, indent=2), encoding="utf-8")
+        write_text(out / METRICS, json.dumps(partial, indent=2))
 
     t = time.time()
     source = None if settings.use_head else (lambda text: [])
@@ -367,7 +368,7 @@ def run_workflow_eval(settings: EvalSettings, progress: Callable[[int, int], Non
         "timings": {**timings, "total_s": round(time.time() - started, 1)},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (out / METRICS).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    write_text(out / METRICS, json.dumps(metrics, indent=2))
     return metrics
 
 

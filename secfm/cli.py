@@ -224,6 +224,8 @@ PACKAGE_COMMANDS = (
     "secfm.evals.cli",
     "secfm.training.cli",
     "secfm.training.cli_heads",
+    "secfm.training.cli_cve",
+    "secfm.workflows.cli_cve",
     "secfm.workflows.cli",
     "secfm.workflows.cli_attack",
     "secfm.app.cli",

@@ -12,7 +12,13 @@ on, metrics). :func:`load_head` refuses a head whose base model or adapter diffe
 it is asked to run on.
 
 Objectives: ``multilabel`` (sigmoid per label; ATT&CK, where a sub-technique's score also lifts
-its parent) and ``multiclass`` (softmax; CWE).
+its parent), ``multiclass`` (softmax; CWE) and ``groups`` (one softmax per label group, labels
+spelled ``GROUP:VALUE``; the eight CVSS base metrics: ``AV:N``, ``AV:L``, ...).
+
+Text features (format 3): a head may also read TF-IDF features of the text itself
+(``manifest.text_features``: vocabulary in ``text_vocab.json``, idf and the int8-quantized
+weight matrix in ``head.safetensors``); its logits are the hidden-state part plus the text part.
+A head with ``uses_hidden: false`` reads the text alone and needs no model at all.
 """
 
 from __future__ import annotations
@@ -31,12 +37,17 @@ from secfm.errors import SecfmError
 HEAD_FORMAT = 1
 #: the format of a head whose input concatenates several layers (older secfm refuses it)
 MULTI_LAYER_FORMAT = 2
+#: the format of a head that reads TF-IDF text features, has label groups or no hidden-state input
+TEXT_FORMAT = 3
 #: the newest format this secfm reads
-READ_FORMAT = MULTI_LAYER_FORMAT
+READ_FORMAT = TEXT_FORMAT
+VOCAB_FILE = "text_vocab.json"
 WEIGHTS_FILE = "head.safetensors"
 MANIFEST_FILE = "head.json"
 HEAD_KINDS = ("linear", "mlp")
-OBJECTIVES = ("multilabel", "multiclass")
+OBJECTIVES = ("multilabel", "multiclass", "groups")
+#: the text feature parameters a head may carry (sklearn TfidfVectorizer arguments)
+TEXT_FEATURE_KEYS = ("ngram_range", "sublinear_tf", "lowercase", "token_pattern", "strip_accents", "norm")
 
 
 @dataclass
@@ -66,6 +77,9 @@ class HeadManifest:
     training: dict = field(default_factory=dict)  # hyper-parameters, sweep, command
     created: str = ""
     format: int = HEAD_FORMAT
+    text_features: dict | None = None  # TF-IDF parameters (see TEXT_FEATURE_KEYS) and vocabulary_size
+    uses_hidden: bool = True  # False: the head reads the text features alone (input_dim 0, no model)
+    trained_cves: dict | None = None  # {file: trained_cves.txt.gz, count, sha256}: the CVE ids it trained on
 
     def __post_init__(self) -> None:
         from secfm.features import deepest_layer
@@ -79,6 +93,23 @@ class HeadManifest:
             raise SecfmError(f"head layer {self.layer} must be the deepest of its layers {self.layers}")
         if len(self.layers) > 1:
             self.format = max(self.format, MULTI_LAYER_FORMAT)
+        if self.objective not in OBJECTIVES:
+            raise SecfmError(f"head objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+        if self.text_features or not self.uses_hidden or self.objective == "groups":
+            self.format = max(self.format, TEXT_FORMAT)
+        if not self.uses_hidden and self.input_dim:
+            raise SecfmError("a head without hidden-state input must have input_dim 0")
+
+    @property
+    def text_dim(self) -> int:
+        return int((self.text_features or {}).get("vocabulary_size", 0))
+
+    def label_groups(self) -> list[tuple[str, list[int]]]:
+        """``[(group, [label indexes])]`` in label order (objective ``groups``)."""
+        out: dict[str, list[int]] = {}
+        for i, label in enumerate(self.labels):
+            out.setdefault(label.split(":", 1)[0], []).append(i)
+        return list(out.items())
 
     @classmethod
     def from_dict(cls, data: dict) -> HeadManifest:
@@ -95,8 +126,11 @@ class HeadManifest:
         return np.full(len(self.labels), self.threshold, dtype=np.float32)
 
 
-def build_module(input_dim: int, n_labels: int, kind: str = "linear", hidden_dim: int | None = None, dropout: float = 0.0):
-    """The torch module of a head: standardize, then linear or one hidden layer (GELU)."""
+def build_module(input_dim: int, n_labels: int, kind: str = "linear", hidden_dim: int | None = None, dropout: float = 0.0,
+                 text_dim: int = 0):
+    """The torch module of a head: standardize, then linear or one hidden layer (GELU); with
+    ``text_dim``, plus a linear map of the text features (``forward(x, t)``, ``t`` dense or
+    sparse). ``input_dim`` 0: no hidden-state input (a bias, plus the text part)."""
     import torch
     from torch import nn
 
@@ -108,14 +142,25 @@ def build_module(input_dim: int, n_labels: int, kind: str = "linear", hidden_dim
             super().__init__()
             self.register_buffer("mu", torch.zeros(input_dim))
             self.register_buffer("scale", torch.ones(input_dim))
-            if kind == "linear":
+            if text_dim:
+                self.text_weight = nn.Parameter(torch.zeros(text_dim, n_labels))
+            if input_dim == 0:
+                self.bias = nn.Parameter(torch.zeros(n_labels))
+                self.net = None
+            elif kind == "linear":
                 self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(input_dim, n_labels))
             else:
                 h = hidden_dim or 512
                 self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(input_dim, h), nn.GELU(), nn.Dropout(dropout), nn.Linear(h, n_labels))
 
-        def forward(self, x):
-            return self.net((x - self.mu) / self.scale)
+        def forward(self, x, t=None):
+            if self.net is None:
+                z = self.bias.expand(x.shape[0], -1)
+            else:
+                z = self.net((x - self.mu) / self.scale)
+            if t is not None and text_dim:
+                z = z + (torch.sparse.mm(t, self.text_weight) if t.is_sparse else t @ self.text_weight)
+            return z
 
     return Head()
 
@@ -147,6 +192,26 @@ class Head:
         self.path = path
         self.labels = list(manifest.labels)
         self._parents = parent_index(self.labels) if manifest.task == "attack" else None
+        self._vectorizer = None
+        self._text_weight = None  # (vocabulary, labels) float32, the text part of the logits
+
+    @property
+    def needs_text(self) -> bool:
+        return bool(self.manifest.text_features)
+
+    @property
+    def needs_hidden(self) -> bool:
+        return bool(self.manifest.uses_hidden)
+
+    def text_matrix(self, texts):
+        """The TF-IDF features (scipy CSR) of ``texts`` as the head was trained on them."""
+        if self._vectorizer is None:
+            raise SecfmError("this head has no text features")
+        return self._vectorizer.transform(list(texts))
+
+    def set_text_features(self, vectorizer, weight: np.ndarray) -> None:
+        self._vectorizer = vectorizer
+        self._text_weight = np.asarray(weight, dtype=np.float32)
 
     # -- what it runs on -------------------------------------------------------------------
     @property
@@ -164,22 +229,38 @@ class Head:
         check_base(self.manifest, model, adapter, self.path)
 
     # -- scoring ---------------------------------------------------------------------------
-    def logits(self, X: np.ndarray) -> np.ndarray:
+    def logits(self, X: np.ndarray | None, texts=None) -> np.ndarray:
         import torch
 
+        if X is None:
+            if self.needs_hidden:
+                raise SecfmError("this head needs hidden-state features")
+            if texts is None:
+                raise SecfmError("this head needs the texts")
+            X = np.zeros((len(texts), 0), dtype=np.float32)
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.manifest.input_dim:
             raise SecfmError(f"features have shape {X.shape}; this head takes (n, {self.manifest.input_dim})")
         with torch.inference_mode():
-            return self.module(torch.from_numpy(X)).numpy()
+            z = self.module(torch.from_numpy(X)).numpy()
+        if self.needs_text:
+            if texts is None:
+                raise SecfmError("this head reads the texts too (TF-IDF features): pass texts=")
+            if len(texts) != len(X):
+                raise SecfmError(f"{len(texts)} texts for {len(X)} feature rows")
+            z = z + np.asarray(self.text_matrix(texts) @ self._text_weight, dtype=np.float32)
+        return z
 
-    def scores(self, X: np.ndarray, lift: bool = True) -> np.ndarray:
-        """Probabilities (n, labels): sigmoid (multilabel, parents lifted) or softmax."""
-        z = self.logits(X)
+    def scores(self, X: np.ndarray | None, lift: bool = True, texts=None) -> np.ndarray:
+        """Probabilities (n, labels): sigmoid (multilabel, parents lifted), softmax, or one
+        softmax per label group. Heads with text features need ``texts`` too."""
+        z = self.logits(X, texts)
         if self.manifest.objective == "multiclass":
             z = z - z.max(axis=1, keepdims=True)
             e = np.exp(z)
             return e / e.sum(axis=1, keepdims=True)
+        if self.manifest.objective == "groups":
+            return group_softmax(z, self.manifest.label_groups())
         p = 1.0 / (1.0 + np.exp(-z))
         return lift_parents(p, self._parents) if (lift and self._parents is not None) else p
 
@@ -188,6 +269,36 @@ class Head:
 
     def size_bytes(self) -> int:
         return (self.path / WEIGHTS_FILE).stat().st_size if self.path else 0
+
+
+def group_softmax(z: np.ndarray, groups) -> np.ndarray:
+    """Softmax within each label group (columns listed in ``groups``)."""
+    out = np.zeros_like(z, dtype=np.float32)
+    for _, idx in groups:
+        part = z[:, idx]
+        part = part - part.max(axis=1, keepdims=True)
+        e = np.exp(part)
+        out[:, idx] = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def text_vectorizer(params: dict, vocabulary: list[str], idf: np.ndarray):
+    """A fitted sklearn TfidfVectorizer from a head's stored parameters, vocabulary and idf."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    kwargs = {k: (tuple(v) if k == "ngram_range" else v) for k, v in params.items() if k in TEXT_FEATURE_KEYS}
+    vec = TfidfVectorizer(vocabulary={t: i for i, t in enumerate(vocabulary)}, dtype=np.float32, **kwargs)
+    vec.idf_ = np.asarray(idf, dtype=np.float64)
+    return vec
+
+
+def quantize_columns(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 weights and a float32 scale per column (``W ~ q * scale``)."""
+    W = np.asarray(W, dtype=np.float32)
+    scale = np.abs(W).max(axis=0) / 127.0
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    q = np.clip(np.round(W / scale), -127, 127).astype(np.int8)
+    return q, scale
 
 
 def _same_adapter(a: str | None, b: str | None) -> bool:
@@ -216,8 +327,11 @@ def check_base(manifest: HeadManifest, model: str, adapter: str | None = None, h
         )
 
 
-def save_head(path: str | os.PathLike, module, manifest: HeadManifest, dtype: str = "float16") -> Path:
-    """Write ``head.safetensors`` (weights in ``dtype``; standardization in float32) and ``head.json``."""
+def save_head(path: str | os.PathLike, module, manifest: HeadManifest, dtype: str = "float16",
+              vectorizer=None) -> Path:
+    """Write ``head.safetensors`` (weights in ``dtype``; standardization in float32; text
+    weights int8 with a scale per label) and ``head.json`` (and ``text_vocab.json`` with the
+    fitted TF-IDF ``vectorizer`` of a head with text features)."""
     import torch
     from safetensors.torch import save_file
 
@@ -227,8 +341,19 @@ def save_head(path: str | os.PathLike, module, manifest: HeadManifest, dtype: st
     tensors = {}
     for name, value in module.state_dict().items():
         value = value.detach().cpu().contiguous()
-        keep_fp32 = name in ("mu", "scale")
+        if name == "text_weight":
+            q, scale = quantize_columns(value.float().numpy())
+            tensors["text_weight_q"] = torch.from_numpy(q)
+            tensors["text_weight_scale"] = torch.from_numpy(scale)
+            continue
+        keep_fp32 = name in ("mu", "scale", "bias")
         tensors[name] = value.float() if keep_fp32 else value.to(target)
+    if manifest.text_features:
+        if vectorizer is None:
+            raise SecfmError("a head with text features is saved with its fitted vectorizer")
+        vocab = [t for t, _ in sorted(vectorizer.vocabulary_.items(), key=lambda kv: kv[1])]
+        tensors["text_idf"] = torch.from_numpy(np.asarray(vectorizer.idf_, dtype=np.float32))
+        (path / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False) + "\n", encoding="utf-8")
     save_file(tensors, str(path / WEIGHTS_FILE), metadata={"format": str(manifest.format), "task": manifest.task})
     os.chmod(path / WEIGHTS_FILE, 0o644)  # safetensors writes 0600; shipped heads must be readable by all
     (path / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2) + "\n", encoding="utf-8")
@@ -260,13 +385,68 @@ def load_head(path: str | os.PathLike, model: str | None = None, adapter: str | 
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise SecfmError(f"{path} has no {WEIGHTS_FILE}")
-    state = {k: v.float() for k, v in load_file(str(weights)).items()}
+    raw = load_file(str(weights))
+    text_weight = idf = None
+    if "text_weight_q" in raw:
+        text_weight = raw.pop("text_weight_q").float().numpy() * raw.pop("text_weight_scale").float().numpy()[None, :]
+    if "text_idf" in raw:
+        idf = raw.pop("text_idf").float().numpy()
+    state = {k: v.float() for k, v in raw.items()}
     module = build_module(manifest.input_dim, len(manifest.labels), manifest.kind, manifest.hidden_dim)
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
         raise SecfmError(f"{weights} does not match its manifest: {str(exc).splitlines()[0]}") from exc
-    return Head(manifest, module, path)
+    head = Head(manifest, module, path)
+    if manifest.text_features:
+        vocab_file = path / VOCAB_FILE
+        if text_weight is None or idf is None or not vocab_file.is_file():
+            raise SecfmError(f"{path} is a head with text features but lacks its weights or {VOCAB_FILE}")
+        vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+        if len(vocab) != manifest.text_dim or text_weight.shape != (len(vocab), len(manifest.labels)):
+            raise SecfmError(f"{path}: the text vocabulary or weights do not match the manifest")
+        head.set_text_features(text_vectorizer(manifest.text_features, vocab, idf), text_weight)
+    return head
+
+
+TRAINED_CVES_FILE = "trained_cves.txt.gz"
+
+
+def write_trained_cves(path: str | os.PathLike, cve_ids: Iterable[str]) -> dict:
+    """Write the CVE ids a head trained on (sorted, gzip) into its folder; returns the manifest entry."""
+    import gzip
+    import hashlib
+
+    ids = sorted({c.strip().upper() for c in cve_ids if c.strip()})
+    data = "".join(f"{c}\n" for c in ids).encode()
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with gzip.GzipFile(path / TRAINED_CVES_FILE, "wb", mtime=0) as f:
+        f.write(data)
+    return {"file": TRAINED_CVES_FILE, "count": len(ids), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def trained_cves(head_or_path) -> set[str]:
+    """The CVE ids a head (a loaded :class:`Head` or a head folder) trained on; empty when it
+    records none."""
+    import gzip
+
+    if isinstance(head_or_path, Head):
+        manifest, path = head_or_path.manifest, head_or_path.path
+    else:
+        path = Path(head_or_path)
+        manifest = read_manifest(path)
+    entry = manifest.trained_cves
+    if not entry:
+        return {s for s in manifest.trained_sources if s.startswith("CVE-")}
+    file = Path(path) / entry.get("file", TRAINED_CVES_FILE)
+    if not file.is_file():
+        raise SecfmError(f"{path} records {entry.get('count')} trained CVEs in {file.name}, which is missing")
+    try:
+        text = gzip.decompress(file.read_bytes()).decode()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise SecfmError(f"{file} is damaged ({exc})") from None
+    return set(text.split())
 
 
 def assets_dir() -> Path:

@@ -32,7 +32,8 @@ def make_cves(year: int, n: int, start: int = 1000, month: int = 3) -> list[dict
         template, cwes, vector = WEB[i % len(WEB)]
         product = PRODUCTS[(i // len(WEB)) % len(PRODUCTS)]
         version = f"{1 + i % 5}.{i % 7}.{i % 3}"
-        desc = template.format(p=product, v=version)
+        tag = f"mod{year}x{i}"
+        desc = f"In the {tag} module, " + template.format(p=product, v=version) + f" Fixed in {tag} {version}-{year}."
         day = 1 + i % 27
         out.append({"id": f"CVE-{year}-{start + i}", "published": f"{year}-{month:02d}-{day:02d}T10:15Z",
                     "modified": f"{year}-{month:02d}-{day:02d}T12:00Z", "description": desc, "cwes": list(cwes),
@@ -113,7 +114,13 @@ def write_json(path: Path, doc: dict) -> Path:
 def write_feed_dir(root: Path, years: dict[int, int] | None = None) -> Path:
     """One JSON 1.1 feed per year (alternating .json.gz and .json.zip); returns the folder."""
     years = years or {2019: 40, 2020: 40, 2021: 16, 2022: 16}
-    for i, (year, n) in enumerate(sorted(years.items())):
+    by_year = {year: make_cves(year, n) for year, n in years.items()}
+    last, first = max(by_year), min(by_year)
+    # three CVEs of the last year repeat descriptions of the first (near duplicates across splits)
+    for k in range(min(3, len(by_year[first]))):
+        by_year[last].append(dict(by_year[first][k], id=f"CVE-{last}-{9000 + k}",
+                                  published=f"{last}-06-0{k + 1}T10:00Z", modified=f"{last}-06-0{k + 1}T11:00Z"))
+    for i, (year, cves) in enumerate(sorted(by_year.items())):
         suffix = ".json.gz" if i % 2 == 0 else ".json.zip"
-        write_json(root / f"nvdcve-1.1-{year}{suffix}", v11_feed(make_cves(year, n)))
+        write_json(root / f"nvdcve-1.1-{year}{suffix}", v11_feed(cves))
     return root

@@ -255,9 +255,9 @@ def test_old_manifest_without_layers_loads(tmp_path):
     (tmp_path / "h" / "head.json").write_text(json.dumps(data))
     head = load_head(tmp_path / "h", model="gemma-3-270m")
     assert head.manifest.layer == 2 and head.manifest.layers == [2] and head.manifest.input_dim == 4
-    data["format"] = 3
+    data["format"] = 4  # newer than this secfm reads (3: text features)
     (tmp_path / "h" / "head.json").write_text(json.dumps(data))
-    with pytest.raises(SecfmError, match="head format 3"):
+    with pytest.raises(SecfmError, match="head format 4"):
         load_head(tmp_path / "h")
 
 

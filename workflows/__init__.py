@@ -8,6 +8,8 @@
   extracted and checked, invented entities flagged);
 * :func:`review_config` (deterministic rules per config kind plus a grounded model review);
 * :func:`extract_attack` (ATT&CK techniques from the classifier head; its own module);
+* :func:`analyze_cve` (a CVE id or vulnerability description -> CWE ids, CVSS vector and score,
+  NVD's own facts; Pydantic in and out);
 * the knowledge base: :func:`build_kb`, :class:`KnowledgeStore`.
 
 Each workflow is also a LangChain runnable (``triage_runnable()``, ``summarize_runnable()``,
@@ -33,6 +35,10 @@ _EXPORTS = {
     "build_kb": "secfm.workflows.store",
     "KnowledgeStore": "secfm.workflows.store",
     "extract_attack": "secfm.workflows.attack_extraction",
+    "analyze_cve": "secfm.workflows.cve_analysis",
+    "analyze_cves": "secfm.workflows.cve_analysis",
+    "CveAnalysis": "secfm.workflows.cve_analysis",
+    "CveAnalysisRequest": "secfm.workflows.cve_analysis",
     "TriageResult": "secfm.workflows.schemas",
     "IncidentSummary": "secfm.workflows.schemas",
     "ConfigReview": "secfm.workflows.schemas",

@@ -1,0 +1,82 @@
+"""`secfm cve`, `secfm kb add-nvd`, `kb update nvd`, analyze_cve, on fixture feeds and heads trained here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from secfm.cli import app
+from tests.nvd_fixtures import make_cves, v11_feed, v20_page, write_feed_dir, write_json
+
+SQLI = ("A SQL injection in the login form of Acme CMS 2.1 lets remote attackers run arbitrary SQL commands "
+        "via the username parameter.")
+
+
+@pytest.fixture(scope="module")
+def heads(tmp_path_factory):
+    """Text-only CWE and CVSS heads trained on the fixture feeds (seconds)."""
+    from secfm.training.cve_data import CveDataConfig, build_cve_dataset, load_cve_splits
+    from secfm.training.cve_heads import CveFitConfig, Design, prepare, save_trained, train_design
+
+    root = tmp_path_factory.mktemp("cve")
+    feeds = write_feed_dir(root / "feeds")
+    build_cve_dataset(root / "ds", CveDataConfig(feeds=[str(feeds)]))
+    splits = load_cve_splits(root / "ds")
+    out = {}
+    for task in ("cwe", "cvss"):
+        data = prepare(splits, task, min_count=2)
+        trained = train_design(data, Design("text", max_features=500, fit=CveFitConfig(epochs=8, lr=0.05, batch_size=16)))
+        out[task] = save_trained(trained, data, "gemma-3-270m", {}, "pytest", root / task)
+    out["feeds"] = feeds
+    return out
+
+
+def test_analyze_description_and_known_cve(heads, tmp_path):
+    from secfm.knowledge.nvd import CveStore
+    from secfm.workflows import CveAnalysis, analyze_cve
+    from secfm.workflows.cve_analysis import CveAnalyzer
+
+    analyzer = CveAnalyzer.load(heads["cwe"], heads["cvss"])
+    res = analyze_cve(SQLI, analyzer=analyzer, store=CveStore(tmp_path / "empty.sqlite"))
+    assert isinstance(res, CveAnalysis) and res.cwe[0].id == "CWE-89" and res.cwe[0].name.startswith("Improper Neutralization")
+    assert res.cvss.vector.startswith("CVSS:3.1/AV:N") and 0 < res.cvss.base_score <= 10
+    assert [m.metric for m in res.cvss.metrics] == ["AV", "AC", "PR", "UI", "S", "C", "I", "A"]
+    store = CveStore(tmp_path / "cves.sqlite")
+    cve = make_cves(2030, 2)[1]  # an XSS fixture
+    store.add_feeds([write_json(tmp_path / "f.json", v20_page([cve]))])
+    res = analyze_cve(cve["id"].lower(), analyzer=analyzer, store=store)
+    assert res.found and res.description_source == "nvd" and res.nvd.cwes[0].id == "CWE-79"
+    assert res.nvd.cwe_source == "nvd@nist.gov" and res.nvd.cvss_score == 6.1 and res.cwe[0].id == "CWE-79"
+    missing = analyze_cve("CVE-2030-0001", analyzer=analyzer, store=CveStore(tmp_path / "empty.sqlite"))
+    assert missing.found is False and missing.cwe == [] and "secfm kb add-nvd" in missing.notes[0]
+
+
+def test_cve_command_json_table_and_errors(heads, tmp_path):
+    runner = CliRunner()
+    base = ["cve", "--cwe-head", str(heads["cwe"]), "--cvss-head", str(heads["cvss"])]
+    res = runner.invoke(app, [*base, "--format", "json", SQLI])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["cwe"][0]["id"] == "CWE-89" and data["cvss"]["metrics"][0]["value"] == "N"
+    res = runner.invoke(app, [*base, "-"], input=SQLI)
+    assert res.exit_code == 0 and "CWE-89" in res.output and "Network" in res.output
+    res = runner.invoke(app, [*base, "--format", "xml", SQLI])
+    assert res.exit_code != 0
+
+
+def test_kb_add_nvd_and_update_commands(heads, tmp_path):
+    runner = CliRunner()
+    store = tmp_path / "cves.sqlite"
+    (tmp_path / "bad.json.gz").write_bytes(b"\x1f\x8b\x08 truncated")
+    res = runner.invoke(app, ["kb", "add-nvd", str(heads["feeds"]), str(tmp_path / "bad.json.gz"), "--store", str(store)])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["added"] > 50 and len(out["problems"]) == 1 and "bad.json.gz" in out["problems"][0]
+    res = runner.invoke(app, ["kb", "add-nvd", str(tmp_path / "nope.json"), "--store", str(store)])
+    assert res.exit_code != 0
+    res = runner.invoke(app, ["kb", "nvd-stats", "--store", str(store)])
+    assert res.exit_code == 0 and json.loads(res.output)["cves"] == out["total_cves"]
+    res = runner.invoke(app, ["kb", "update", "nvd", "--help"])
+    assert res.exit_code == 0 and "incremental" in res.output

@@ -198,10 +198,11 @@ class Backend:
     def extract(self, text: str) -> dict:
         text = _check(text, "report text")
         hits, method, note = self._extract_hits(text)
-        from secfm.workflows.navigator import navigator_layer
+        from secfm.workflows.navigator import navigator_layers
         from secfm.workflows.stix_export import bundle_json, stix_bundle
 
-        layer = navigator_layer(hits, description=f"secfm app, {method}")
+        # one Navigator layer per ATT&CK domain; the app shows the domain with the most hits
+        layer = next(iter(navigator_layers(hits, description=f"secfm app, {method}").values()))
         stix = bundle_json(stix_bundle(hits, text))
         return {"hits": [_hit_dict(h) for h in hits], "method": method, "note": note, "layer": layer,
                 "stix": stix, "text": text}

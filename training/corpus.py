@@ -238,7 +238,7 @@ def kb_documents(limit: int | None = None, exclude_sources: Iterable[str] = ()) 
     from secfm.knowledge import load_attack, load_cwe
 
     attack = load_attack()
-    tactic_names = {t.shortname: t.name for t in attack.tactics_by_id.values()}
+    tactic_names = {t.shortname: t.name for t in attack.tactics("enterprise")}
     excluded = {s.strip().upper() for s in exclude_sources}
 
     def capped(it: Iterable[Document]) -> Iterator[Document]:
@@ -248,7 +248,7 @@ def kb_documents(limit: int | None = None, exclude_sources: Iterable[str] = ()) 
             yield d
 
     def techniques() -> Iterator[Document]:
-        for t in attack.techniques():
+        for t in attack.techniques(domain="enterprise"):
             tactics = [tactic_names.get(s, s) for s in t.tactics]
             parts = [f"{t.name} ({t.id}) is a MITRE ATT&CK Enterprise "
                      f"{'sub-technique' if t.is_subtechnique else 'technique'}"]

@@ -154,12 +154,13 @@ def attack_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation]
     from secfm.knowledge import load_attack
 
     attack = load_attack()
-    tactic_by_short = {t.shortname: t for t in attack.tactics_by_id.values()}
-    tactic_names = sorted(t.name for t in attack.tactics_by_id.values())
-    techniques = attack.techniques()
+    # Enterprise only (tactic shortnames repeat across the ATT&CK domains)
+    tactic_by_short = {t.shortname: t for t in attack.tactics("enterprise")}
+    tactic_names = sorted(t.name for t in attack.tactics("enterprise"))
+    techniques = attack.techniques(domain="enterprise")
     if cfg.limit:
         techniques = techniques[: cfg.limit]
-    all_names = sorted({t.name for t in attack.techniques()})
+    all_names = sorted({t.name for t in attack.techniques(domain="enterprise")})
     mitigation_names = sorted(f"{m.name} ({m.id})" for m in attack.mitigations_by_id.values() if not m.deprecated)
     convs: list[Conversation] = []
     mcqs: list[MCQ] = []
@@ -216,7 +217,7 @@ def attack_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation]
               if not (g.revoked or g.deprecated) and g.id not in excluded]
     if cfg.limit:
         groups = groups[: cfg.limit]
-    all_labels = sorted(f"{t.name} ({t.id})" for t in attack.techniques())
+    all_labels = sorted(f"{t.name} ({t.id})" for t in attack.techniques(domain="enterprise"))
     for g in groups:
         used = attack.techniques_used_by(g.id)
         if not used:

@@ -56,6 +56,7 @@ class TechniqueHit:
     score: float  # best segment score (probability)
     evidence: tuple[Evidence, ...] = ()
     url: str = ""
+    domain: str = ""  # ATT&CK domain: enterprise, mobile or ics ("" when not known)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -323,7 +324,7 @@ class AttackExtractor(_HeadRunner):
         tech = self._attack.techniques_by_id.get(tid)
         if tech is None:  # a label the current knowledge base no longer has
             return TechniqueHit(tid, tid, (), round(score, 4), evidence)
-        return TechniqueHit(tid, tech.name, tuple(tech.tactics), round(score, 4), evidence, tech.url)
+        return TechniqueHit(tid, tech.name, tuple(tech.tactics), round(score, 4), evidence, tech.url, tech.domain)
 
     # -- the eval predictor protocol ------------------------------------------------------
     def predict(self, texts: Sequence[str]) -> list[list[tuple[str, float]]]:

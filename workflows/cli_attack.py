@@ -54,19 +54,23 @@ def register(app: typer.Typer) -> None:
         else:
             _print_hits(hits)
         if navigator is not None:
-            from secfm.workflows.navigator import check_layer, navigator_layer
+            from secfm.workflows.navigator import check_layer, navigator_layers
 
-            layer = navigator_layer(hits, name=title, description=f"secfm attack extract: {len(hits)} techniques")
-            check_layer(layer)
-            _write(navigator, json.dumps(layer, indent=2))
-            Console(stderr=True).print(f"Navigator layer: {navigator}")
+            # a layer holds one ATT&CK domain: the domain with the most hits goes to --navigator,
+            # any other to NAME-<domain>.json beside it
+            layers = navigator_layers(hits, name=title, description=f"secfm attack extract: {len(hits)} techniques")
+            for i, (domain, layer) in enumerate(layers.items()):
+                check_layer(layer)
+                target = navigator if i == 0 else navigator.with_name(f"{navigator.stem}-{domain}{navigator.suffix or '.json'}")
+                _write(target, json.dumps(layer, indent=2))
+                Console(stderr=True).print(f"Navigator layer ({layer['domain']}): {target}")
         if stix is not None:
-            import stix2
-
-            from secfm.workflows.stix_export import bundle_json, stix_bundle
+            from secfm.workflows.stix_export import bundle_json, stix_bundle, validate_bundle
 
             serialized = bundle_json(stix_bundle(hits, document, name=title))
-            stix2.parse(serialized, allow_custom=False)  # what we write must parse back
+            problems = validate_bundle(serialized)  # what we write passes stix2-validator --strict --interop
+            if problems:
+                raise SecfmError(f"the STIX bundle does not validate: {problems[0]}")
             _write(stix, serialized)
             Console(stderr=True).print(f"STIX bundle: {stix}")
 

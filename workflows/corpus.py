@@ -94,8 +94,9 @@ def attack_chunks(attack_bundle: str | Path | None = None) -> Iterator[Chunk]:
         for mit in mitigations:
             mitigated[mit.id].append(f"{tech.id} {tech.name}")
             body.append(f"Mitigation {mit.id} {mit.name}: {mit.description}")
-        header = f"{tech.id} {tech.name} (ATT&CK technique; tactics: {', '.join(tech.tactics)})"
-        meta = {"name": tech.name, "source": source, "set": "attack", "url": tech.url,
+        domain = {"enterprise": "", "mobile": "Mobile ", "ics": "ICS "}.get(tech.domain, "")
+        header = f"{tech.id} {tech.name} (ATT&CK {domain}technique; tactics: {', '.join(tech.tactics)})"
+        meta = {"name": tech.name, "source": source, "set": "attack", "url": tech.url, "domain": tech.domain,
                 "tactics": sorted(tech.tactics), "platforms": sorted(tech.platforms),
                 "mitigations": [m.id for m in mitigations]}
         yield from chunks_for("technique", tech.id, header, "\n".join(body), meta)

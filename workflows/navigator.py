@@ -1,5 +1,9 @@
 """ATT&CK Navigator layers (layer format 4.5) from extracted techniques, and a checker.
 
+A layer is of one ATT&CK domain (``enterprise-attack``, ``mobile-attack``, ``ics-attack``): the
+domain of its techniques. :func:`navigator_layers` splits hits of several domains into one layer
+per domain.
+
 Scores become colours through the layer's gradient (0-100, the technique's probability times
 100); each technique carries its evidence in ``comment`` and ``metadata``. A technique under
 several tactics gets one entry per tactic (``tactic`` set), so the annotation shows in each
@@ -15,7 +19,7 @@ from secfm.errors import SecfmError
 
 LAYER_VERSION = "4.5"
 NAVIGATOR_VERSION = "5.1.0"
-DOMAIN = "enterprise-attack"
+DOMAIN = "enterprise-attack"  # the default domain of an empty layer
 GRADIENT = {"colors": ["#ffffff", "#ffe766", "#ff6666"], "minValue": 0, "maxValue": 100}
 _TECHNIQUE_ID = re.compile(r"^T\d{4}(\.\d{3})?$")
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -35,14 +39,57 @@ def _comment(hit, max_chars: int = 300) -> str:
     return " | ".join(parts)
 
 
-def navigator_layer(hits: Sequence, name: str = "secfm ATT&CK extraction", description: str = "",
-                    attack_version: str | None = None, platforms: Sequence[str] | None = None) -> dict:
-    """A Navigator layer (format 4.5, enterprise-attack) with one scored entry per technique
-    and tactic. ``hits`` are :class:`TechniqueHit` objects."""
-    if attack_version is None:
+def hit_domain(hit, attack=None) -> str:
+    """The ATT&CK domain of a hit (``enterprise``, ``mobile``, ``ics``): its own, else the
+    knowledge base's for its id."""
+    domain = getattr(hit, "domain", "")
+    if domain:
+        return domain
+    if attack is None:
         from secfm.knowledge import load_attack
 
-        attack_version = load_attack().version
+        attack = load_attack()
+    return attack.domain_of(hit.id) or "enterprise"
+
+
+def navigator_layers(hits: Sequence, name: str = "secfm ATT&CK extraction", description: str = "",
+                     platforms: Sequence[str] | None = None, attack=None) -> dict[str, dict]:
+    """One layer per ATT&CK domain the hits are in (``{"mobile": layer, ...}``, the domain with
+    the most hits first); an empty list of hits gives one empty Enterprise layer."""
+    by_domain: dict[str, list] = {}
+    for h in hits:
+        by_domain.setdefault(hit_domain(h, attack), []).append(h)
+    if not by_domain:
+        by_domain["enterprise"] = []
+    order = sorted(by_domain, key=lambda d: -len(by_domain[d]))
+    many = len(order) > 1
+    return {d: navigator_layer(by_domain[d], name=f"{name} ({d})" if many else name, description=description,
+                               platforms=platforms, domain=d, attack=attack) for d in order}
+
+
+def navigator_layer(hits: Sequence, name: str = "secfm ATT&CK extraction", description: str = "",
+                    attack_version: str | None = None, platforms: Sequence[str] | None = None,
+                    domain: str | None = None, attack=None) -> dict:
+    """A Navigator layer (format 4.5) with one scored entry per technique and tactic. ``hits``
+    are :class:`TechniqueHit` objects of one ATT&CK domain (``domain``, or the hits' own);
+    hits of several domains need :func:`navigator_layers`."""
+    from secfm.knowledge.attack import STIX_DOMAINS, domain_name
+
+    if attack is None:
+        from secfm.knowledge import load_attack
+
+        attack = load_attack()
+    domains = {hit_domain(h, attack) for h in hits}
+    if domain is None:
+        if len(domains) > 1:
+            raise SecfmError(f"the techniques are in several ATT&CK domains ({', '.join(sorted(domains))}); "
+                             "a Navigator layer holds one: use navigator_layers")
+        domain = next(iter(domains), "enterprise")
+    domain = domain_name(domain)
+    if domains - {domain}:
+        raise SecfmError(f"a {domain} layer cannot hold {', '.join(sorted(domains - {domain}))} techniques")
+    if attack_version is None:
+        attack_version = attack.versions.get(domain, attack.version)
     sub_parents = {h.id.split(".")[0] for h in hits if "." in h.id}
     techniques = []
     for h in hits:
@@ -67,7 +114,7 @@ def navigator_layer(hits: Sequence, name: str = "secfm ATT&CK extraction", descr
     layer = {
         "name": name,
         "versions": {"attack": attack_major_version(attack_version), "navigator": NAVIGATOR_VERSION, "layer": LAYER_VERSION},
-        "domain": DOMAIN,
+        "domain": STIX_DOMAINS[domain],
         "description": description,
         "sorting": 3,
         "layout": {"layout": "side", "showID": True, "showName": True, "showAggregateScores": False,
@@ -130,12 +177,14 @@ def validate_layer(layer: dict, attack=None) -> list[str]:
         ok = need(g, "minValue", (int, float), "gradient") & need(g, "maxValue", (int, float), "gradient")
         if ok and not g["maxValue"] > g["minValue"]:
             problems.append("gradient: maxValue must be > minValue")
-    tactics_known = None
     if attack is None:
         from secfm.knowledge import load_attack
 
         attack = load_attack()
-    tactics_known = {t.shortname for t in attack.tactics_by_id.values()}
+    from secfm.knowledge.attack import STIX_DOMAINS
+
+    domain = {v: k for k, v in STIX_DOMAINS.items()}.get(layer.get("domain"), "enterprise")
+    tactics_known = {t.shortname for t in attack.tactics(domain)}
     for i, t in enumerate(layer.get("techniques") or []):
         where = f"techniques[{i}]"
         if not isinstance(t, dict):
@@ -147,6 +196,9 @@ def validate_layer(layer: dict, attack=None) -> list[str]:
                 problems.append(f"{where}: techniqueID {tid!r} is not T#### or T####.###")
             elif tid not in attack.techniques_by_id:
                 problems.append(f"{where}: unknown technique {tid}")
+            elif attack.techniques_by_id[tid].domain != domain:
+                problems.append(f"{where}: {tid} is an ATT&CK {attack.techniques_by_id[tid].domain} technique, "
+                                f"not {domain}")
             elif "tactic" in t and t["tactic"] not in attack.techniques_by_id[tid].tactics:
                 problems.append(f"{where}: {tid} is not under tactic {t['tactic']!r}")
         if "tactic" in t and (not isinstance(t["tactic"], str) or t["tactic"] not in tactics_known):

@@ -1,4 +1,4 @@
-"""Typed access to MITRE ATT&CK Enterprise and the CWE catalog, and the project's id validator."""
+"""Typed access to MITRE ATT&CK (Enterprise, Mobile, ICS) and the CWE catalog, and the project's id validator."""
 
 from __future__ import annotations
 
@@ -16,12 +16,16 @@ __all__ = [
 
 def summary(attack_bundle: str | Path | None = None) -> dict[str, str | int]:
     """Versions and counts of the knowledge base (for ``secfm kb stats``): current (not
-    revoked or deprecated) objects; ATT&CK from ``attack_bundle`` when given, else packaged."""
+    revoked or deprecated) objects; ATT&CK counts over every domain, then per domain
+    (``attack_domains``: version, source, counts); ``attack_bundle`` replaces its domain's
+    packaged data."""
     attack = load_attack(attack_bundle)
     cwe = load_cwe()
     a, c = attack.counts(), cwe.counts()
     return {
         "attack_version": attack.version,
+        "attack_domains": {d: {"version": attack.versions[d], "source": attack.sources.get(d, ""),
+                               **attack.counts(d)} for d in attack.domains},
         "techniques": a["techniques"],
         "subtechniques": a["subtechniques"],
         "tactics": a["tactics"],

@@ -6,6 +6,9 @@
 
 Decisions:
 
+* ATT&CK ids of every domain (Enterprise, Mobile, ICS) are checked; ``IdCheck.domain`` names
+  the object's domain (``enterprise``, ``mobile``, ``ics``; for a group, software, campaign or
+  mitigation in several, the first) and ``IdCheck.domains`` all of them;
 * revoked or deprecated ATT&CK objects are ``known`` (they are in the catalog), flagged, and
   carry their replacement; ``IdCheck.current`` is the "known, not revoked, not deprecated" test;
 * a CWE id of a category or view (e.g. CWE-16, CWE-1000) is not ``known``: it is not a weakness;
@@ -53,6 +56,8 @@ class IdCheck:
     deprecated: bool = False
     revoked: bool = False
     message: str = ""
+    domain: str | None = None  # ATT&CK domain: enterprise, mobile or ics
+    domains: tuple[str, ...] = ()
 
     @property
     def current(self) -> bool:
@@ -116,7 +121,7 @@ def _check_attack(s: str, norm: str, kind: str, kb: AttackKB) -> IdCheck:
     obj = kb.get(norm)
     what = _KIND_WORDS[kind]
     if obj is None:
-        message = f"{norm} is not an ATT&CK {kb.version} {what}"
+        message = f"{norm} is not an ATT&CK {what} ({', '.join(kb.describe_version(d) for d in kb.domains)})"
         parent = parent_technique(norm)
         if parent and parent in kb.techniques_by_id:
             message += f" (its parent {parent}, {kb.techniques_by_id[parent].name}, is)"
@@ -124,7 +129,11 @@ def _check_attack(s: str, norm: str, kind: str, kb: AttackKB) -> IdCheck:
     revoked = bool(getattr(obj, "revoked", False))
     deprecated = bool(getattr(obj, "deprecated", False))
     replaced_by = getattr(obj, "replaced_by", None)
-    message = f"{norm} is the ATT&CK {kb.version} {what} '{obj.name}'"
+    domains = tuple(getattr(obj, "domains", None) or (getattr(obj, "domain", "enterprise"),))
+    domain = domains[0]
+    message = f"{norm} is the {kb.describe_version(domain)} {what} '{obj.name}'"
+    if len(domains) > 1:
+        message += f" (also in {', '.join(kb.describe_version(d) for d in domains[1:])})"
     if revoked or deprecated:
         status = "revoked" if revoked else "deprecated"
         if replaced_by:
@@ -133,7 +142,8 @@ def _check_attack(s: str, norm: str, kind: str, kb: AttackKB) -> IdCheck:
             message += f"; {status}, use {label} instead"
         else:
             message += f"; {status}, with no replacement"
-    return IdCheck(s, norm, kind, True, True, obj.name, replaced_by, deprecated, revoked, message)
+    return IdCheck(s, norm, kind, True, True, obj.name, replaced_by, deprecated, revoked, message,
+                   domain, domains)
 
 
 def _check_cwe(s: str, norm: str, kb: CweKB) -> IdCheck:

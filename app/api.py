@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from secfm.errors import SecfmError
+from secfm.workflows.cve_analysis import CveAnalysisRequest
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,13 @@ def create_api(settings: ApiSettings) -> FastAPI:
         from secfm.workflows.cwe_mapping import map_cwe
 
         return {"weaknesses": _dump(map_cwe(body.text, top_k=body.top_k))}
+
+    @api.post("/v1/cve/analyze", dependencies=guarded)
+    def cve_analyze(body: CveAnalysisRequest) -> dict:
+        """A CVE id and/or a description -> CWE ids, CVSS vector and score, NVD's own facts."""
+        from secfm.workflows.cve_analysis import analyze_cve
+
+        return _dump(analyze_cve(body))
 
     @api.post("/v1/triage", dependencies=guarded)
     def triage(body: TriageIn) -> dict:

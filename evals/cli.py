@@ -26,6 +26,7 @@ MaxNewOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, hel
 HeadOpt = Annotated[Optional[Path], typer.Option("--head", help="Trained classifier head folder (head mode).")]
 ExcludeOpt = Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK group/software ids (or @FILE) held out of the head's training; passed to the head and recorded.")]
 BootstrapOpt = Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals.")]
+AllowSeenOpt = Annotated[bool, typer.Option("--allow-seen", help="Head mode: score items whose CVE the head trained on (refused otherwise); metrics.json marks the run contaminated.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder: predictions.jsonl, metrics.json (resumes when it exists).")]
 
 
@@ -65,6 +66,7 @@ def _task_command(task: str, help_text: str, default_mode: str = "gen", with_lab
         head: HeadOpt = None,
         exclude_sources: ExcludeOpt = None,
         bootstrap: BootstrapOpt = 1000,
+        allow_seen: AllowSeenOpt = False,
     ) -> None:
         _run_task(task, locals())
 
@@ -97,7 +99,7 @@ def _task_command(task: str, help_text: str, default_mode: str = "gen", with_lab
 TASK_HELP = {
     "cti-mcqa": "CTI-MCQA (cti-mcq.tsv): multiple-choice accuracy; --mode gen (official prompt) or loglik (option and letter log-likelihoods).",
     "cti-rcm": "CTI-RCM (cti-rcm.tsv, --config cti-rcm-2021): CVE description -> CWE id, exact-match accuracy; --mode gen or head.",
-    "cti-vsp": "CTI-VSP (cti-vsp.tsv): CVE description -> CVSS v3.1 vector, mean absolute deviation of base scores.",
+    "cti-vsp": "CTI-VSP (cti-vsp.tsv): CVE description -> CVSS v3.1 vector, mean absolute deviation of base scores; --mode gen or head.",
     "cti-ate": "CTI-ATE (cti-ate.tsv): ATT&CK technique extraction, micro-F1 over parent ids plus per-item F1/P/R; --mode gen or head.",
     "cti-taa": "CTI-TAA (cti-taa.tsv + --labels): threat-actor attribution, correct (alias) and plausible (related) accuracy.",
 }

@@ -7,6 +7,7 @@ to the protocol; without the core module the head mode stops with one clear line
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -123,6 +124,92 @@ def load_head(path: str | Path | None, kind: str, engine=None, exclude_sources: 
     if engine is None or not hasattr(engine, "hidden_states"):
         raise SecfmError("head mode needs an engine with hidden states (the transformers engine)")
     return EngineHeadPredictor(head, engine)
+
+
+# ---------------------------------------------------------------------------------------------
+# CVE heads (CWE, CVSS): the heads trained on NVD; they record the CVEs they trained on
+# ---------------------------------------------------------------------------------------------
+CVE_KINDS = ("cwe", "cvss")
+_CVE_URL = re.compile(r"CVE-\d{4}-\d{4,7}", re.IGNORECASE)
+
+
+class CveHeadPredictor:
+    """The CWE or CVSS head as a HeadPredictor: CWE ids with probabilities, best first; or the
+    predicted CVSS vector with the product of its metric probabilities."""
+
+    def __init__(self, analyzer, kind: str):
+        self.analyzer = analyzer
+        self.kind = kind
+        self.head = analyzer.cwe_head if kind == "cwe" else analyzer.cvss_head
+        self.threshold = None
+
+    @property
+    def needs_engine(self) -> bool:
+        return self.head.needs_hidden
+
+    def predict(self, texts: Sequence[str]) -> list[Scored]:
+        if self.kind == "cwe":
+            return [[(h.id, h.score) for h in hits] for hits in self.analyzer.predict_cwe(list(texts), top_k=10)]
+        out = []
+        for p in self.analyzer.predict_cvss(list(texts)):
+            joint = 1.0
+            for m in p.metrics:
+                joint *= m.score
+            out.append([(p.vector, joint)])
+        return out
+
+    def trained_cves(self) -> set[str]:
+        from secfm.heads import trained_cves
+
+        return trained_cves(self.head)
+
+    def describe(self) -> dict:
+        m = self.head.manifest
+        return {"path": str(self.head.path), "task": m.task, "labels": len(m.labels), "uses_hidden": m.uses_hidden,
+                "layers": list(m.layers) if m.uses_hidden else [], "text_features": bool(m.text_features),
+                "trained_cves": (m.trained_cves or {}).get("count"), "created": m.created,
+                "cwe_version": m.cwe_version}
+
+
+def load_cve_head(path: str | Path | None, kind: str, model: str | None = None, engine=None) -> CveHeadPredictor:
+    """The CWE (``cwe``) or CVSS (``cvss``) head at ``path`` (default: the shipped one); it needs
+    an engine only when it reads hidden states."""
+    from secfm.workflows.cve_analysis import CveAnalyzer
+
+    if path is not None and not Path(path).expanduser().exists():
+        raise SecfmError(f"head not found: {path}")
+    tasks = (kind,)
+    if path is None:
+        from secfm.heads import shipped_head_path
+        from secfm.registry import default_model_name
+
+        name = model or (engine.model_name if engine is not None else None) or default_model_name()
+        if not (shipped_head_path(kind, name) / "head.json").is_file():
+            raise SecfmError(f"head mode needs --head DIR: a {kind} head trained by `secfm train head --task {kind}` "
+                             f"(no shipped {kind} head for {name})")
+    analyzer = CveAnalyzer.load(cwe_head=path if kind == "cwe" else None, cvss_head=path if kind == "cvss" else None,
+                                model=model, engine=engine, tasks=tasks)
+    return CveHeadPredictor(analyzer, kind)
+
+
+def item_cve(url: str, text: str = "") -> str | None:
+    """The CVE an evaluation item is about (its URL, else the first id in its text)."""
+    m = _CVE_URL.search(url or "") or _CVE_URL.search(text or "")
+    return m.group(0).upper() if m else None
+
+
+def seen_items(head, items, text_column: str) -> tuple[list[str], int]:
+    """(ids of items whose CVE the head trained on, items with a CVE)."""
+    trained = head.trained_cves() if hasattr(head, "trained_cves") else set()
+    seen, with_cve = [], 0
+    for item in items:
+        cve = item_cve(item.url, item.fields.get(text_column, ""))
+        if cve is None:
+            continue
+        with_cve += 1
+        if cve in trained:
+            seen.append(item.id)
+    return seen, with_cve
 
 
 def top_label(scored: Scored) -> Label | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from secfm.errors import SecfmError
 from secfm.evals import prompts
 from secfm.evals.data import Dataset, Item, load_dataset, select_items
-from secfm.evals.heads import HeadPredictor, labels_over, load_head, top_label
+from secfm.evals.heads import CVE_KINDS, HeadPredictor, labels_over, load_cve_head, load_head, seen_items, top_label
 from secfm.evals.metrics import DEFAULT_BOOTSTRAP
 from secfm.evals.parsers import EMPTY, OK, Parsed, get_parser, normalise_cwe, technique_parents
 from secfm.evals.progress import progress_bar
@@ -55,6 +55,7 @@ class EvalConfig:
     head: str | None = None
     exclude_sources: tuple[str, ...] = field(default_factory=tuple)
     bootstrap: int = DEFAULT_BOOTSTRAP
+    allow_seen: bool = False  # head mode: score items whose CVE the head trained on (the run is marked contaminated)
 
     def command(self) -> str:
         """The `secfm eval` command line that reproduces this run."""
@@ -72,6 +73,8 @@ class EvalConfig:
         for flag, value in options:
             if value is not None:
                 parts += [flag, str(value)]
+        if self.allow_seen:
+            parts.append("--allow-seen")
         return shlex.join(parts)
 
 
@@ -119,6 +122,7 @@ def _settings(cfg: EvalConfig, spec: TaskSpec, ds: Dataset, scored: list[Item], 
         "max_new_tokens": max_new,
         "head": cfg.head,
         "exclude_sources": list(cfg.exclude_sources),
+        "allow_seen": cfg.allow_seen,
         "scored_ids_sha256": hashlib.sha256(ids.encode()).hexdigest(),
     }
 
@@ -207,6 +211,9 @@ def _head_batch(head: HeadPredictor, spec, batch) -> list[tuple[object, Parsed]]
             label = top_label(scored)
             cwe = normalise_cwe(label) if label else None
             out.append((raw, Parsed(cwe, OK) if cwe else Parsed(None, EMPTY)))
+        elif spec.head.kind == "cvss":
+            label = top_label(scored)
+            out.append((raw, get_parser(spec.parser)(label) if label else Parsed(None, EMPTY)))
         else:
             threshold = getattr(head, "threshold", None)
             threshold = spec.head.threshold if threshold is None else threshold
@@ -247,6 +254,21 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
     sel = select_items(ds.items, cfg.limit, cfg.seed, cfg.shots, pool.items if pool else None, cfg.shot_pool)
     max_new = (cfg.max_new_tokens or spec.max_new_tokens) if cfg.mode == "gen" else None
     out = Path(cfg.out).expanduser()
+    contamination = None
+    if cfg.mode == "head" and spec.head.kind in CVE_KINDS:
+        # the CVE heads record the CVEs they trained on: refuse items they saw (before anything is written)
+        if head is None:
+            head = load_cve_head(cfg.head, spec.head.kind, model=cfg.model, engine=engine)
+        seen, with_cve = seen_items(head, sel.scored, spec.head.text_column)
+        contamination = {"contaminated": bool(seen), "seen_items": len(seen), "items": len(sel.scored),
+                         "items_with_a_cve_id": with_cve, "allowed": cfg.allow_seen,
+                         "check": "item CVE ids (URL, else description) against the CVEs the head trained on",
+                         "seen_ids": seen[:50]}
+        if seen and not cfg.allow_seen:
+            raise SecfmError(
+                f"the head trained on the CVEs of {len(seen)} of the {len(sel.scored)} items (e.g. item {seen[0]}); "
+                f"refusing to score them: retrain without them (`secfm train head --task {spec.head.kind} "
+                f"--exclude-cves @{cfg.data or 'DATA.tsv'} ...`) or pass --allow-seen (the run is then marked contaminated)")
     settings = _settings(cfg, spec, ds, sel.scored, sel.shots, max_new)
     run = _claim_folder(out, settings)
     pred_path = out / PREDICTIONS
@@ -256,7 +278,8 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
     parser = make_parser(spec, ds)
     session_start = time.time()
     if todo:
-        if engine is None:
+        needs_engine = not (cfg.mode == "head" and head is not None and getattr(head, "needs_engine", True) is False)
+        if engine is None and needs_engine:
             from rich.console import Console
 
             with Console(stderr=True).status(f"loading {cfg.model or 'the default model'} ({cfg.engine} engine)"):
@@ -265,7 +288,8 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
             head = load_head(cfg.head, spec.head.kind, engine, cfg.exclude_sources)
         if cfg.mode == "gen":
             _check_context(engine, spec, todo, sel.shots, max_new)
-        run["engine_info"] = engine.describe()
+        run["engine_info"] = engine.describe() if engine is not None else {
+            "model": None, "engine": None, "note": f"{spec.head.kind} head on TF-IDF text features: no language model runs"}
         (out / RUN).write_text(json.dumps(run, indent=2), encoding="utf-8")
         with progress_bar(progress) as bar, pred_path.open("a", encoding="utf-8") as sink:
             task_id = bar.add_task(f"{spec.name} {cfg.mode}", total=len(sel.scored), completed=resumed)
@@ -329,6 +353,8 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
         "head": cfg.head,
         "head_info": head.describe() if head is not None and hasattr(head, "describe") else None,
         "exclude_sources": list(cfg.exclude_sources),
+        "contaminated": bool(contamination and contamination["contaminated"]),
+        "contamination": contamination,
         "item_sources": sorted({m.group(1).upper() for i in sel.scored for m in [_SOURCE_ID.search(i.url)] if m}),
         "command": cfg.command(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

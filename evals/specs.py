@@ -51,7 +51,7 @@ class LoglikSpec(BaseModel):
 
 class HeadSpec(BaseModel):
     text_column: str
-    kind: Literal["cwe", "attack"]
+    kind: Literal["cwe", "attack", "cvss"]
     threshold: float = 0.5
 
 

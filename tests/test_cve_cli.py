@@ -80,3 +80,46 @@ def test_kb_add_nvd_and_update_commands(heads, tmp_path):
     assert res.exit_code == 0 and json.loads(res.output)["cves"] == out["total_cves"]
     res = runner.invoke(app, ["kb", "update", "nvd", "--help"])
     assert res.exit_code == 0 and "incremental" in res.output
+
+
+def _official_tsv(path, rows, gold):
+    """A TSV in CTIBench's layout (URL, Description, Prompt, GT)."""
+    lines = ["URL\tDescription\tPrompt\tGT"]
+    for cve_id, desc, gt in rows:
+        lines.append(f"https://nvd.nist.gov/vuln/detail/{cve_id}\t{desc}\t{gold} CVE Description: {desc}\t{gt}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_eval_head_modes_refuse_seen_cves(heads, tmp_path):
+    from secfm.errors import SecfmError
+    from secfm.evals.runner import EvalConfig, run_eval
+    from secfm.heads import trained_cves
+
+    seen = sorted(trained_cves(heads["cwe"]))[:2]
+    fresh = make_cves(2033, 6)
+    unseen_rows = [(c["id"], c["description"], c["cwes"][0]) for c in fresh]
+    rcm = _official_tsv(tmp_path / "rcm.tsv", unseen_rows, "Analyze the following CVE description and map it to the appropriate CWE.")
+    m = run_eval(EvalConfig(task="cti-rcm", mode="head", data=str(rcm), head=str(heads["cwe"]), out=str(tmp_path / "r1"), bootstrap=50),
+                 progress=False)
+    assert m["n"] == 6 and m["figures"]["accuracy"] > 0.8 and m["contaminated"] is False
+    assert m["contamination"]["seen_items"] == 0 and m["engine_info"]["engine"] is None
+    mixed = _official_tsv(tmp_path / "mixed.tsv", unseen_rows + [(s, "A SQL injection in a login form.", "CWE-89") for s in seen],
+                          "Analyze the following CVE description.")
+    with pytest.raises(SecfmError, match="trained on the CVEs of 2 of the 8 items"):
+        run_eval(EvalConfig(task="cti-rcm", mode="head", data=str(mixed), head=str(heads["cwe"]), out=str(tmp_path / "r2")),
+                 progress=False)
+    assert not (tmp_path / "r2").exists()  # refused before anything was written
+    m = run_eval(EvalConfig(task="cti-rcm", mode="head", data=str(mixed), head=str(heads["cwe"]), out=str(tmp_path / "r3"),
+                            allow_seen=True, bootstrap=50), progress=False)
+    assert m["contaminated"] is True and m["contamination"]["seen_items"] == 2 and "--allow-seen" in m["command"]
+    vsp_rows = [(c["id"], c["description"], c["vector"]) for c in fresh]
+    vsp = _official_tsv(tmp_path / "vsp.tsv", vsp_rows, "Analyze the following CVE description and calculate the CVSS v3.1 Base Score.")
+    m = run_eval(EvalConfig(task="cti-vsp", mode="head", data=str(vsp), head=str(heads["cvss"]), out=str(tmp_path / "v1"), bootstrap=50),
+                 progress=False)
+    assert m["n"] == 6 and m["figures"]["mad"] < 1.5 and m["contaminated"] is False
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "cti-vsp", "--mode", "head", "--data", str(vsp), "--head", str(heads["cvss"]),
+                              "--out", str(tmp_path / "v2"), "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    assert "mad" in res.output

@@ -1,4 +1,4 @@
-"""CVE description -> CWE weakness with the classifier head (softmax over the catalog).
+"""CVE description -> CWE weakness with the CWE head trained on NVD (see :mod:`secfm.workflows.cve_analysis`).
 
 ``map_cwe(text)`` returns the top-k weaknesses with their probabilities; :class:`CweMapper` is
 also the predictor ``secfm eval cti-rcm --mode head`` uses (``predict(texts) ->
@@ -11,10 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from secfm.errors import SecfmError
-from secfm.workflows.attack_extraction import _HeadRunner, _load_head
 
 
 @dataclass(frozen=True)
@@ -28,37 +25,32 @@ class CweHit:
         return asdict(self)
 
 
-class CweMapper(_HeadRunner):
+class CweMapper:
+    """The CWE head (text features, and hidden states when the head uses them)."""
+
     task = "cwe"
 
     def __init__(self, head, engine=None, top_k: int = 5, batch_size: int = 16):
+        from secfm.workflows.cve_analysis import CveAnalyzer
+
         if head.manifest.task != "cwe":
             raise SecfmError(f"{head.path} is a {head.manifest.task} head, not a CWE head")
         if top_k < 1:
             raise SecfmError("top_k must be at least 1")
-        super().__init__(head, engine, batch_size)
+        self.head = head
         self.top_k = top_k
-        from secfm.knowledge import load_cwe
-
-        self._cwe = load_cwe()
+        self.analyzer = CveAnalyzer(cwe_head=head, engine=engine, batch_size=batch_size)
 
     @classmethod
     def load(cls, head: str | Path | None = None, model: str | None = None, engine=None, **options) -> CweMapper:
-        return cls(_load_head("cwe", head, model, engine), engine, **options)
+        from secfm.workflows.cve_analysis import _load
+
+        return cls(_load("cwe", head, model or (engine.model_name if engine is not None else None)), engine, **options)
 
     def map_many(self, texts: Sequence[str], top_k: int | None = None) -> list[list[CweHit]]:
         k = top_k or self.top_k
-        P = self.scores(list(texts))
-        out = []
-        for row in P:
-            best = np.argsort(-row)[:k]
-            hits = []
-            for rank, j in enumerate(best, start=1):
-                cwe_id = self.head.labels[j]
-                w = self._cwe.get(cwe_id)
-                hits.append(CweHit(cwe_id, w.name if w else cwe_id, round(float(row[j]), 4), rank))
-            out.append(hits)
-        return out
+        return [[CweHit(h.id, h.name, h.score, h.rank) for h in hits]
+                for hits in self.analyzer.predict_cwe(list(texts), top_k=k)]
 
     def map(self, text: str, top_k: int | None = None) -> list[CweHit]:
         return self.map_many([text], top_k)[0]
@@ -66,6 +58,9 @@ class CweMapper(_HeadRunner):
     def predict(self, texts: Sequence[str]) -> list[list[tuple[str, float]]]:
         """For each text, the top-k CWE ids with probabilities, best first."""
         return [[(h.id, h.score) for h in hits] for hits in self.map_many(texts)]
+
+    def describe(self) -> dict:
+        return self.analyzer.describe().get("cwe", {})
 
 
 _DEFAULTS: dict[tuple, CweMapper] = {}

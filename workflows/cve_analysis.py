@@ -356,5 +356,33 @@ def analyze_cve_ids_in(text: str, *, limit: int = 10, analyzer: CveAnalyzer | No
     return analyze_cves(ids, analyzer=analyzer, store=store, model=model, engine=engine)
 
 
-__all__ = ["CveAnalysis", "CveAnalysisRequest", "CveAnalyzer", "CvssMetricValue", "CvssPrediction", "CweScore",
+def analyze_cves_in_texts(texts: Sequence[str], *, limit: int = 10, analyzer: CveAnalyzer | None = None,
+                          store=None) -> list[list[CveAnalysis]]:
+    """For each text, the analyses of the CVE ids it mentions (at most ``limit`` each), from one
+    batched call. Never raises: when the heads cannot run, each analysis carries NVD's facts (if
+    stored) and a note saying why there is no prediction. Workflows (triage, summaries, chat)
+    call this for every CVE id they see."""
+    from secfm.knowledge.nvd import cve_ids_in
+
+    per_text = [cve_ids_in(t or "")[:limit] for t in texts]
+    unique = list(dict.fromkeys(c for ids in per_text for c in ids))
+    if not unique:
+        return [[] for _ in texts]
+    try:
+        results = analyze_cves(unique, analyzer=analyzer, store=store)
+    except Exception as exc:  # noqa: BLE001 - an addition to the workflow, never its failure
+        from secfm.knowledge.nvd import lookup, open_store
+
+        note = f"CVE analysis unavailable: {exc}"
+        results = []
+        st = store if store is not None else open_store(create=False)
+        for cve_id in unique:
+            record = lookup(cve_id, st) if st is not None else None
+            results.append(CveAnalysis(cve_id=cve_id, found=record is not None, nvd=nvd_facts(record) if record else None,
+                                       notes=[note]))
+    by_id = dict(zip(unique, results))
+    return [[by_id[c] for c in ids] for ids in per_text]
+
+
+__all__ = ["CveAnalysis", "analyze_cves_in_texts", "CveAnalysisRequest", "CveAnalyzer", "CvssMetricValue", "CvssPrediction", "CweScore",
            "NvdFacts", "analyze_cve", "analyze_cve_ids_in", "analyze_cves", "default_analyzer", "severity"]

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from secfm.workflows.cve_analysis import CveAnalysis
+
 Severity = Literal["critical", "high", "medium", "low", "info"]
 #: most severe first
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
@@ -154,6 +156,8 @@ class AlertTriage(_Model):
     related_knowledge: list[KnowledgeRef] = Field(default_factory=list)
     rejected: list[RejectedEntity] = Field(default_factory=list)
     warnings: list[InputWarning] = Field(default_factory=list)
+    #: every CVE id the alert mentions, analysed (CWE, CVSS, NVD's own facts): secfm.workflows.analyze_cve
+    cves: list[CveAnalysis] = Field(default_factory=list)
 
 
 class QueueEntry(_Model):
@@ -221,6 +225,8 @@ class IncidentSummary(_Model):
     model: ModelPart = Field(default_factory=ModelPart)
     warnings: list[InputWarning] = Field(default_factory=list)
     technique_source: str = ""
+    #: every CVE id the report mentions, analysed (CWE, CVSS, NVD's own facts): secfm.workflows.analyze_cve
+    cves: list[CveAnalysis] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------

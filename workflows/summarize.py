@@ -431,6 +431,10 @@ def summarize_incidents(
     of them run as batched generations."""
     items = [(r, "analyst") if isinstance(r, str) else r for r in reports]
     results = [_deterministic(text, audience, technique_source, engine if use_model else None) for text, audience in items]
+    from secfm.workflows.cve_analysis import analyze_cves_in_texts
+
+    for result, analyses in zip(results, analyze_cves_in_texts([t for t, _ in items])):
+        result.cves = analyses
     if not use_model or not results:
         return results
     parts = [ModelPart(status="failed") for _ in results]

@@ -261,6 +261,11 @@ def triage_alerts(
             knowledge = f"failed: {type(exc).__name__}: {exc}"[:300]
             log.warning("retrieval failed: %s", knowledge)
 
+    from secfm.workflows.cve_analysis import analyze_cves_in_texts
+
+    for result, analyses in zip(results, analyze_cves_in_texts([record_text(a.fields) for a in parsed])):
+        result.cves = analyses
+
     model_part = ModelPart(status="skipped", detail="use_model is off")
     if use_model:
         model_part = _model_step(parsed, results, engine, model, max_new_tokens, batch_size,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from secfm.errors import SecfmError
 
@@ -50,9 +50,11 @@ class LoglikSpec(BaseModel):
 
 
 class HeadSpec(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     text_column: str
     kind: Literal["cwe", "attack", "cvss"]
-    threshold: float = 0.5
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class CardSpec(BaseModel):

@@ -61,8 +61,19 @@ def setup_logging(verbose: bool = False) -> None:
         pass
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from secfm import __version__
+
+        print(f"secfm {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More log output.")] = False) -> None:
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More log output.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
     setup_logging(verbose)
 
 
@@ -247,6 +258,10 @@ def _register_package_commands() -> None:
 _register_package_commands()
 
 
+#: exit codes (documented in docs/exit-codes.md)
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 70
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one clear line and a non-zero exit on any bad input."""
     # spinning OpenMP threads make small ops 10-20x slower on a busy 2-core machine
@@ -270,6 +285,19 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except RecursionError:
+        print("secfm: error: the input is nested too deeply to process", file=sys.stderr)
+        sys.exit(2)
+    except MemoryError:
+        print("secfm: error: out of memory (try a smaller input or batch)", file=sys.stderr)
+        sys.exit(EXIT_INTERNAL)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if os.environ.get("SECFM_DEBUG"):
+            raise
+        detail = " ".join(str(exc).split())[:300]
+        print(f"secfm: internal error: {type(exc).__name__}: {detail} (a bug: set SECFM_DEBUG=1 for the traceback "
+              "and report it)", file=sys.stderr)
+        sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from secfm.errors import SecfmError
@@ -40,29 +42,116 @@ def read_file_text(path: str | Path) -> str:
     return check_text(decode_utf8(data, str(path)), str(path))
 
 
+def existing_file(value: str) -> Path | None:
+    """``value`` as the path of an existing file, or None when it is not one (a literal text that
+    is too long for a file name, holds a newline or NUL, or names nothing, is not an error)."""
+    if not value or "\n" in value or "\x00" in value or len(value.encode("utf-8", "surrogateescape")) > 4096:
+        return None
+    try:
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_file() else None
+    except (OSError, ValueError):  # ENAMETOOLONG for a component over 255 bytes, and the like
+        return None
+
+
 def text_or_file(value: str, what: str = "input") -> str:
     """A literal text, ``-`` for standard input, ``@PATH`` for a file, or an existing file path."""
     if value == "-":
         return check_text(decode_utf8(sys.stdin.buffer.read(), "standard input"), "standard input")
     if value.startswith("@"):
         return read_file_text(value[1:])
-    candidate = Path(value).expanduser()
-    if len(value) < 4096 and "\n" not in value and candidate.is_file():
+    candidate = existing_file(value)
+    if candidate is not None:
         return read_file_text(candidate)
     return check_text(value, what)
 
 
-def jsonl_rows(path: str | Path, text: str | None = None):
-    """``(line number, parsed value)`` for each non-blank line of a JSONL file (``text``: its
-    content when already read); one clear error naming the file and line that is not JSON."""
+#: deeper JSON than this is refused with one line (Python's parser would overflow its stack near 1,000)
+MAX_JSON_DEPTH = 200
+
+
+def load_json(text: str, where: str):
+    """``json.loads`` with one clear error for bad JSON and for nesting deeper than
+    :data:`MAX_JSON_DEPTH` (never a ``RecursionError``)."""
+    value, problem, line = _parse_json(text)
+    if problem:
+        raise SecfmError(f"{where}{f' line {line}' if line else ''}: {problem}")
+    return value
+
+
+def _parse_json(text: str):
+    """(value, problem, line of the problem): problem is '' when the text is JSON."""
     import json
 
+    depth = _max_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        return None, f"JSON nested {depth} levels deep (at most {MAX_JSON_DEPTH})", 0
+    try:
+        return json.loads(text), "", 0
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg}, column {exc.colno})", exc.lineno
+    except RecursionError:  # pragma: no cover - the depth check comes first
+        return None, "JSON nested too deeply", 0
+
+
+def _max_depth(text: str) -> int:
+    """The deepest bracket nesting outside strings (an upper bound is enough; linear)."""
+    import re
+
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0
+    depth = best = 0
+    for m in re.finditer(r'"(?:[^"\\]|\\.)*+"|[\[{]|[\]}]', text):
+        ch = m.group(0)
+        if ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return best
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A line of a JSONL input that was skipped (``--skip-bad``)."""
+
+    where: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where} line {self.line}: {self.reason}"
+
+
+_REPORTED: set[BadLine] = set()
+
+
+def report_bad_line(bad: BadLine) -> None:
+    """Tell the user about a skipped line (one warning on standard error, once per process)."""
+    if bad in _REPORTED:
+        return
+    _REPORTED.add(bad)
+    logging.getLogger("secfm.inputs").warning("skipped %s", bad)
+
+
+def jsonl_rows(path: str | Path, text: str | None = None, *, skip_bad: bool = False,
+               bad_lines: list[BadLine] | None = None):
+    """``(line number, parsed value)`` for each non-blank line of a JSONL file (``text``: its
+    content when already read); one clear error naming the file and line that is not JSON, or,
+    with ``skip_bad``, that line reported (:func:`report_bad_line`, and appended to ``bad_lines``)
+    and the good lines still read."""
     if text is None:
         text = read_file_text(path)
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            yield lineno, json.loads(line)
-        except ValueError as exc:
-            raise SecfmError(f"{path}: line {lineno} is not valid JSON ({exc.msg})") from exc
+        value, problem, _ = _parse_json(line)
+        if not problem:
+            yield lineno, value
+            continue
+        if not skip_bad:
+            raise SecfmError(f"{path} line {lineno}: {problem}; pass --skip-bad to skip such lines")
+        bad = BadLine(str(path), lineno, problem)
+        report_bad_line(bad)
+        if bad_lines is not None:
+            bad_lines.append(bad)

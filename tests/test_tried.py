@@ -92,3 +92,99 @@ def test_eval_out_never_overwrites_a_users_metrics(tmp_path):
     one_line_error(secfm("eval", "workflows", "--no-model", "--no-kb", "--no-head", "--limit", "1", "--out", str(folder)),
                    "secfm did not write")
     assert (folder / "metrics.json").read_text() == '{"mine": true}'
+
+
+# --------------------------------------------------------------------------------------------
+# Tracebacks instead of one line: each input class
+# --------------------------------------------------------------------------------------------
+def test_a_long_literal_text_is_text_not_a_path():
+    from secfm.inputs import existing_file, text_or_file
+
+    long_text = "Mimikatz was run on the domain controller " * 10  # > 255 bytes, one "file name"
+    assert existing_file(long_text) is None and text_or_file(long_text) == long_text
+    assert text_or_file("x" * 300) == "x" * 300
+    one_line_error(secfm("generate", "--model", "no-such-model", "y" * 300), "unknown model")
+
+
+@pytest.mark.parametrize("name, content, fragment", [
+    ("sep.log", "#separator \\x\n#fields\tts\tuid\n1\t2\n", "#separator"),
+    ("deep.json", "[" * 991 + "]" * 991, "nested 991 levels deep"),
+    ("deep-object.jsonl", '{"a":' * 991 + "1" + "}" * 991 + "\n", "nested 991 levels deep"),
+])
+def test_bad_alert_files_are_one_line(tmp_path, name, content, fragment):
+    path = tmp_path / name
+    path.write_text(content)
+    one_line_error(secfm("triage", str(path), "--no-model", "--no-kb", "--no-head"), fragment)
+
+
+def test_zeek_path_header_and_a_long_first_line_are_read(tmp_path):
+    zeek = tmp_path / "conn.log"
+    zeek.write_text("#separator \\x09\n#path\n#fields\tts\tuid\n1\t2\n")
+    proc = secfm("triage", str(zeek), "--no-model", "--no-kb", "--no-head")
+    assert proc.returncode == 0, proc.stderr.decode()
+    long_line = tmp_path / "long.log"
+    long_line.write_text("x" * (140 * 1024) + " mimikatz\n")
+    proc = secfm("triage", str(long_line), "--no-model", "--no-kb", "--no-head")
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_a_jsonl_with_one_bad_line_processes_the_good_ones_with_skip_bad(tmp_path):
+    path = tmp_path / "alerts.jsonl"
+    path.write_text('{"EventID": 4688, "CommandLine": "mimikatz.exe"}\nnot json\n{"EventID": 4625, "count": 300}\n')
+    one_line_error(secfm("triage", str(path), "--no-model", "--no-kb", "--no-head"), "line 2", "--skip-bad")
+    proc = secfm("triage", str(path), "--no-model", "--no-kb", "--no-head", "--skip-bad")
+    assert proc.returncode == 0 and "line 2" in proc.stderr.decode()
+    import json
+
+    result = json.loads(proc.stdout)
+    assert [a["line"] for a in result["alerts"]] == [1, 3]
+
+
+def test_csv_to_data_and_out_file_for_a_folder_are_one_line(tmp_path):
+    data = tmp_path / "items.csv"
+    data.write_text("question,answer\nq,a\n")
+    one_line_error(secfm("eval", "cti-mcqa", "--data", str(data), "--out", str(tmp_path / "run")), "lacks column")
+    file_out = tmp_path / "file.json"
+    file_out.write_text("{}")
+    one_line_error(secfm("eval", "workflows", "--no-model", "--no-kb", "--no-head", "--out", str(file_out)), "is a file")
+    assert file_out.read_text() == "{}"
+
+
+def test_threshold_nan_is_refused():
+    from pydantic import ValidationError
+
+    from secfm.evals.specs import HeadSpec
+    from secfm.training.recipes import TrainSpec
+
+    for bad in ("NaN", float("nan"), float("inf")):
+        with pytest.raises(ValidationError):
+            HeadSpec(text_column="x", kind="attack", threshold=bad)
+        with pytest.raises(ValidationError):
+            TrainSpec(learning_rate=bad)
+
+
+def test_an_empty_heldout_split_loads_back(tmp_path):
+    from secfm.training.corpus import CorpusConfig, build_corpus, load_corpus
+
+    docs = tmp_path / "docs.txt"
+    docs.write_text(DOC * 3)
+    build_corpus(tmp_path / "c", CorpusConfig(inputs=[str(docs)], kb=False, tokenizer=None, heldout_fraction=0.0, salt="s", min_chars=10))
+    dd = load_corpus(tmp_path / "c")
+    assert len(dd["train"]) == 1 and len(dd["heldout"]) == 0 and dd["heldout"].column_names == dd["train"].column_names
+
+
+def test_every_other_failure_is_one_line_not_a_traceback(tmp_path):
+    for name, content in (("deep.tf.json", '{"resource":' + "[" * 900 + "]" * 900 + "}"),
+                          ("nginx.conf", "http {\n" + "location / {\n" * 3000 + "}\n" * 3001)):
+        path = tmp_path / name
+        path.write_text(content)
+        proc = secfm("review-config", str(path), "--no-model", "--no-kb")
+        err = proc.stderr.decode()
+        assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+
+
+def test_version():
+    from secfm import __version__
+
+    proc = secfm("--version")
+    assert proc.returncode == 0 and proc.stdout.decode().strip() == f"secfm {__version__}"

@@ -80,6 +80,7 @@ def register(app: typer.Typer) -> None:
         exclude_sources: Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK group/software/campaign ids (or @FILE) whose procedure examples are left out.")] = None,
         exclude_ids: Annotated[Optional[str], typer.Option("--exclude-ids", help="Drop documents mentioning any of these ids (or @FILE), e.g. evaluation CVEs.")] = None,
         tokenizer: Annotated[str, typer.Option("--tokenizer", help="Tokenizer (registered model) to count tokens with; 'none' to skip.")] = "gemma-3-270m",
+        skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip (and report) JSONL lines that are not valid rows instead of stopping.")] = False,
         force: Annotated[bool, typer.Option("--force", help="Write into OUT even when it holds files secfm did not write (nothing there is deleted; inputs are never overwritten).")] = False,
     ) -> None:
         """Curate a pretraining corpus: normalise, filter, deduplicate, redact, split; write a data card."""
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
             min_chars=min_chars, max_chars=max_chars, language=None if language.lower() == "none" else language,
             near_dup_threshold=near_dup, redact=[r.strip() for r in (redact or "").split(",") if r.strip()],
             salt=salt, heldout_fraction=heldout, exclude_sources=_ids(exclude_sources), exclude_ids=_ids(exclude_ids),
-            tokenizer=None if tokenizer.lower() == "none" else tokenizer,
+            tokenizer=None if tokenizer.lower() == "none" else tokenizer, skip_bad=skip_bad,
         )
         with _console().status("building the corpus") as status:
             card = build_corpus(out, config, force=force, progress=lambda s: status.update(s))
@@ -106,13 +107,14 @@ def register(app: typer.Typer) -> None:
         mcq_per_fact: Annotated[int, typer.Option("--mcq-per-fact", min=0, help="Multiple-choice variants per fact.")] = 2,
         exclude_sources: Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK group ids (or @FILE) left out.")] = None,
         seed: Annotated[int, typer.Option(help="Seed for phrasing, distractors and order.")] = 0,
+        skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip (and report) JSONL lines that are not valid rows instead of stopping.")] = False,
         force: Annotated[bool, typer.Option("--force", help="Write into OUT even when it holds files secfm did not write (nothing there is deleted; inputs are never overwritten).")] = False,
     ) -> None:
         """Build instruction data (conversations and multiple-choice questions) from the knowledge base."""
         from secfm.training.sft_data import SftConfig, build_sft
 
         cfg = SftConfig(user_files=[str(u) for u in user or []], heldout_fraction=heldout, seed=seed,
-                        mcq_per_fact=mcq_per_fact, exclude_sources=_ids(exclude_sources))
+                        mcq_per_fact=mcq_per_fact, exclude_sources=_ids(exclude_sources), skip_bad=skip_bad)
         with _console().status("generating conversations"):
             card = build_sft(out, cfg, kb=kb, force=force)
         print(json.dumps(card, indent=2))

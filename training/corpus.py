@@ -57,6 +57,7 @@ class CorpusConfig:
     kb: bool = True
     hf_datasets: Sequence[str] = ()  # NAME[:SPLIT[:FIELD]]
     text_field: str = "text"
+    skip_bad: bool = False  # a JSONL line that is not JSON or has no text: reported and skipped
     min_chars: int = 40
     max_chars: int = 20_000
     language: str | None = "en"
@@ -319,17 +320,20 @@ def kb_documents(limit: int | None = None, exclude_sources: Iterable[str] = ()) 
         yield from capped(gen())
 
 
-def _file_documents(path: Path, text_field: str) -> Iterator[Document]:
-    from secfm.inputs import jsonl_rows, read_file_text
+def _file_documents(path: Path, text_field: str, skip_bad: bool = False) -> Iterator[Document]:
+    from secfm.inputs import BadLine, jsonl_rows, read_file_text, report_bad_line
 
     suffix = path.suffix.lower()
     name = path.name
     text = read_file_text(path)  # clear errors: missing, empty, not UTF-8
     if suffix in JSONL_SUFFIXES:
         rows = 0
-        for lineno, row in jsonl_rows(path, text):
+        for lineno, row in jsonl_rows(path, text, skip_bad=skip_bad):
             if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-                raise SecfmError(f"{path}: line {lineno} has no string field '{text_field}' (use --text-field)")
+                if skip_bad:
+                    report_bad_line(BadLine(str(path), lineno, f"no string field '{text_field}'"))
+                    continue
+                raise SecfmError(f"{path}: line {lineno} has no string field '{text_field}' (use --text-field, or --skip-bad)")
             rows += 1
             doc_id = str(row.get("id") or f"{name}#{lineno}")
             yield Document(row[text_field], f"file:{name}", f"file:{doc_id}", "jsonl")
@@ -341,7 +345,7 @@ def _file_documents(path: Path, text_field: str) -> Iterator[Document]:
     yield Document(text, f"file:{name}", f"file:{path.as_posix()}", suffix.lstrip("."))
 
 
-def input_documents(inputs: Sequence[str | Path], text_field: str, skipped: Counter) -> Iterator[Document]:
+def input_documents(inputs: Sequence[str | Path], text_field: str, skipped: Counter, skip_bad: bool = False) -> Iterator[Document]:
     for raw in inputs:
         path = Path(raw).expanduser()
         if not path.exists():
@@ -350,11 +354,11 @@ def input_documents(inputs: Sequence[str | Path], text_field: str, skipped: Coun
             files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
             for f in files:
                 if f.suffix.lower() in SUPPORTED_SUFFIXES:
-                    yield from _file_documents(f, text_field)
+                    yield from _file_documents(f, text_field, skip_bad)
                 else:
                     skipped[f.suffix.lower() or "(none)"] += 1
         elif path.suffix.lower() in SUPPORTED_SUFFIXES:
-            yield from _file_documents(path, text_field)
+            yield from _file_documents(path, text_field, skip_bad)
         else:
             raise SecfmError(
                 f"{path}: unsupported file type '{path.suffix}' (use .txt, .md, .html, .htm or .jsonl)"
@@ -402,7 +406,7 @@ def curate(config: CorpusConfig, progress: Callable[[str], None] | None = None) 
     docs: list[Document] = []
     if config.kb:
         docs.extend(kb_documents(config.kb_limit, config.exclude_sources))
-    docs.extend(input_documents(config.inputs, config.text_field, skipped_types))
+    docs.extend(input_documents(config.inputs, config.text_field, skipped_types, config.skip_bad))
     for spec in config.hf_datasets:
         docs.extend(hf_documents(spec, config.text_field, unreachable))
     if not docs:
@@ -525,7 +529,8 @@ def build_corpus(out: str | Path, config: CorpusConfig, force: bool = False,
                 "doc_id": [d.doc_id for d in ds], "kind": [d.kind for d in ds],
                 "tokens": [token_of[id(d)] or 0 for d in ds]}
 
-    dataset = DatasetDict({"train": Dataset.from_dict(table(train)), "heldout": Dataset.from_dict(table(heldout))})
+    train_ds = Dataset.from_dict(table(train))
+    dataset = DatasetDict({"train": train_ds, "heldout": Dataset.from_dict(table(heldout), features=train_ds.features)})
     with output_folder(out, inputs=config.inputs, force=force) as tmp:  # a fresh temporary name, moved into place
         dataset.save_to_disk(str(tmp))
         card = _card(config, started, docs, tokens, train, heldout, token_of, per_source, steps)
@@ -602,7 +607,33 @@ def load_corpus(path: str | Path):
     path = Path(path)
     if not (path / "dataset_dict.json").is_file():
         raise SecfmError(f"{path} is not a corpus built by `secfm data corpus` (no dataset_dict.json)")
-    return load_from_disk(str(path))
+    try:
+        return load_from_disk(str(path))
+    except (IndexError, ValueError):  # datasets cannot load a split with no rows back: load split by split
+        return _load_splits(path)
+
+
+def _load_splits(path: Path):
+    """Each split of a saved DatasetDict; an empty split comes back as an empty Dataset with its
+    columns (``datasets`` fails on it otherwise)."""
+    from datasets import Dataset, DatasetDict, Features
+
+    try:
+        splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SecfmError(f"{path}/dataset_dict.json is not a DatasetDict index") from exc
+    out = {}
+    for split in splits:
+        try:
+            out[split] = Dataset.load_from_disk(str(path / split))
+        except (IndexError, ValueError):
+            try:
+                info = json.loads((path / split / "dataset_info.json").read_text())
+                features = Features.from_dict(info["features"])
+                out[split] = Dataset.from_dict({name: [] for name in features}, features=features)
+            except (OSError, ValueError, KeyError) as exc:
+                raise SecfmError(f"{path}: split '{split}' cannot be read") from exc
+    return DatasetDict(out)
 
 
 __all__ = ["CorpusConfig", "Document", "build_corpus", "curate", "dedup", "html_to_text", "kb_documents",

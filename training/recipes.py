@@ -21,7 +21,7 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN or inf in a recipe is an error
 
 
 class DataSpec(_Strict):

@@ -94,6 +94,7 @@ class SftConfig:
     max_group_techniques: int = 15
     exclude_sources: Sequence[str] = ()
     system_prompt: str | None = SYSTEM_PROMPT
+    skip_bad: bool = False  # a user JSONL line that is not JSON or not a chat: reported and skipped
     limit: int | None = None  # for tests: at most this many entities per generator
     counts: Counter = field(default_factory=Counter)
 
@@ -277,26 +278,39 @@ def cwe_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation], l
     return convs, mcqs
 
 
-def read_user_chats(path: str | Path) -> list[Conversation]:
-    """Chat-format JSONL rows; one clear error naming the file and line on anything malformed."""
-    from secfm.inputs import jsonl_rows
+def read_user_chats(path: str | Path, skip_bad: bool = False) -> list[Conversation]:
+    """Chat-format JSONL rows; one clear error naming the file and line on anything malformed
+    (``skip_bad``: that line reported and skipped, the good lines kept)."""
+    from secfm.inputs import BadLine, jsonl_rows, report_bad_line
 
     path = Path(path)
     convs: list[Conversation] = []
-    for lineno, row in jsonl_rows(path):
-        messages = row.get("messages") if isinstance(row, dict) else None
-        if not isinstance(messages, list) or not messages:
-            raise SecfmError(f"{path}: line {lineno} has no 'messages' list (chat format)")
-        for msg in messages:
-            if not isinstance(msg, dict) or msg.get("role") not in ROLES or not isinstance(msg.get("content"), str):
-                raise SecfmError(f"{path}: line {lineno}: each message needs a role (system, user, assistant) and a string content")
-        if not any(m["role"] == "assistant" for m in messages):
-            raise SecfmError(f"{path}: line {lineno} has no assistant message to train on")
+    for lineno, row in jsonl_rows(path, skip_bad=skip_bad):
+        problem = _chat_problem(row)
+        if problem:
+            if skip_bad:
+                report_bad_line(BadLine(str(path), lineno, problem))
+                continue
+            raise SecfmError(f"{path}: line {lineno}{problem}")
+        messages = row["messages"]
         convs.append(Conversation([{"role": m["role"], "content": m["content"]} for m in messages], "user",
                                   f"user:{path.name}#{lineno}"))
     if not convs:
         raise SecfmError(f"{path}: no rows (empty JSONL file)")
     return convs
+
+
+def _chat_problem(row) -> str:
+    """What is wrong with a chat-format row ('' when nothing), worded to follow 'line N'."""
+    messages = row.get("messages") if isinstance(row, dict) else None
+    if not isinstance(messages, list) or not messages:
+        return " has no 'messages' list (chat format)"
+    for msg in messages:
+        if not isinstance(msg, dict) or msg.get("role") not in ROLES or not isinstance(msg.get("content"), str):
+            return ": each message needs a role (system, user, assistant) and a string content"
+    if not any(m["role"] == "assistant" for m in messages):
+        return " has no assistant message to train on"
+    return ""
 
 
 def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = False) -> dict:
@@ -316,7 +330,7 @@ def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = Fa
             mcqs.extend(m)
     user: list[Conversation] = []
     for f in cfg.user_files:
-        user.extend(read_user_chats(f))
+        user.extend(read_user_chats(f, cfg.skip_bad))
     if not convs and not user and not mcqs:
         raise SecfmError("no conversations: keep the knowledge base or pass chat-format JSONL files")
     convs.extend(m.as_conversation() for m in mcqs)

@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,19 +106,24 @@ class Alert:
 # --------------------------------------------------------------------------------------------
 # flattening and families
 # --------------------------------------------------------------------------------------------
-def flatten(obj: Any, prefix: str = "", out: dict[str, str] | None = None) -> dict[str, str]:
+MAX_DEPTH = 24  # deeper parts of a record are kept as one JSON-text field
+
+
+def flatten(obj: Any, prefix: str = "", out: dict[str, str] | None = None, depth: int = 0) -> dict[str, str]:
     out = {} if out is None else out
     if len(out) >= MAX_FIELDS:
         return out
-    if isinstance(obj, dict):
+    if isinstance(obj, (dict, list)) and depth >= MAX_DEPTH:
+        out[prefix or "value"] = json.dumps(obj, ensure_ascii=False)[:MAX_VALUE]
+    elif isinstance(obj, dict):
         for k, v in obj.items():
-            flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+            flatten(v, f"{prefix}.{k}" if prefix else str(k), out, depth + 1)
     elif isinstance(obj, list):
         if all(not isinstance(v, (dict, list)) for v in obj):
             out[prefix or "value"] = ", ".join(_scalar(v) for v in obj)[:MAX_VALUE]
         else:
             for i, v in enumerate(obj):
-                flatten(v, f"{prefix}.{i}" if prefix else str(i), out)
+                flatten(v, f"{prefix}.{i}" if prefix else str(i), out, depth + 1)
     else:
         out[prefix or "value"] = _scalar(obj)[:MAX_VALUE]
     return out
@@ -253,13 +259,14 @@ def _from_line(index: int, line: int, text: str) -> Alert:
     return Alert(index, line, "line", fields, text)
 
 
-def _parse_json(text: str, where: str) -> list[Alert]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
+def _parse_json(text: str, where: str, skip_bad: bool = False) -> list[Alert]:
+    from secfm.inputs import _parse_json as parse
+
+    value, problem, lineno = parse(text)
+    if problem:
         lines = text.splitlines()
-        bad = lines[exc.lineno - 1] if 0 < exc.lineno <= len(lines) else ""
-        raise SecfmError(f"{where} line {exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno}): {_clip(bad)}") from exc
+        bad = lines[lineno - 1] if 0 < lineno <= len(lines) else ""
+        raise SecfmError(f"{where}{f' line {lineno}' if lineno else ''}: {problem}" + (f": {_clip(bad)}" if bad else ""))
     records = _json_records(value)
     lines = _record_lines(text, records)
     alerts = []
@@ -270,21 +277,19 @@ def _parse_json(text: str, where: str) -> list[Alert]:
     return alerts
 
 
-def _parse_jsonl(text: str, where: str) -> list[Alert]:
+def _parse_jsonl(text: str, where: str, skip_bad: bool = False) -> list[Alert]:
+    from secfm.inputs import jsonl_rows
+
     alerts = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SecfmError(f"{where} line {n}: invalid JSON ({exc.msg}, column {exc.colno}): {_clip(line)}") from exc
-        alerts.append(_from_object(len(alerts), n, obj, line, where))
+    lines = text.splitlines()
+    for n, obj in jsonl_rows(where, text, skip_bad=skip_bad):
+        alerts.append(_from_object(len(alerts), n, obj, lines[n - 1], where))
     return alerts
 
 
-def _parse_csv(text: str, where: str) -> list[Alert]:
+def _parse_csv(text: str, where: str, skip_bad: bool = False) -> list[Alert]:
     reader = csv.reader(io.StringIO(text))
+    text_lines = text.splitlines()
     rows = list(_csv_rows(reader, where))
     if not rows:
         raise SecfmError(f"{where}: empty CSV")
@@ -299,7 +304,7 @@ def _parse_csv(text: str, where: str) -> list[Alert]:
         if len(row) != len(header):
             raise SecfmError(f"{where} line {line}: {len(row)} columns where the header has {len(header)}")
         fields = {h: v for h, v in zip(header, row) if v != ""}
-        raw = text.splitlines()[line - 1] if line - 1 < len(text.splitlines()) else ",".join(row)
+        raw = text_lines[line - 1] if line - 1 < len(text_lines) else ",".join(row)
         alerts.append(Alert(len(alerts), line, "csv" if family_of(fields) == "json" else family_of(fields), fields, raw))
     return alerts
 
@@ -314,7 +319,33 @@ def _csv_rows(reader, where: str) -> Iterable[tuple[int, list[str]]]:
         raise SecfmError(f"{where} line {reader.line_num}: malformed CSV ({exc})") from exc
 
 
-def _parse_zeek(text: str, where: str) -> list[Alert]:
+# a log line, a CSV cell or a command line can be long; the csv module refuses fields over 128 KiB
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+_ZEEK_SEPARATOR = re.compile(r"(?:\\x[0-9A-Fa-f]{2})+|[^\\\s]")
+
+
+def _zeek_separator(line: str, n: int, where: str) -> str:
+    """``#separator \\x09`` (hex escapes, as Zeek writes it) or a literal character."""
+    value = line[len("#separator"):].strip()
+    if not value:
+        return "\t"
+    m = _ZEEK_SEPARATOR.fullmatch(value)
+    if m is None:
+        raise SecfmError(f"{where} line {n}: Zeek #separator {value[:20]!r} is not a character or \\xHH escapes")
+    if value.startswith("\\x"):
+        return bytes.fromhex(value.replace("\\x", "")).decode("latin-1")
+    return value
+
+
+def _zeek_header_value(line: str, sep: str) -> str:
+    """The value after a ``#name`` header (separated by the separator or whitespace); may be empty."""
+    rest = line.split(sep, 1)[1] if sep in line else (line.split(None, 1)[1] if len(line.split(None, 1)) > 1 else "")
+    return rest.strip()
+
+
+def _parse_zeek(text: str, where: str, skip_bad: bool = False) -> list[Alert]:
     sep, names, path = "\t", None, "zeek"
     alerts = []
     for n, line in enumerate(text.splitlines(), 1):
@@ -322,12 +353,13 @@ def _parse_zeek(text: str, where: str) -> list[Alert]:
             continue
         if line.startswith("#"):
             if line.startswith("#separator"):
-                value = line.split(None, 1)[1] if " " in line else "\\x09"
-                sep = value.encode().decode("unicode_escape")
+                sep = _zeek_separator(line, n, where)
             elif line.startswith("#fields"):
-                names = line.split(sep)[1:]
+                names = [f for f in line.split(sep)[1:] if f] if sep in line else line.split()[1:]
+                if not names:
+                    raise SecfmError(f"{where} line {n}: Zeek #fields header names no fields")
             elif line.startswith("#path"):
-                path = line.split(sep)[1] if sep in line else line.split()[1]
+                path = _zeek_header_value(line, sep) or "zeek"
             continue
         if names is None:
             raise SecfmError(f"{where} line {n}: Zeek data before the #fields header")
@@ -340,16 +372,20 @@ def _parse_zeek(text: str, where: str) -> list[Alert]:
     return alerts
 
 
-def _parse_lines(text: str, where: str) -> list[Alert]:
+def _parse_lines(text: str, where: str, skip_bad: bool = False) -> list[Alert]:
+    from secfm.inputs import BadLine, _parse_json, report_bad_line
+
     alerts = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SecfmError(f"{where} line {n}: invalid JSON ({exc.msg}, column {exc.colno}): {_clip(line)}") from exc
+            obj, problem, _ = _parse_json(line)
+            if problem:
+                if skip_bad:
+                    report_bad_line(BadLine(where, n, problem))
+                    continue
+                raise SecfmError(f"{where} line {n}: {problem}: {_clip(line)}; pass --skip-bad to skip such lines")
             alerts.append(_from_object(len(alerts), n, obj, line, where))
         else:
             alerts.append(_from_line(len(alerts), n, line))
@@ -357,6 +393,13 @@ def _parse_lines(text: str, where: str) -> list[Alert]:
 
 
 _IDENT = re.compile(r"^[A-Za-z_@#][\w .@#/()-]{0,60}$")
+
+
+def _whole_object(line: str) -> bool:
+    from secfm.inputs import _parse_json
+
+    value, problem, _ = _parse_json(line)
+    return not problem and isinstance(value, dict)
 
 
 def detect_format(text: str) -> str:
@@ -370,17 +413,21 @@ def detect_format(text: str) -> str:
     if first.startswith("["):
         return "json"
     if first.startswith("{"):
-        if all(line.lstrip().startswith("{") for line in lines) and len(lines) > 1:
-            return "jsonl"
+        if len(lines) > 1 and (all(line.lstrip().startswith("{") for line in lines) or _whole_object(first)):
+            return "jsonl"  # one object per line (a bad line among them is reported as such)
         return "json"
-    cells = next(csv.reader([first]), [])
+    try:
+        cells = next(csv.reader([first[:4096]]), [])
+    except csv.Error:
+        return "lines"
     if len(cells) >= 3 and all(_IDENT.match(c.strip()) for c in cells):
         return "csv"
     return "lines"
 
 
-def parse_alerts(data: str | bytes | list | dict, fmt: str = "auto", where: str = "input") -> list[Alert]:
-    """Alerts from text in any accepted format, or from already parsed records."""
+def parse_alerts(data: str | bytes | list | dict, fmt: str = "auto", where: str = "input", skip_bad: bool = False) -> list[Alert]:
+    """Alerts from text in any accepted format, or from already parsed records; ``skip_bad``:
+    a JSONL line that is not JSON is reported and skipped instead of stopping the run."""
     if fmt not in FORMATS:
         raise SecfmError(f"unknown alert format {fmt!r} (one of {', '.join(FORMATS)})")
     if isinstance(data, bytes):
@@ -404,7 +451,7 @@ def parse_alerts(data: str | bytes | list | dict, fmt: str = "auto", where: str 
         raise SecfmError(f"{where} is empty")
     fmt = detect_format(text) if fmt == "auto" else fmt
     parser = {"json": _parse_json, "jsonl": _parse_jsonl, "csv": _parse_csv, "zeek": _parse_zeek, "lines": _parse_lines}[fmt]
-    alerts = parser(text, where)
+    alerts = parser(text, where, skip_bad)
     if not alerts:
         raise SecfmError(f"{where}: no alerts found")
     return alerts

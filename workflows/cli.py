@@ -118,6 +118,7 @@ def triage(
     endpoint: EndpointOpt = None,
     max_new_tokens: MaxNewOpt = None,
     out: OutOpt = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip (and report) JSONL lines that are not JSON instead of stopping.")] = False,
 ) -> None:
     """Triage alerts: severity and score, ATT&CK techniques, evidence, next steps, a ranked queue."""
     from secfm.workflows.context import DEFAULT
@@ -129,12 +130,13 @@ def triage(
     from secfm.workflows.alerts import parse_alerts
 
     where = "standard input" if file == "-" else file
-    parse_alerts(text, input_format, where)  # fail fast on malformed input, before loading anything
+    parse_alerts(text, input_format, where, skip_bad)  # fail fast on malformed input, before loading anything
     eng = _engine(no_model, model, adapter, engine, endpoint)
     with _progress("triage") as update:
         result = triage_alerts(text, input_format=input_format, use_model=not no_model, engine=eng, store=_store(no_kb),
                                technique_source=None if no_head else DEFAULT, k=top_k,
-                               max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=update, where=where)
+                               max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=update, where=where,
+                               skip_bad=skip_bad)
     _emit(result, fmt, triage_md, out, (file,))
 
 

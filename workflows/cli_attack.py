@@ -40,9 +40,11 @@ def register(app: typer.Typer) -> None:
 
         document = text_or_file(text, "text")
         thr = _threshold(threshold)
-        for target in (navigator, stix):
-            if target is not None and target.exists() and target.is_dir():
-                raise SecfmError(f"{target} is a folder, not a file")
+        from secfm.outputs import check_output_file
+
+        for option, target in (("--navigator", navigator), ("--stix", stix)):
+            if target is not None:
+                check_output_file(target, (text,), option)
         from rich.console import Console
 
         with Console(stderr=True).status("loading the ATT&CK head and its model"):
@@ -103,19 +105,19 @@ def _threshold(value: str | None):
 
 
 def _default_name(arg: str, document: str) -> str:
-    candidate = Path(arg[1:] if arg.startswith("@") else arg)
-    if arg != "-" and len(arg) < 4096 and "\n" not in arg and candidate.is_file():
+    from secfm.inputs import existing_file
+
+    candidate = existing_file(arg[1:] if arg.startswith("@") else arg) if arg != "-" else None
+    if candidate is not None:
         return f"secfm: {candidate.name}"
     first = " ".join(document.split())[:60]
     return f"secfm: {first}" + ("…" if len(document) > 60 else "")
 
 
 def _write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise SecfmError(f"cannot write {path}: {exc.strerror}") from exc
+    from secfm.outputs import write_text
+
+    write_text(path, text + "\n")
 
 
 def _print_hits(hits) -> None:

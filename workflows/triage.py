@@ -189,6 +189,7 @@ def triage_alerts(
     batch_size: int = 8,
     progress: Progress | None = None,
     where: str = "input",
+    skip_bad: bool = False,
 ) -> TriageResult:
     """Triage alerts (text in any supported format, or parsed records); see the module docstring.
 
@@ -196,7 +197,7 @@ def triage_alerts(
     the default. ``technique_source``: a callable ``text -> [hits with .id and .score]``, None for
     none, or the default (the ATT&CK classifier head when installed).
     """
-    parsed = parse_alerts(alerts, input_format, where)
+    parsed = parse_alerts(alerts, input_format, where, skip_bad)
     source, source_status = context.resolve_technique_source(technique_source, engine if use_model else None)
     status = [source_status]
     store = context.resolve_store(store)

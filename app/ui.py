@@ -88,6 +88,7 @@ def build_ui(backend, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
     from secfm.app.ui_attack import build_attack_tab
     from secfm.app.ui_chat import build_chat_tab
     from secfm.app.ui_config import build_config_tab
+    from secfm.app.ui_cve import build_cve_tab
     from secfm.app.ui_summary import build_summary_tab
     from secfm.app.ui_triage import build_triage_tab
 
@@ -103,6 +104,7 @@ def build_ui(backend, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
             build_summary_tab(backend, state)
             build_config_tab(backend, state)
             build_attack_tab(backend, state)
+            build_cve_tab(backend, state)
 
         def on_load(request: gr.Request):
             return header_html(backend, getattr(request, "username", None))

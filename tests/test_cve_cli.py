@@ -123,3 +123,21 @@ def test_eval_head_modes_refuse_seen_cves(heads, tmp_path):
                               "--out", str(tmp_path / "v2"), "--bootstrap", "20"])
     assert res.exit_code == 0, res.output
     assert "mad" in res.output
+
+
+def test_train_head_cli_for_cve_tasks(heads, tmp_path):
+    from secfm.training.cve_data import CveDataConfig, build_cve_dataset
+
+    build_cve_dataset(tmp_path / "ds", CveDataConfig(feeds=[str(heads["feeds"])]))
+    ids = tmp_path / "x.txt"
+    ids.write_text(make_cves(2019, 6)[5]["id"] + "\n")
+    res = CliRunner().invoke(app, ["train", "head", "--task", "cvss", "--cve-data", str(tmp_path / "ds"), "--out",
+                                   str(tmp_path / "h"), "--exclude-cves", f"@{ids}", "--allow-busy"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((tmp_path / "h" / "heads-cve-cvss-excl.json").read_text())
+    assert r["provenance"]["git"]["commit"] and r["command"] and r["data"]["excluded_cves"] >= 1
+    assert {t["role"] for t in r["selection"]["tried"]} == {"baseline", "head"}
+    assert "mad" in r["head"]["test"] and "exact_vector_ci" in r["baseline"]["test"]
+    assert "Test split (scored once)" in (tmp_path / "h" / "heads-cve-cvss-excl.md").read_text()
+    res = CliRunner().invoke(app, ["train", "head", "--task", "cwe", "--out", str(tmp_path / "h2")])
+    assert res.exit_code != 0 and "--cve-data" in str(res.exception or res.output)

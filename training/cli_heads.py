@@ -11,7 +11,8 @@ import typer
 
 from secfm.errors import SecfmError
 
-TASKS = ("attack", "cwe", "all")
+TASKS = ("attack", "cwe", "cvss", "all")
+CVE_TASKS = ("cwe", "cvss")
 
 
 def _command_line() -> str:
@@ -26,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
     @train.command("head")
     def train_head(
-        task: Annotated[str, typer.Option("--task", "-t", help="attack (ATT&CK techniques), cwe (CVE to CWE) or all (both).")],
+        task: Annotated[str, typer.Option("--task", "-t", help="attack (ATT&CK techniques), cwe (CVE to CWE, NVD), cvss (CVE to CVSS v3.1 vector, NVD) or all (attack and cwe).")],
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the head (head.safetensors, head.json, results). With --task all: a parent folder.")] = None,
         ship: Annotated[bool, typer.Option("--ship", help="Write to the shipped location (secfm/assets/heads/TASK-MODEL) and the results to training/results.")] = False,
         exclude_sources: Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK groups/software/campaigns to leave out entirely: ids (G0016,S0154) or @FILE.")] = None,
@@ -44,6 +45,10 @@ def register(app: typer.Typer) -> None:
         joint: Annotated[bool, typer.Option("--joint", help="GPU: fine-tune LoRA and the head together (peft, head in modules_to_save).")] = False,
         init_head: Annotated[Optional[Path], typer.Option("--init-head", help="With --joint: start from this head (trained on frozen features).")] = None,
         steps: Annotated[int, typer.Option("--steps", min=1, help="With --joint: optimizer steps.")] = 1000,
+        cve_data: Annotated[Optional[Path], typer.Option("--cve-data", help="cwe/cvss: a `secfm data cve` folder (date splits of NVD's feeds).")] = None,
+        exclude_cves: Annotated[Optional[str], typer.Option("--exclude-cves", help="cwe/cvss: CVE ids (or @FILE, e.g. a CTIBench TSV) to leave out with their near duplicates.")] = None,
+        hidden_layer: Annotated[Optional[list[str]], typer.Option("--hidden-layer", help="cwe/cvss: also try a head over TF-IDF plus these layers' mean-pooled hidden states (1 or 1,2; repeatable; 0 = token embeddings).")] = None,
+        allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Write the results even when the machine is busy (recorded).")] = False,
     ) -> None:
         """Train a classifier head on hidden states (CPU: on cached frozen features), compare it with the TF-IDF baseline on the same entity splits, save it."""
         from rich.console import Console
@@ -56,6 +61,12 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True)
         if task not in TASKS:
             raise SecfmError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
+        if task in CVE_TASKS:
+            _train_cve_head(task, out, ship, cve_data, exclude_cves, hidden_layer, model, results, baseline, limit,
+                            allow_busy, err)
+            return
+        if exclude_cves or cve_data:
+            raise SecfmError("--cve-data and --exclude-cves apply to --task cwe and --task cvss")
         if pooling is not None and pooling not in ("mean", "last"):
             raise SecfmError(f"--pooling must be mean or last, not {pooling!r}")
         layers = layer_list(layer)
@@ -100,6 +111,33 @@ def register(app: typer.Typer) -> None:
             if not ship:
                 write_results(res, Path(target))  # the results travel with the head
             _print_summary(res)
+
+
+def _train_cve_head(task, out, ship, cve_data, exclude_cves, hidden_layer, model, results, baseline, limit, allow_busy, err) -> None:
+    from secfm.heads import shipped_head_path
+    from secfm.knowledge.nvd import parse_cve_ids
+    from secfm.registry import default_model_name
+    from secfm.training.cve_train import run_cve_training
+    from secfm.training.heads import layer_list
+
+    if cve_data is None:
+        raise SecfmError(f"--task {task} trains on NVD: give --cve-data DIR (built by `secfm data cve --feeds FEEDS --out DIR`)")
+    if out is None and not ship:
+        raise SecfmError("give --out DIR (or --ship to write the shipped head)")
+    excluded = parse_cve_ids(exclude_cves)
+    if ship and limit:
+        raise SecfmError("--ship with --limit would ship a smoke-test head; drop --limit")
+    model_name = model or default_model_name()
+    target = shipped_head_path(task, model_name) if ship else out
+    results_dir = results or (Path("training/results") if ship else out)
+    layers = [tuple(layer_list(h)) for h in hidden_layer or []]
+    res = run_cve_training(task, cve_data, out=target, results=results_dir, exclude_cves=excluded, layers=layers,
+                           model=model_name, baseline=baseline, command=_command_line(), allow_busy=allow_busy,
+                           limit=limit, progress=lambda msg: err.print(msg, highlight=False))
+    key = "top1" if task == "cwe" else "mad"
+    h, b = res["head"]["test"], (res.get("baseline") or {}).get("test")
+    print(f"{task} head ({res['chosen']['design']['name']}): test {key} {h[key]:.3f} {h[key + '_ci']}"
+          + (f"; baseline {b[key]:.3f} {b[key + '_ci']}" if b else "") + f"; head: {res.get('head_dir')}")
 
 
 def _print_summary(res: dict) -> None:

@@ -2,8 +2,10 @@
 
 The LLM part of the workflows runs on the in-process engine (``--model``) or on a `secfm serve`
 endpoint (``--endpoint``); the classifier heads always run in process on their base model.
-Beyond loopback an API key is required; request bodies are size-limited; bad input gets a 4xx
-with one clear message.
+Beyond loopback an API key is required (an empty host binds every interface: not loopback);
+request bodies are limited as they stream in (a chunked body without Content-Length too); every
+request model is bounded (characters, items, fields); bad input gets a 4xx with one clear message
+that never echoes the body.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import hmac
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -23,6 +26,9 @@ from secfm.workflows.cve_analysis import CveAnalysisRequest
 log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 200_000
+MAX_ALERTS = 1000
+MAX_ALERT_FIELDS = 400
+MAX_ERROR_CHARS = 300
 
 
 @dataclass
@@ -53,8 +59,12 @@ class CweIn(TextIn):
     top_k: int = Field(5, ge=1, le=50)
 
 
+AlertObject = Annotated[dict[str, Any], Field(max_length=MAX_ALERT_FIELDS)]
+
+
 class TriageIn(BaseModel):
-    alerts: str | list[dict[str, Any]] = Field(..., description="JSON/JSONL/CSV/log text, or a list of alert objects.")
+    alerts: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)] | Annotated[list[AlertObject], Field(min_length=1, max_length=MAX_ALERTS)] = Field(
+        ..., description=f"JSON/JSONL/CSV/log text, or a list of at most {MAX_ALERTS} alert objects.")
     use_model: bool = Field(False, description="Add the model's review to the deterministic triage.")
 
 
@@ -78,6 +88,55 @@ def _dump(value: Any) -> Any:
     return value
 
 
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    text = "".join(ch for ch in text if ch.isprintable())
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 3] + "..."
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413, counted on the stream as it
+    arrives (a missing or lying Content-Length changes nothing); the body is never parsed."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(send)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                return await self._reject(send)
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _reject(self, send) -> None:
+        response = JSONResponse({"error": f"request body over {self.max_bytes} bytes"}, status_code=413)
+        await response({"type": "http"}, None, send)
+
+
 def create_api(settings: ApiSettings) -> FastAPI:
     api = FastAPI(
         title="secfm API",
@@ -85,16 +144,25 @@ def create_api(settings: ApiSettings) -> FastAPI:
         description="ATT&CK extraction, CWE mapping, alert triage, incident summaries and config review.",
     )
 
-    @api.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse({"error": f"request body over {settings.max_body_bytes} bytes"}, status_code=413)
-        return await call_next(request)
+    api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @api.exception_handler(SecfmError)
     async def secfm_error(_request: Request, exc: SecfmError):
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"error": _one_line(str(exc))}, status_code=400)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError):
+        """Where and what, never the value that was sent (it may be megabytes, or a secret)."""
+        problems = [{"loc": [str(part) for part in e.get("loc", ())][:8], "msg": _one_line(str(e.get("msg", "")))[:200],
+                     "type": str(e.get("type", ""))} for e in exc.errors()[:10]]
+        first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+        return JSONResponse({"error": f"invalid request: {'.'.join(first['loc'])}: {first['msg']}", "detail": problems},
+                            status_code=422)
+
+    @api.exception_handler(Exception)
+    async def internal_error(_request: Request, exc: Exception):
+        log.exception("request failed")
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     def require_key(request: Request) -> None:
         if not settings.api_key:

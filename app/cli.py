@@ -86,7 +86,8 @@ def api(
 
     key = api_key or os.environ.get("SECFM_API_KEY")
     if not is_loopback(host) and not key:
-        raise SecfmError(f"binding to {host} exposes the API beyond this machine: set SECFM_API_KEY or pass --api-key")
+        where = repr(host) + " (every interface)" if host in ("", "0.0.0.0", "::") else host
+        raise SecfmError(f"binding to {where} exposes the API beyond this machine: set SECFM_API_KEY or pass --api-key")
     settings = ApiSettings(model=model, endpoint=endpoint, api_key=key, max_body_bytes=max_body_bytes)
     print(f"secfm api at http://{host}:{port} (OpenAPI schema at /openapi.json)", file=sys.stderr)
     uvicorn.run(create_api(settings), host=host, port=port, log_level="warning")

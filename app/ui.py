@@ -7,7 +7,6 @@ the server (``secfm app`` calls it). Binding beyond loopback requires ``auth``.
 from __future__ import annotations
 
 import html
-import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from secfm.errors import SecfmError
+from secfm.serving import is_loopback  # the one loopback check
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,6 @@ DEFAULT_CONCURRENCY = 2
 DEFAULT_QUEUE_SIZE = 64
 DEFAULT_MAX_NEW_TOKENS = 256
 
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
-    host = (host or "").strip().strip("[]")
-    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:

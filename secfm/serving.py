@@ -62,8 +62,11 @@ def estimate_serving_memory(
     )
 
 
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` only listens on this machine (127.0.0.0/8, ::1, localhost). An empty host
+    binds every interface, so it is not loopback."""
+    host = (host or "").strip().strip("[]")
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

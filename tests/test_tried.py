@@ -188,3 +188,100 @@ def test_version():
 
     proc = secfm("--version")
     assert proc.returncode == 0 and proc.stdout.decode().strip() == f"secfm {__version__}"
+
+
+# --------------------------------------------------------------------------------------------
+# Exposure: `--host ""` bound every interface without a key; the body limit read only
+# Content-Length (a chunked 10 MB body was parsed and echoed in the 422); TriageIn.alerts unbounded
+# --------------------------------------------------------------------------------------------
+def test_an_empty_or_public_host_needs_a_key():
+    from secfm.serving import is_loopback
+
+    assert not is_loopback("") and not is_loopback("0.0.0.0") and not is_loopback("::") and is_loopback("127.0.0.2")
+    env = {k: v for k, v in os.environ.items() if k != "SECFM_API_KEY"}
+    for host in ("", "0.0.0.0"):
+        proc = subprocess.run([*SECFM, "api", "--host", host], capture_output=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+        one_line_error(proc, "exposes the API", "--api-key")
+    from secfm.app.ui import check_exposure
+    from secfm.errors import SecfmError
+
+    with pytest.raises(SecfmError, match="--auth"):
+        check_exposure("", None)
+
+
+@pytest.fixture(scope="module")
+def small_api():
+    from test_api import _serve
+
+    from secfm.app.api import ApiSettings
+
+    server, url = _serve(ApiSettings(model="gemma-3-270m", api_key="k", max_body_bytes=100_000))
+    yield url
+    server.should_exit = True
+
+
+def test_a_chunked_body_is_limited_on_the_stream_and_never_echoed(small_api):
+    import httpx
+
+    marker = b"SECRET-BODY-7781"
+
+    def chunks():
+        yield b'{"text": "'
+        for _ in range(10 * 1024):  # 10 MB, no Content-Length
+            yield marker + b"x" * 1008
+        yield b'"}'
+
+    r = httpx.post(f"{small_api}/v1/attack/extract", content=chunks(), headers={"X-API-Key": "k", "content-type": "application/json"})
+    assert r.status_code == 413 and marker not in r.content and len(r.content) < 500
+
+
+def test_request_models_are_bounded_and_errors_do_not_echo(small_api):
+    import httpx
+
+    key = {"X-API-Key": "k"}
+    many = httpx.post(f"{small_api}/v1/triage", json={"alerts": [{"a": 1}] * 1001}, headers=key)
+    assert many.status_code == 422 and "alerts" in many.json()["error"]
+    wide = httpx.post(f"{small_api}/v1/triage", json={"alerts": [{f"f{i}": "SECRET-FIELD-3" for i in range(401)}]}, headers=key)
+    assert wide.status_code == 422 and b"SECRET-FIELD-3" not in wide.content
+    bad = httpx.post(f"{small_api}/v1/summarize", json={"text": "SECRET-TEXT-99 " * 10, "audience": "board"}, headers=key)
+    assert bad.status_code == 422 and b"SECRET-TEXT-99" not in bad.content and b"board" not in bad.content
+
+
+def test_every_request_model_of_the_api_is_bounded():
+    from secfm.app.api import ApiSettings, create_api
+
+    schema = create_api(ApiSettings()).openapi()
+    defs = schema["components"]["schemas"]
+    unbounded = []
+
+    def walk(node, where):
+        if not isinstance(node, dict):
+            return
+        if "$ref" in node:
+            return  # walked from components
+        kind = node.get("type")
+        if kind == "string" and "enum" not in node and "const" not in node and "maxLength" not in node:
+            unbounded.append(where)
+        if kind == "array" and "maxItems" not in node:
+            unbounded.append(where)
+        if kind == "object" and node.get("additionalProperties") not in (None, False) and "maxProperties" not in node:
+            unbounded.append(where)
+        for key in ("properties",):
+            for name, sub in (node.get(key) or {}).items():
+                walk(sub, f"{where}.{name}")
+        for key in ("items", "additionalProperties"):
+            walk(node.get(key), f"{where}[]")
+        for key in ("anyOf", "oneOf", "allOf"):
+            for i, sub in enumerate(node.get(key) or []):
+                walk(sub, f"{where}|{i}")
+
+    request_models = set()
+    for path in schema["paths"].values():
+        for op in path.values():
+            ref = (((op.get("requestBody") or {}).get("content") or {}).get("application/json") or {}).get("schema", {}).get("$ref")
+            if ref:
+                request_models.add(ref.rsplit("/", 1)[-1])
+    assert request_models
+    for name in request_models:
+        walk(defs[name], name)
+    assert not unbounded, unbounded

@@ -43,8 +43,8 @@ CWE_URL = "https://cwe.mitre.org/data/definitions/{}.html"
 class CveAnalysisRequest(BaseModel):
     """A description to analyse, or a CVE id to look up (and analyse its NVD description)."""
 
-    text: str | None = Field(None, description="Vulnerability description (free text).")
-    cve_id: str | None = Field(None, description="A CVE id, e.g. CVE-2021-44228.")
+    text: str | None = Field(None, max_length=200_000, description="Vulnerability description (free text).")
+    cve_id: str | None = Field(None, max_length=40, description="A CVE id, e.g. CVE-2021-44228.")
     top_k: int = Field(5, ge=1, le=20, description="How many CWE ids to return.")
 
     @field_validator("cve_id")

@@ -141,3 +141,40 @@ def test_train_head_cli_for_cve_tasks(heads, tmp_path):
     assert "Test split (scored once)" in (tmp_path / "h" / "heads-cve-cvss-excl.md").read_text()
     res = CliRunner().invoke(app, ["train", "head", "--task", "cwe", "--out", str(tmp_path / "h2")])
     assert res.exit_code != 0 and "--cve-data" in str(res.exception or res.output)
+
+
+def test_api_cve_analyze(heads, monkeypatch, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from secfm.app.api import ApiSettings, create_api
+    from secfm.workflows import cve_analysis
+
+    monkeypatch.setenv("SECFM_HOME", str(tmp_path / "home"))
+    monkeypatch.setitem(cve_analysis._SHARED, (None, None), cve_analysis.CveAnalyzer.load(heads["cwe"], heads["cvss"]))
+    client = TestClient(create_api(ApiSettings(api_key="k")))
+    key = {"X-API-Key": "k"}
+    assert client.post("/v1/cve/analyze", json={"text": SQLI}).status_code == 401
+    assert client.post("/v1/cve/analyze", json={}, headers=key).status_code == 422
+    assert client.post("/v1/cve/analyze", json={"cve_id": "T1059"}, headers=key).status_code == 422
+    r = client.post("/v1/cve/analyze", json={"text": SQLI, "top_k": 3}, headers=key)
+    assert r.status_code == 200 and r.json()["cwe"][0]["id"] == "CWE-89" and len(r.json()["cwe"]) == 3
+    r = client.post("/v1/cve/analyze", json={"cve_id": "cve-2031-0001"}, headers=key).json()
+    assert r["found"] is False and "secfm kb add-nvd" in r["notes"][0]
+    assert "/v1/cve/analyze" in client.get("/openapi.json").json()["paths"]
+
+
+def test_triage_and_summary_analyse_the_cves_they_see(heads, monkeypatch, tmp_path):
+    from secfm.knowledge import nvd
+    from secfm.workflows import cve_analysis, summarize_incident, triage_alerts
+
+    monkeypatch.setenv("SECFM_HOME", str(tmp_path / "home"))
+    monkeypatch.setitem(cve_analysis._SHARED, (None, None), cve_analysis.CveAnalyzer.load(heads["cwe"], heads["cvss"]))
+    cve = make_cves(2032, 1)[0]
+    nvd.open_store().add_feeds([write_json(tmp_path / "f.json", v11_feed([cve]))])
+    alert = {"EventID": 1, "Message": f"Exploit attempt for {cve['id']} against the web server", "Computer": "WEB-1"}
+    result = triage_alerts([alert], use_model=False, store=False, technique_source=None)
+    got = result.alerts[0].cves
+    assert [c.cve_id for c in got] == [cve["id"]] and got[0].nvd.cwes[0].id == "CWE-89" and got[0].cwe
+    summary = summarize_incident(f"The attackers exploited {cve['id']} and CVE-2031-0009.", use_model=False,
+                                 technique_source=None)
+    assert [c.cve_id for c in summary.cves] == [cve["id"], "CVE-2031-0009"] and summary.cves[1].found is False

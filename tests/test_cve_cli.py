@@ -178,3 +178,13 @@ def test_triage_and_summary_analyse_the_cves_they_see(heads, monkeypatch, tmp_pa
     summary = summarize_incident(f"The attackers exploited {cve['id']} and CVE-2031-0009.", use_model=False,
                                  technique_source=None)
     assert [c.cve_id for c in summary.cves] == [cve["id"], "CVE-2031-0009"] and summary.cves[1].found is False
+
+
+def test_cve_bench_writes_results_with_provenance(heads, tmp_path):
+    from secfm.workflows.cve_analysis import CveAnalyzer
+    from secfm.workflows.cve_bench import run_cve_bench
+
+    res = run_cve_bench(tmp_path / "b.json", repeats=5, batch=4, allow_busy=True, results_dir=tmp_path,
+                        analyzer=CveAnalyzer.load(heads["cwe"], heads["cvss"]))
+    assert res["single"]["p50_ms"] > 0 and res["uses_hidden_states"] is False and "provenance" in res
+    assert "1 description per call" in (tmp_path / "b.md").read_text()

@@ -85,11 +85,22 @@ def register(app: typer.Typer) -> None:
         model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model; default: the embedded one.")] = None,
         repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed runs per case.")] = 30,
         batch: Annotated[int, typer.Option("--batch", min=1, help="Texts per call in the batched case.")] = 32,
+        task: Annotated[str, typer.Option("--task", help="attack (extract_attack), cve (analyze_cve: CWE and CVSS heads) or all.")] = "all",
+        allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Write the CVE results even when the machine is busy (recorded).")] = False,
     ) -> None:
-        """Texts/s and p50/p95 latency of extract_attack for 1 and for a batch of alert-sized texts (up to 128 tokens)."""
-        res = run_heads_bench(out, head=head, model=model, repeats=repeats, batch=batch)
-        md = out.with_suffix(".md")
-        print(md.read_text() if md.is_file() else json.dumps(res, indent=2))
+        """Texts/s and p50/p95 latency of extract_attack for 1 and for a batch of alert-sized texts (up to 128 tokens), and of CVE analysis (training/results/bench-heads-cve.json)."""
+        if task not in ("attack", "cve", "all"):
+            raise SecfmError(f"--task must be attack, cve or all, not {task!r}")
+        if task in ("attack", "all"):
+            res = run_heads_bench(out, head=head, model=model, repeats=repeats, batch=batch)
+            md = out.with_suffix(".md")
+            print(md.read_text() if md.is_file() else json.dumps(res, indent=2))
+        if task in ("cve", "all"):
+            from secfm.workflows.cve_bench import run_cve_bench
+
+            cve_out = out.with_name("bench-heads-cve.json")
+            run_cve_bench(cve_out, repeats=max(repeats, 60), batch=batch, allow_busy=allow_busy)
+            print(cve_out.with_suffix(".md").read_text())
 
 
 def _threshold(value: str | None):

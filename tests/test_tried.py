@@ -285,3 +285,43 @@ def test_every_request_model_of_the_api_is_bounded():
     for name in request_models:
         walk(defs[name], name)
     assert not unbounded, unbounded
+
+
+# --------------------------------------------------------------------------------------------
+# Config review: sshd's first-value-wins inverted, Match blocks, Terraform `dynamic` blocks unseen,
+# YAML/IAM/nginx nesting
+# --------------------------------------------------------------------------------------------
+def _rules(text: str, kind: str) -> list[tuple[str, int]]:
+    from secfm.workflows import review_config
+
+    return [(f.rule_id, f.line_start) for f in review_config(text, kind, use_model=False, store=False).findings]
+
+
+def test_sshd_first_value_wins_and_match_blocks_override():
+    assert _rules("PermitRootLogin no\nPermitRootLogin yes\n", "sshd") == []
+    assert _rules("PermitRootLogin yes\nPermitRootLogin no\n", "sshd") == [("SSHD-ROOT-LOGIN", 1)]
+    text = "PasswordAuthentication no\nMatch User backup\n  PasswordAuthentication yes\n  PasswordAuthentication no\n"
+    assert _rules(text, "sshd") == [("SSHD-PASSWORD-AUTH", 3)]
+
+
+def test_terraform_dynamic_blocks_are_seen():
+    text = ('resource "aws_security_group" "admin" {\n  dynamic "ingress" {\n    for_each = var.ports\n    content {\n'
+            '      from_port   = 22\n      to_port     = 22\n      protocol    = "tcp"\n      cidr_blocks = ["0.0.0.0/0"]\n'
+            '    }\n  }\n}\n')
+    assert ("TF-SG-ADMIN-OPEN", 2) in _rules(text, "terraform")
+
+
+@pytest.mark.parametrize("kind, text", [
+    ("kubernetes", "a:\n" + "".join("  " * i + "b:\n" for i in range(1, 3000))),
+    ("kubernetes", "a: " + "[" * 5000 + "]" * 5000 + "\n"),
+    ("aws-iam", '{"Statement": [{"Effect": "Allow", "Resource": ' + "[" * 2000 + '"*"' + "]" * 2000 + "}]}"),
+    ("nginx", "http {\n" + "location / {\n" * 5000 + "}\n" * 5001),
+])
+def test_deep_nesting_is_one_line_or_reviewed(tmp_path, kind, text):
+    path = tmp_path / "config"
+    path.write_text(text)
+    proc = secfm("review-config", str(path), "--kind", kind, "--no-model", "--no-kb")
+    if proc.returncode:
+        one_line_error(proc, "nested too deeply")
+    else:
+        assert "Traceback" not in proc.stderr.decode()

@@ -69,15 +69,41 @@ class ConfigDoc:
 # --------------------------------------------------------------------------------------------
 # line formats: sshd
 # --------------------------------------------------------------------------------------------
-def sshd_directives(doc: ConfigDoc) -> Iterator[tuple[int, str, str]]:
-    """(line, keyword lower-cased, value) for each sshd_config directive."""
+def sshd_all_directives(doc: ConfigDoc) -> Iterator[tuple[int, str, str, str]]:
+    """(line, keyword lower-cased, value, section) for every sshd_config directive as written;
+    section is "" for the global part and the ``Match`` line's criteria inside a Match block."""
+    section = ""
     for n, raw in enumerate(doc.lines, 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        parts = re.split(r"\s+|=", line, maxsplit=1)
+        parts = re.split(r"[ \t]+|[ \t]*=[ \t]*", line, maxsplit=1)
+        keyword = parts[0].lower()
+        value = parts[1].strip().strip('"') if len(parts) == 2 else ""
+        if keyword == "match":
+            section = value or "all"
+            continue
         if len(parts) == 2:
-            yield n, parts[0].lower(), parts[1].strip().strip('"')
+            yield n, keyword, value, section
+
+
+def sshd_directives(doc: ConfigDoc) -> Iterator[tuple[int, str, str]]:
+    """(line, keyword lower-cased, value) for each directive that takes effect, as sshd reads
+    the file: for each keyword the first value wins (later repeats are ignored), in the global
+    part and separately inside each ``Match`` block (whose values override the global ones for
+    the connections it matches; ``Match all`` is one more block)."""
+    seen: set[tuple[str, str, int]] = set()
+    block = 0
+    last_section = ""
+    for n, keyword, value, section in sshd_all_directives(doc):
+        if section != last_section:
+            block += 1
+            last_section = section
+        key = (keyword, section, block if section else 0)
+        if key in seen:
+            continue
+        seen.add(key)
+        yield n, keyword, value
 
 
 def sshd_rule(keyword: str, bad: Callable[[str], bool]) -> Callable[[ConfigDoc], list[Span]]:
@@ -249,9 +275,16 @@ def parse_nginx(text: str) -> list[NginxStmt]:
 
 
 def nginx_walk(stmts: list[NginxStmt]) -> Iterator[NginxStmt]:
-    for s in stmts:
-        yield s
-        yield from nginx_walk(s.children)
+    """Every statement, depth first, in file order (iterative: any nesting depth)."""
+    stack = [iter(stmts)]
+    while stack:
+        for s in stack[-1]:
+            yield s
+            if s.children:
+                stack.append(iter(s.children))
+            break
+        else:
+            stack.pop()
 
 
 def _nginx_directive(name: str, bad: Callable[[list[str]], bool]) -> Callable[[ConfigDoc], list[Span]]:
@@ -385,18 +418,34 @@ def parse_terraform(text: str) -> list[TfBlock]:
                 end = i if len(body) > 1 else n
                 value = "\n".join(body)
             stack[-1].attrs.append(TfAttr(name, value.strip(), n, end))
+    _expand_dynamic(root)
     return root.blocks
 
 
-def tf_walk(blocks: list[TfBlock]) -> Iterator[tuple[TfBlock | None, TfBlock]]:
-    """(top-level resource, block) for every block, nested ones included."""
-    def walk(top, block):
-        yield top, block
-        for b in block.blocks:
-            yield from walk(top, b)
+def _expand_dynamic(root: TfBlock) -> None:
+    """``dynamic "ingress" { for_each = ...  content { ... } }`` becomes the ``ingress`` block it
+    generates (its ``content`` attributes and blocks, spanning the dynamic block's lines), so
+    every rule sees generated blocks as written ones."""
+    stack = [root]
+    while stack:
+        block = stack.pop()
+        for i, child in enumerate(block.blocks):
+            if child.type == "dynamic" and child.labels:
+                content = next((b for b in child.blocks if b.type == "content"), None)
+                block.blocks[i] = TfBlock(child.labels[0], [], child.start, child.end,
+                                          child.attrs + (content.attrs if content else []),
+                                          [b for b in child.blocks if b is not content] + (content.blocks if content else []))
+            stack.append(block.blocks[i])
 
-    for b in blocks:
-        yield from walk(b, b)
+
+def tf_walk(blocks: list[TfBlock]) -> Iterator[tuple[TfBlock | None, TfBlock]]:
+    """(top-level resource, block) for every block, nested ones included (iterative)."""
+    for top in blocks:
+        stack = [top]
+        while stack:
+            block = stack.pop()
+            yield top, block
+            stack.extend(reversed(block.blocks))
 
 
 def _tf_resources(doc: ConfigDoc, *types: str) -> Iterator[TfBlock]:
@@ -511,6 +560,8 @@ def _compose_yaml(text: str) -> list:
 
     try:
         return [n for n in yaml.compose_all(text.expandtabs(4), Loader=yaml.SafeLoader) if n is not None]
+    except RecursionError as exc:
+        raise SecfmError("the configuration is nested too deeply to read (YAML/JSON)") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -529,14 +580,18 @@ def y_items(node, path: tuple = ()) -> Iterator[tuple[tuple, object, object]]:
     index to the path)."""
     import yaml
 
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            p = path + (str(k.value),)
-            yield p, k, v
-            yield from y_items(v, p)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            yield from y_items(v, path + (i,))
+    stack = [(node, path)]
+    while stack:  # iterative: any nesting depth
+        node, path = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            for k, v in reversed(node.value):
+                stack.append((v, path + (str(k.value),)))
+                stack.append((("entry", k, v), path + (str(k.value),)))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in reversed(list(enumerate(node.value))):
+                stack.append((v, path + (i,)))
+        elif isinstance(node, tuple) and node and node[0] == "entry":
+            yield path, node[1], node[2]
 
 
 def y_get(node, key: str):
@@ -1170,7 +1225,7 @@ def rules_for(kind: str) -> list[Rule]:
 # --------------------------------------------------------------------------------------------
 # kind detection
 # --------------------------------------------------------------------------------------------
-_SSHD_WORDS = re.compile(r"^\s*(PermitRootLogin|PasswordAuthentication|ChallengeResponseAuthentication|KbdInteractiveAuthentication|PubkeyAuthentication|UsePAM|Subsystem\s+sftp|AuthorizedKeysFile|PermitEmptyPasswords|X11Forwarding|HostKey|ListenAddress|MaxAuthTries|AllowUsers|AllowGroups|ClientAliveInterval|Protocol\s+[12]|Ciphers|MACs|KexAlgorithms|HostKeyAlgorithms|PermitUserEnvironment|HostbasedAuthentication|IgnoreRhosts|Port\s+\d+\s*$|LoginGraceTime|StrictModes)\b", re.I | re.M)
+_SSHD_WORDS = re.compile(r"^[ \t]*(PermitRootLogin|PasswordAuthentication|ChallengeResponseAuthentication|KbdInteractiveAuthentication|PubkeyAuthentication|UsePAM|Subsystem[ \t]+sftp|AuthorizedKeysFile|PermitEmptyPasswords|X11Forwarding|HostKey|ListenAddress|MaxAuthTries|AllowUsers|AllowGroups|ClientAliveInterval|Protocol[ \t]+[12]|Ciphers|MACs|KexAlgorithms|HostKeyAlgorithms|PermitUserEnvironment|HostbasedAuthentication|IgnoreRhosts|Port[ \t]+\d+[ \t]*$|LoginGraceTime|StrictModes)\b", re.I | re.M)
 
 
 def detect_kind(text: str, filename: str | None = None) -> tuple[str, str]:
@@ -1190,23 +1245,25 @@ def detect_kind(text: str, filename: str | None = None) -> tuple[str, str]:
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
-            value = json.loads(text)
-        except ValueError:
+            from secfm.inputs import load_json
+
+            value = load_json(text, filename or "configuration")
+        except SecfmError:
             value = None
         if isinstance(value, dict) and ("Statement" in value or "PolicyDocument" in value):
             return "aws-iam", "content"
         if isinstance(value, dict) and ("resource" in value or "provider" in value or "terraform" in value):
             return "terraform", "content"
     scores = {
-        "dockerfile": len(re.findall(r"^\s*(FROM|RUN|CMD|ENTRYPOINT|COPY|ADD|WORKDIR|EXPOSE|USER|ENV|ARG|LABEL|HEALTHCHECK)\s", text, re.M))
-                      * (2 if re.search(r"^\s*FROM\s+\S+", text, re.M | re.I) else 0),
-        "terraform": 3 * len(re.findall(r'^\s*(resource|provider|module|variable|data|output|locals|terraform)\s*("[^"]*"\s*)*\{', text, re.M)),
-        "kubernetes": 3 * len(re.findall(r"^apiVersion:\s*\S+", text, re.M)) + 2 * len(re.findall(r"^kind:\s*[A-Z]\w+", text, re.M)),
-        "docker-compose": 5 * len(re.findall(r"^services:\s*$", text, re.M)),
-        "nginx": 2 * len(re.findall(r"^\s*(server|location|http|upstream|events)\b[^;{]*\{", text, re.M))
-                 + len(re.findall(r"^\s*(listen|server_name|proxy_pass|root|ssl_certificate|ssl_protocols|add_header)\s+[^;]+;", text, re.M)),
+        "dockerfile": len(re.findall(r"^[ \t]*(FROM|RUN|CMD|ENTRYPOINT|COPY|ADD|WORKDIR|EXPOSE|USER|ENV|ARG|LABEL|HEALTHCHECK)[ \t]", text, re.M))
+                      * (2 if re.search(r"^[ \t]*FROM[ \t]+\S+", text, re.M | re.I) else 0),
+        "terraform": 3 * len(re.findall(r'^[ \t]*(resource|provider|module|variable|data|output|locals|terraform)[ \t]*("[^"\n]*"[ \t]*)*\{', text, re.M)),
+        "kubernetes": 3 * len(re.findall(r"^apiVersion:[ \t]*\S+", text, re.M)) + 2 * len(re.findall(r"^kind:[ \t]*[A-Z]\w+", text, re.M)),
+        "docker-compose": 5 * len(re.findall(r"^services:[ \t]*$", text, re.M)),
+        "nginx": 2 * len(re.findall(r"^[ \t]*(server|location|http|upstream|events)\b[^;{\n]*\{", text, re.M))
+                 + len(re.findall(r"^[ \t]*(listen|server_name|proxy_pass|root|ssl_certificate|ssl_protocols|add_header)[ \t]+[^;\n]+;", text, re.M)),
         "sshd": 2 * len(_SSHD_WORDS.findall(text)),
-        "aws-iam": 3 * len(re.findall(r"^\s*-?\s*\"?(Effect|Action|Resource|Principal)\"?\s*:", text, re.M)) if "Statement" in text else 0,
+        "aws-iam": 3 * len(re.findall(r"^[ \t]*-?[ \t]*\"?(Effect|Action|Resource|Principal)\"?[ \t]*:", text, re.M)) if "Statement" in text else 0,
     }
     kind, score = max(scores.items(), key=lambda kv: kv[1])
     if score < 2:

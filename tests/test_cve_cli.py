@@ -27,7 +27,7 @@ def heads(tmp_path_factory):
     out = {}
     for task in ("cwe", "cvss"):
         data = prepare(splits, task, min_count=2)
-        trained = train_design(data, Design("text", max_features=500, fit=CveFitConfig(epochs=8, lr=0.05, batch_size=16)))
+        trained = train_design(data, Design("text", max_features=500, fit=CveFitConfig(epochs=8, text_lr=0.5, batch_size=16)))
         out[task] = save_trained(trained, data, "gemma-3-270m", {}, "pytest", root / task)
     out["feeds"] = feeds
     return out

@@ -96,7 +96,7 @@ def test_cve_heads_train_save_load_and_exclude(feeds, tmp_path):
     for task in ("cwe", "cvss"):
         data = prepare(splits, task, min_count=2, exclude=excluded)
         assert excluded.isdisjoint(data.ids["train"])
-        design = Design("text", max_features=500, fit=CveFitConfig(epochs=8, lr=0.05, batch_size=16))
+        design = Design("text", max_features=500, fit=CveFitConfig(epochs=8, text_lr=0.5, batch_size=16))
         trained = train_design(data, design, splits=("validation", "test"))
         P = trained.P["test"]
         m = (cwe_metrics if task == "cwe" else cvss_metrics)(P, data.labels, data.gold["test"], resamples=50)

@@ -217,9 +217,10 @@ def hidden_features(texts: Sequence[str], layers: Sequence[int], model: str | No
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class CveFitConfig:
-    epochs: int = 30
-    batch_size: int = 512
-    lr: float = 4e-3
+    epochs: int = 10
+    batch_size: int = 1024
+    lr: float = 2e-3  # the hidden-state part (Adam)
+    text_lr: float = 0.2  # the text part (Adagrad, sparse)
     text_l2: float = 1e-6  # L2 on the text weights (per example, added to the loss)
     hidden_l2: float = 1e-4
     dropout: float = 0.1  # on the hidden-state part
@@ -257,26 +258,44 @@ def probabilities(z: np.ndarray, objective: str, labels: Sequence[str]) -> np.nd
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _bag(T):
+    """(indices, offsets, weights) of a CSR matrix for ``nn.EmbeddingBag``."""
+    import torch
+
+    T = T.tocsr()
+    return (torch.from_numpy(T.indices.astype(np.int64)), torch.from_numpy(T.indptr[:-1].astype(np.int64)),
+            torch.from_numpy(T.data.astype(np.float32)))
+
+
 def fit(T_train, X_train: np.ndarray | None, Y_train: np.ndarray, T_val, X_val: np.ndarray | None,
         Y_val: np.ndarray, objective: str, labels: Sequence[str], cfg: CveFitConfig,
         val_score: Callable[[np.ndarray], float], years: np.ndarray | None = None):
-    """Train the module (text part, plus the hidden part when X is given); early stopping on
-    ``val_score(P_val)`` (higher is better). Returns (module, history)."""
+    """Train the head (text part, plus the hidden part when X is given); early stopping on
+    ``val_score(P_val)`` (higher is better). The text part trains as a sparse ``EmbeddingBag``
+    (only the features in a batch are touched: Adagrad, L2 on the touched rows). Returns
+    (head module, history)."""
+    import warnings
+
     import torch
+    from torch import nn
 
     from secfm.heads import build_module
     from secfm.training.heads import standardization
 
+    warnings.filterwarnings("ignore", message="Sparse invariant checks")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    n = T_train.shape[0]
+    T_train, T_val = T_train.tocsr(), T_val.tocsr()
+    n, V = T_train.shape
     d = 0 if X_train is None else X_train.shape[1]
     C = Y_train.shape[1]
-    module = build_module(d, C, "linear", None, cfg.dropout, text_dim=T_train.shape[1])
+    hidden_part = build_module(d, C, "linear", None, cfg.dropout)
     if d:
         mu, scale = standardization(X_train)
-        module.mu.copy_(torch.from_numpy(mu))
-        module.scale.copy_(torch.from_numpy(scale))
+        hidden_part.mu.copy_(torch.from_numpy(mu))
+        hidden_part.scale.copy_(torch.from_numpy(scale))
+    text = nn.EmbeddingBag(V, C, mode="sum", sparse=True)
+    nn.init.zeros_(text.weight)
     groups = _groups(labels) if objective == "groups" else None
     w = np.ones(n, dtype=np.float32)
     if cfg.class_weight == "sqrt" and objective == "multiclass":
@@ -289,25 +308,30 @@ def fit(T_train, X_train: np.ndarray | None, Y_train: np.ndarray, T_val, X_val: 
     Yt = torch.from_numpy(Y_train.astype(np.float32))
     wt = torch.from_numpy(w.astype(np.float32))
     Xt = torch.from_numpy(np.ascontiguousarray(X_train, dtype=np.float32)) if d else None
-    text_params = [module.text_weight]
-    other = [p for name, p in module.named_parameters() if name != "text_weight"]
-    opt = torch.optim.Adam([{"params": text_params}, {"params": other}], lr=cfg.lr)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1)
+    sparse_opt = torch.optim.Adagrad(text.parameters(), lr=cfg.text_lr)
+    dense_opt = torch.optim.Adam(hidden_part.parameters(), lr=cfg.lr)
+    total_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
+    warm = max(1, total_steps // 20)
     best = (-1e9, None, 0)
     history = []
     bad = 0
-    T_val_t = _torch_sparse(T_val)
+    val_bag = _bag(T_val)
     X_val_t = torch.from_numpy(np.ascontiguousarray(X_val, dtype=np.float32)) if d else torch.zeros((T_val.shape[0], 0))
+    step = 0
     for epoch in range(cfg.epochs):
-        module.train()
+        hidden_part.train()
         perm = rng.permutation(n)
         total = 0.0
         for start in range(0, n, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
-            tb = _torch_sparse(T_train[idx])
+            decay = min(1.0, (step + 1) / warm) * max(0.05, 1 - step / total_steps)
+            for opt, base_lr in ((sparse_opt, cfg.text_lr), (dense_opt, cfg.lr)):
+                for g in opt.param_groups:
+                    g["lr"] = base_lr * decay
+            step += 1
+            bi, bo, bw = _bag(T_train[idx])
             xb = Xt[idx] if d else torch.zeros((len(idx), 0))
-            z = module(xb, tb)
+            z = hidden_part(xb) + text(bi, bo, per_sample_weights=bw)
             y = Yt[idx]
             if groups is None:
                 target = y / y.sum(dim=1, keepdim=True).clamp(min=1.0)
@@ -315,31 +339,34 @@ def fit(T_train, X_train: np.ndarray | None, Y_train: np.ndarray, T_val, X_val: 
             else:
                 per_row = sum(-(y[:, g] * torch.log_softmax(z[:, g], dim=1)).sum(dim=1) for _, g in groups)
             loss = (per_row * wt[idx]).mean()
-            reg = cfg.text_l2 * module.text_weight.pow(2).sum()
+            touched = torch.unique(bi)
+            reg = cfg.text_l2 * nn.functional.embedding(touched, text.weight, sparse=True).pow(2).sum()
             if d:
-                reg = reg + cfg.hidden_l2 * sum(p.pow(2).sum() for name, p in module.named_parameters()
+                reg = reg + cfg.hidden_l2 * sum(p.pow(2).sum() for name, p in hidden_part.named_parameters()
                                                 if name.startswith("net") and p.dim() > 1)
-            opt.zero_grad()
+            sparse_opt.zero_grad()
+            dense_opt.zero_grad()
             (loss + reg).backward()
-            opt.step()
-            sched.step()
+            sparse_opt.step()
+            dense_opt.step()
             total += float(loss.detach()) * len(idx)
-        module.eval()
+        hidden_part.eval()
         with torch.inference_mode():
-            z = module(X_val_t, T_val_t).numpy()
+            z = (hidden_part(X_val_t) + text(*val_bag[:2], per_sample_weights=val_bag[2])).numpy()
         P = probabilities(z, objective, labels)
         score = float(val_score(P))
         history.append({"epoch": epoch + 1, "loss": round(total / n, 5), "val": round(score, 4)})
         log.info("epoch %d: loss %.4f val %.4f", epoch + 1, total / n, score)
         if score > best[0] + 1e-4:
-            best = (score, {k: v.clone() for k, v in module.state_dict().items()}, epoch + 1)
+            best = (score, ({k: v.clone() for k, v in hidden_part.state_dict().items()}, text.weight.detach().clone()), epoch + 1)
             bad = 0
         else:
             bad += 1
             if bad >= cfg.patience:
                 break
-    if best[1] is not None:
-        module.load_state_dict(best[1])
+    state, text_weight = best[1] if best[1] is not None else (hidden_part.state_dict(), text.weight.detach())
+    module = build_module(d, C, "linear", None, cfg.dropout, text_dim=V)
+    module.load_state_dict({**state, "text_weight": text_weight}, strict=True)
     module.eval()
     return module, {"best_epoch": best[2], "best_val": round(best[0], 4), "epochs_run": len(history), "curve": history}
 

@@ -16,7 +16,6 @@ heredocs and ``jsonencode`` bodies by brace counting); Kubernetes, Compose and I
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field

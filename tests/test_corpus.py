@@ -19,7 +19,7 @@ from secfm.training.corpus import (
     split_documents,
     split_long,
 )
-from secfm.training.splits import is_heldout
+from secfm.training.splits import EntitySplit, SplitPlan
 
 FIXTURES = Path(__file__).parent / "fixtures" / "training"
 
@@ -60,14 +60,15 @@ def test_exact_and_near_duplicates():
     assert [d.doc_id for d in kept] == ["a", "d"] and exact == 1 and near == 1
 
 
-def test_heldout_split_is_stable_and_by_document():
-    docs = [Document(f"text {i}", "s", f"doc{i}") for i in range(400)] + [Document("part", "s", "doc7@1")]
-    train, held = split_documents(docs, 0.1, "salt")
-    assert 20 < len(held) < 60
-    assert {d.doc_id for d in held} == {d.doc_id for d in split_documents(docs, 0.1, "salt")[1]}
-    # the pieces of one long document stay in the same split
-    assert any(d.doc_id == "doc7@1" for d in held) == any(d.doc_id == "doc7" for d in held)
-    assert is_heldout("T1059.001", 0.05) == is_heldout("T1059.001", 0.05)
+def test_split_is_stable_and_by_entity():
+    split = EntitySplit(SplitPlan.standard(0.1, 0.1, "salt"))
+    docs = [Document(f"text {i}", "s", f"doc{i}", entities=(f"doc{i}",)) for i in range(400)]
+    docs.append(Document("part", "s", "doc7@1", entities=("doc7",)))  # a piece of doc7: the same entity
+    by = split_documents(docs, split)
+    assert set(by) == {"train", "validation", "test"} and 20 < len(by["test"]) < 70 and 20 < len(by["validation"]) < 70
+    again = split_documents(docs, EntitySplit(SplitPlan.standard(0.1, 0.1, "salt")))
+    assert {d.doc_id for d in by["test"]} == {d.doc_id for d in again["test"]}
+    assert any(d.doc_id == "doc7@1" for d in by["test"]) == any(d.doc_id == "doc7" for d in by["test"])
 
 
 def test_build_corpus_from_files_writes_dataset_and_card(tmp_path):
@@ -78,7 +79,7 @@ def test_build_corpus_from_files_writes_dataset_and_card(tmp_path):
     dup.write_text((FIXTURES / "docs" / "ransomware-brief.txt").read_text())
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("too short")
-    cfg = CorpusConfig(inputs=[FIXTURES / "docs", secret, dup, tiny], kb=False, tokenizer=None, heldout_fraction=0.3,
+    cfg = CorpusConfig(inputs=[FIXTURES / "docs", secret, dup, tiny], kb=False, tokenizer=None, test_fraction=0.3,
                        redact=["ip"], salt="s")
     card = build_corpus(tmp_path / "corpus", cfg)
     steps = card["steps"]
@@ -86,11 +87,11 @@ def test_build_corpus_from_files_writes_dataset_and_card(tmp_path):
     assert steps["length_filter"]["dropped_too_short"] == 1
     assert steps["dedup"]["exact_duplicates"] == 1
     assert steps["redaction"]["by_type"] == {"api_key": 1, "email": 1, "ip": 1, "password": 1}
-    assert card["documents"] == 7 and card["splits"]["train"]["documents"] + card["splits"]["heldout"]["documents"] == 7
+    assert card["documents"] == 7 and sum(s["documents"] for s in card["splits"].values()) == 7
     from secfm.training.corpus import load_corpus
 
     dd = load_corpus(tmp_path / "corpus")
-    texts = " ".join(list(dd["train"]["text"]) + list(dd["heldout"]["text"]))
+    texts = " ".join(t for split in dd.values() for t in split["text"])
     assert "Hunter2024!" not in texts and "jane.doe" not in texts and "203.0.113.9" not in texts
     assert "PASSWORD-" in texts and "@example.com" in texts
     md = (tmp_path / "corpus" / "data_card.md").read_text()
@@ -123,7 +124,7 @@ def test_unsupported_file_type_is_a_clear_error(tmp_path):
 def test_sft_data_from_the_knowledge_base(tmp_path):
     from secfm.training.sft_data import SftConfig, build_sft, load_mcq, load_sft
 
-    card = build_sft(tmp_path / "sft", SftConfig(limit=40, user_files=[FIXTURES / "chats.jsonl"], heldout_fraction=0.2))
+    card = build_sft(tmp_path / "sft", SftConfig(limit=40, user_files=[FIXTURES / "chats.jsonl"], test_fraction=0.2))
     kinds = set(card["by_kind"])
     for k in ("technique-tactic", "technique-description", "technique-detection", "technique-mitigation",
               "group-techniques", "cwe-description", "cve-cwe", "mcq-technique-tactic", "mcq-cwe-name", "user"):
@@ -131,8 +132,14 @@ def test_sft_data_from_the_knowledge_base(tmp_path):
     dd = load_sft(tmp_path / "sft")
     keys_train = set(dd["train"]["key"])
     keys_test = set(dd["test"]["key"])
-    assert keys_train and keys_test and not keys_train & keys_test  # split by entity
-    mcq = load_mcq(tmp_path / "sft" / "mcq_heldout.jsonl")
+    from secfm.training.sft_data import sft_split
+
+    split = sft_split(SftConfig(test_fraction=0.2))
+    assert keys_train and keys_test  # split by entity: training rows are about training entities only
+    assert all(split.entity(e) == "train" for row in dd["train"] for e in row["entities"])
+    # a test row is about, or names, a test entity (a training CWE's row quoting a held-out CVE goes to test)
+    assert all(split.unit(r["entities"], "\n".join(m["content"] for m in r["messages"])) == "test" for r in dd["test"])
+    mcq = load_mcq(tmp_path / "sft" / "mcq_test.jsonl")
     assert mcq and all(q["key"] in keys_test for q in mcq)
     for q in mcq:
         assert len(q["options"]) == 4 and len(set(q["options"])) == 4 and q["answer"] in "ABCD"
@@ -150,7 +157,7 @@ def test_sft_data_from_the_knowledge_base(tmp_path):
         # the same question is a lettered MCQ in the train split, with this completion as its answer
         assert any(m["messages"][1]["content"].startswith(question + "\n")
                    and m["messages"][2]["content"].endswith(") " + r["completion"]) for m in letter_rows)
-    tactic_q = next((q for q in load_mcq(tmp_path / "sft" / "mcq_heldout.jsonl") if q["kind"] == "technique-tactic"), None)
+    tactic_q = next((q for q in load_mcq(tmp_path / "sft" / "mcq_test.jsonl") if q["kind"] == "technique-tactic"), None)
     if tactic_q:  # distractors of the same kind: all four options are tactic names
         from secfm.knowledge import load_attack
 

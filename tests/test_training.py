@@ -172,7 +172,7 @@ def test_completion_rows_train_the_answer_as_the_cloze_evaluation_scores_it(tmp_
     assert labels == [-100] * len(context) + answer + [tok.eos_token_id]
     assert encode_completion(tok, prompt, "Credential Access", 4) is None  # truncated inside the prompt
 
-    build_sft(tmp_path / "sft", SftConfig(limit=6, heldout_fraction=0.2))
+    build_sft(tmp_path / "sft", SftConfig(limit=6, test_fraction=0.1))
     recipe = Recipe(name="qa", stage="sft", model="gemma-3-270m", output_dir=str(tmp_path / "run"), seq_len=256,
                     data={"path": str(tmp_path / "sft"), "train_split": "qa", "max_eval_samples": 2})
     train, evaluation = build_datasets(recipe, tok)

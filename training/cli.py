@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
     # -------------------------------------------------------------------------------------------
     @data.command("corpus")
     def data_corpus(
-        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: a datasets DatasetDict (train, heldout) and data_card.{json,md}.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: a datasets DatasetDict (train, validation, test; loads with load_dataset and load_from_disk) and data_card.{json,md}.")],
         inputs: Annotated[Optional[list[Path]], typer.Argument(help="Files or folders: .txt .md .html .htm .jsonl (a 'text' field).")] = None,
         kb: Annotated[bool, typer.Option("--kb/--no-kb", help="Include the knowledge base (ATT&CK and CWE) as documents.")] = True,
         hf_dataset: Annotated[Optional[list[str]], typer.Option("--hf-dataset", help="Hugging Face dataset NAME[:SPLIT[:FIELD]] (repeatable); skipped when unreachable.")] = None,
@@ -76,7 +76,8 @@ def register(app: typer.Typer) -> None:
         max_chars: Annotated[int, typer.Option("--max-chars", min=100, help="Split documents longer than this.")] = 20000,
         language: Annotated[str, typer.Option("--language", help="Keep only this language (en), or 'none'.")] = "en",
         near_dup: Annotated[float, typer.Option("--near-dup-threshold", min=0.1, max=1.0, help="MinHash LSH Jaccard threshold.")] = 0.85,
-        heldout: Annotated[float, typer.Option("--heldout-fraction", min=0.0, max=0.9, help="Fraction of documents held out.")] = 0.05,
+        validation: Annotated[float, typer.Option("--validation-fraction", min=0.0, max=0.5, help="Fraction of entities (technique families, groups, software, CWEs, CVEs) in the validation split; their documents follow them.")] = 0.05,
+        test: Annotated[float, typer.Option("--test-fraction", min=0.0, max=0.5, help="Fraction of entities in the test split (reported once).")] = 0.05,
         exclude_sources: Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK group/software/campaign ids (or @FILE) whose procedure examples are left out.")] = None,
         exclude_ids: Annotated[Optional[str], typer.Option("--exclude-ids", help="Drop documents mentioning any of these ids (or @FILE), e.g. evaluation CVEs.")] = None,
         tokenizer: Annotated[str, typer.Option("--tokenizer", help="Tokenizer (registered model) to count tokens with; 'none' to skip.")] = "gemma-3-270m",
@@ -90,8 +91,8 @@ def register(app: typer.Typer) -> None:
             inputs=[str(p) for p in inputs or []], kb=kb, hf_datasets=hf_dataset or [], text_field=text_field,
             min_chars=min_chars, max_chars=max_chars, language=None if language.lower() == "none" else language,
             near_dup_threshold=near_dup, redact=[r.strip() for r in (redact or "").split(",") if r.strip()],
-            salt=salt, heldout_fraction=heldout, exclude_sources=_ids(exclude_sources), exclude_ids=_ids(exclude_ids),
-            tokenizer=None if tokenizer.lower() == "none" else tokenizer, skip_bad=skip_bad,
+            salt=salt, validation_fraction=validation, test_fraction=test, exclude_sources=_ids(exclude_sources),
+            exclude_ids=_ids(exclude_ids), tokenizer=None if tokenizer.lower() == "none" else tokenizer, skip_bad=skip_bad,
         )
         with _console().status("building the corpus") as status:
             card = build_corpus(out, config, force=force, progress=lambda s: status.update(s))
@@ -100,10 +101,11 @@ def register(app: typer.Typer) -> None:
 
     @data.command("sft")
     def data_sft(
-        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: DatasetDict (train, test), mcq_heldout.jsonl, data_card.json.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: DatasetDict (train, validation, test; configs qa and mcq), mcq_validation.jsonl, mcq_test.jsonl, data_card.json.")],
         user: Annotated[Optional[list[Path]], typer.Option("--user", help="Chat-format JSONL ({'messages': [...]}) to add (repeatable).")] = None,
         kb: Annotated[bool, typer.Option("--kb/--no-kb", help="Generate conversations from ATT&CK and CWE.")] = True,
-        heldout: Annotated[float, typer.Option("--heldout-fraction", min=0.0, max=0.9, help="Fraction of entities (techniques, groups, CWEs) held out.")] = 0.05,
+        validation: Annotated[float, typer.Option("--validation-fraction", min=0.0, max=0.5, help="Fraction of entities in the validation split (the same entities as the corpus's).")] = 0.05,
+        test: Annotated[float, typer.Option("--test-fraction", min=0.0, max=0.5, help="Fraction of entities in the test split (the same entities as the corpus's).")] = 0.05,
         mcq_per_fact: Annotated[int, typer.Option("--mcq-per-fact", min=0, help="Multiple-choice variants per fact.")] = 2,
         exclude_sources: Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK group ids (or @FILE) left out.")] = None,
         seed: Annotated[int, typer.Option(help="Seed for phrasing, distractors and order.")] = 0,
@@ -113,8 +115,8 @@ def register(app: typer.Typer) -> None:
         """Build instruction data (conversations and multiple-choice questions) from the knowledge base."""
         from secfm.training.sft_data import SftConfig, build_sft
 
-        cfg = SftConfig(user_files=[str(u) for u in user or []], heldout_fraction=heldout, seed=seed,
-                        mcq_per_fact=mcq_per_fact, exclude_sources=_ids(exclude_sources), skip_bad=skip_bad)
+        cfg = SftConfig(user_files=[str(u) for u in user or []], validation_fraction=validation, test_fraction=test,
+                        seed=seed, mcq_per_fact=mcq_per_fact, exclude_sources=_ids(exclude_sources), skip_bad=skip_bad)
         with _console().status("generating conversations"):
             card = build_sft(out, cfg, kb=kb, force=force)
         print(json.dumps(card, indent=2))
@@ -178,21 +180,23 @@ def register(app: typer.Typer) -> None:
 
     @train.command("eval")
     def train_eval(
-        corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder (its heldout split gives the perplexity).")],
-        sft: Annotated[Path, typer.Option("--sft", help="Instruction-data folder (its mcq_heldout.jsonl gives the MCQ accuracy).")],
+        corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder (its --split split gives the perplexity).")],
+        sft: Annotated[Path, typer.Option("--sft", help="Instruction-data folder (its mcq_<split>.jsonl gives the MCQ accuracy).")],
         adapter: Annotated[Optional[list[Path]], typer.Option("--adapter", help="Adapter folder(s) to compare with the base (repeatable).")] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="Base model.")] = "gemma-3-270m",
         out: Annotated[Path, typer.Option("--out", help="JSON results; a markdown table is written beside it.")] = Path("training/results/secfm-270m.json"),
         max_tokens: Annotated[int, typer.Option("--max-tokens", min=1000, help="Held-out tokens scored for perplexity.")] = 40000,
         max_mcq: Annotated[Optional[int], typer.Option("--max-mcq", help="At most this many held-out questions.")] = None,
         fp32: Annotated[bool, typer.Option("--fp32", help="Score in float32 (default: bfloat16 autocast where the CPU has it).")] = False,
+        split: Annotated[str, typer.Option("--split", help="validation (the development set: choose methods here) or test (report once, after the choices are made).")] = "validation",
     ) -> None:
         """Held-out perplexity and synthetic-MCQ accuracy of the base model and each adapter."""
         _quiet_omp()
         from secfm.training.evaluate import evaluate_models
 
         results = evaluate_models(model, [str(a) for a in adapter or []], corpus, sft, out, max_tokens=max_tokens,
-                                  max_mcq=max_mcq, bf16=False if fp32 else None, progress=lambda s: _console().log(s))
+                                  max_mcq=max_mcq, bf16=False if fp32 else None, split=split,
+                                  progress=lambda s: _console().log(s))
         print(out.with_suffix(".md").read_text() if out.with_suffix(".md").is_file() else json.dumps(results, indent=2))
 
     # -------------------------------------------------------------------------------------------

@@ -10,11 +10,15 @@ datasets by name when reachable. Steps, each counted in the data card:
 3. exact duplicates (hash of the case- and space-folded text) and near duplicates
    (MinHash LSH over word 5-shingles, datasketch);
 4. redaction of secrets and personal data (:mod:`secfm.training.redaction`);
-5. a held-out split by document (:mod:`secfm.training.splits`).
+5. a split by entity (:mod:`secfm.training.splits`, the one splitting function): a document
+   goes with the most protected of the entities it is about or names, so a held-out technique,
+   group, software or CWE takes all its documents (description, procedure examples,
+   relationships) with it, and training documents list only training entities.
 
-Output: a ``datasets.DatasetDict`` (``train``, ``heldout``) saved to ``DIR`` and a data card
-(``data_card.json`` and ``data_card.md``: documents and tokens per source for a named
-tokenizer, redactions per type, duplicate rates, filter counts).
+Output: a ``datasets.DatasetDict`` (``train``, ``validation``, ``test``) saved to ``DIR``
+(loads with ``load_from_disk`` and ``load_dataset``) and a data card (``data_card.json`` and
+``data_card.md``: documents and tokens per source for a named tokenizer, redactions per type,
+duplicate rates, filter counts, the leakage check).
 """
 
 from __future__ import annotations
@@ -33,7 +37,14 @@ from pathlib import Path
 
 from secfm.errors import SecfmError
 from secfm.training.redaction import Redactor
-from secfm.training.splits import DEFAULT_HELDOUT_FRACTION, SPLIT_SALT, is_heldout
+from secfm.training.splits import (
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VALIDATION_FRACTION,
+    SPLIT_SALT,
+    TRAIN,
+    EntitySplit,
+    SplitPlan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +58,10 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | JSONL_SUFFIXES
 class Document:
     text: str
     source: str  # kb-attack, kb-cwe, file:<name>, hf:<name>
-    doc_id: str  # stable key; the held-out split hashes it
+    doc_id: str  # stable key (user documents: the split hashes it)
     kind: str = "text"  # technique, group, weakness, procedure, file, jsonl, hf ...
+    entities: tuple[str, ...] = ()  # what it is about (T1059, G0016, CWE-79; a user document: its doc_id)
+    split: str = TRAIN
 
 
 @dataclass
@@ -67,12 +80,21 @@ class CorpusConfig:
     shingle: int = 5
     redact: Sequence[str] = ()  # optional kinds: ip, hostname, username
     salt: str | None = None
-    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    heldout_fraction: float | None = None  # older name of test_fraction
     split_salt: str = SPLIT_SALT
     exclude_sources: Sequence[str] = ()  # ATT&CK group/software/campaign ids whose procedures are dropped
     exclude_ids: Sequence[str] = ()  # documents mentioning any of these ids are dropped
     tokenizer: str | None = "gemma-3-270m"
     kb_limit: int | None = None  # for tests: at most this many KB documents per kind
+
+    def plan(self) -> SplitPlan:
+        test = self.test_fraction if self.heldout_fraction is None else self.heldout_fraction
+        try:
+            return SplitPlan.standard(self.validation_fraction, test, self.split_salt)
+        except ValueError as exc:
+            raise SecfmError(f"corpus split: {exc}") from exc
 
 
 @dataclass
@@ -233,12 +255,20 @@ def _join(items: Iterable[str], limit: int = 12) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def kb_documents(limit: int | None = None, exclude_sources: Iterable[str] = ()) -> Iterator[Document]:
+def kb_documents(limit: int | None = None, exclude_sources: Iterable[str] = (),
+                 split: EntitySplit | None = None) -> Iterator[Document]:
     """ATT&CK techniques, mitigations, groups, software, campaigns, procedure examples and CWE
-    weaknesses (with consequences and observed examples) as plain-prose documents."""
+    weaknesses (with consequences and observed examples) as plain-prose documents, each tagged
+    with the entities it is about. With ``split``, a relationship (a group's technique, a
+    weakness's observed CVE) is rendered only where its other end may appear in the document's
+    split: a training document never lists a held-out entity."""
     from secfm.knowledge import load_attack, load_cwe
 
     attack = load_attack()
+
+    def allowed(owner: str, other: str) -> bool:
+        return split is None or split.allows(split.entity(owner), other)
+
     tactic_names = {t.shortname: t.name for t in attack.tactics("enterprise")}
     excluded = {s.strip().upper() for s in exclude_sources}
 
@@ -269,38 +299,41 @@ def kb_documents(limit: int | None = None, exclude_sources: Iterable[str] = ()) 
                     sources = f" Log sources: {_join(an.log_sources, 4)}." if an.log_sources else ""
                     line += f" {an.description}{sources}"
                 parts.append(line)
-            yield Document("\n\n".join(parts), "kb-attack", t.id, "technique")
+            yield Document("\n\n".join(parts), "kb-attack", t.id, "technique", (t.id,))
 
     def mitigations() -> Iterator[Document]:
         for m in sorted(attack.mitigations_by_id.values(), key=lambda m: m.id):
             if not m.deprecated:
-                yield Document(f"{m.name} ({m.id}) is an ATT&CK mitigation. {m.description}", "kb-attack", m.id, "mitigation")
+                yield Document(f"{m.name} ({m.id}) is an ATT&CK mitigation. {m.description}", "kb-attack", m.id,
+                               "mitigation")  # a shared answer, not a split entity
 
     def actors() -> Iterator[Document]:
         for g in sorted(attack.groups_by_id.values(), key=lambda g: g.id):
             if g.revoked or g.deprecated or g.id in excluded:
                 continue
-            used = attack.techniques_used_by(g.id)
+            used = [t for t in attack.techniques_used_by(g.id) if allowed(g.id, t.id)]
             text = f"{g.name} ({g.id}) is a threat group tracked by MITRE ATT&CK. {g.description}"
             if g.associated_groups:
                 text += f"\n\nAssociated names: {_join(g.associated_groups)}."
             if used:
                 text += f"\n\nTechniques used by {g.name}: " + _join(f"{t.name} ({t.id})" for t in used) + "."
-            yield Document(text, "kb-attack", g.id, "group")
+            yield Document(text, "kb-attack", g.id, "group", (g.id,))
         for s in sorted(attack.software_by_id.values(), key=lambda s: s.id):
             if s.revoked or s.deprecated or s.id in excluded:
                 continue
             text = f"{s.name} ({s.id}) is {'a malware family' if s.kind == 'malware' else 'a tool'} in MITRE ATT&CK"
             text += (f", seen on {_join(s.platforms)}. " if s.platforms else ". ") + s.description
-            yield Document(text, "kb-attack", s.id, "software")
+            yield Document(text, "kb-attack", s.id, "software", (s.id,))
         for c in sorted(attack.campaigns_by_id.values(), key=lambda c: c.id):
             if c.id in excluded:
                 continue
-            yield Document(f"{c.name} ({c.id}) is an ATT&CK campaign. {c.description}", "kb-attack", c.id, "campaign")
+            yield Document(f"{c.name} ({c.id}) is an ATT&CK campaign. {c.description}", "kb-attack", c.id, "campaign",
+                           (c.id,))
 
     def procedures() -> Iterator[Document]:
         for p in attack.procedures(exclude_sources=excluded):
-            yield Document(p.text, "kb-attack", f"proc:{p.source_id}:{p.technique_id}", "procedure")
+            yield Document(p.text, "kb-attack", f"proc:{p.source_id}:{p.technique_id}", "procedure",
+                           (p.source_id, p.technique_id))
 
     def weaknesses() -> Iterator[Document]:
         cwe = load_cwe()
@@ -311,10 +344,11 @@ def kb_documents(limit: int | None = None, exclude_sources: Iterable[str] = ()) 
             for c in w.consequences[:4]:
                 line = f"Consequence ({_join(c.scopes)}): {_join(c.impacts)}."
                 parts.append(line + (f" {c.note}" if c.note else ""))
-            examples = [ex for ex in w.observed_examples if ex.reference.startswith("CVE-")][:6]
+            examples = [ex for ex in w.observed_examples
+                        if ex.reference.startswith("CVE-") and allowed(w.cwe_id, ex.reference)][:6]
             if examples:
                 parts.append("Observed examples:\n" + "\n".join(f"- {ex.reference}: {ex.description}" for ex in examples))
-            yield Document("\n\n".join(parts), "kb-cwe", w.cwe_id, "weakness")
+            yield Document("\n\n".join(parts), "kb-cwe", w.cwe_id, "weakness", (w.cwe_id,))
 
     for gen in (techniques, mitigations, actors, procedures, weaknesses):
         yield from capped(gen())
@@ -336,13 +370,13 @@ def _file_documents(path: Path, text_field: str, skip_bad: bool = False) -> Iter
                 raise SecfmError(f"{path}: line {lineno} has no string field '{text_field}' (use --text-field, or --skip-bad)")
             rows += 1
             doc_id = str(row.get("id") or f"{name}#{lineno}")
-            yield Document(row[text_field], f"file:{name}", f"file:{doc_id}", "jsonl")
+            yield Document(row[text_field], f"file:{name}", f"file:{doc_id}", "jsonl", (f"file:{doc_id}",))
         if rows == 0:
             raise SecfmError(f"{path}: no rows (empty JSONL file)")
         return
     if suffix in HTML_SUFFIXES:
         text = html_to_text(text)
-    yield Document(text, f"file:{name}", f"file:{path.as_posix()}", suffix.lstrip("."))
+    yield Document(text, f"file:{name}", f"file:{path.as_posix()}", suffix.lstrip("."), (f"file:{path.as_posix()}",))
 
 
 def input_documents(inputs: Sequence[str | Path], text_field: str, skipped: Counter, skip_bad: bool = False) -> Iterator[Document]:
@@ -383,7 +417,7 @@ def hf_documents(spec: str, default_field: str, unreachable: list[str]) -> Itera
         raise SecfmError(f"Hugging Face dataset {name} has no column '{text_field}' (columns: {', '.join(ds.column_names)})")
     for i, row in enumerate(ds):
         if isinstance(row[text_field], str):
-            yield Document(row[text_field], f"hf:{name}", f"hf:{name}#{i}", "hf")
+            yield Document(row[text_field], f"hf:{name}", f"hf:{name}#{i}", "hf", (f"hf:{name}#{i}",))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -394,18 +428,27 @@ def _mentions(text: str, ids: set[str]) -> bool:
     return any(i in upper for i in ids)
 
 
-def curate(config: CorpusConfig, progress: Callable[[str], None] | None = None) -> tuple[list[Document], dict]:
-    """Run every step; (documents with their split in ``kind``-independent order, step counts)."""
+def corpus_split(config: CorpusConfig) -> EntitySplit:
+    """The entity split of a corpus build (the knowledge base's entity graph when it is read)."""
+    from secfm.training.splits import kb_entity_split
+
+    return kb_entity_split(config.plan()) if config.kb else EntitySplit(config.plan())
+
+
+def curate(config: CorpusConfig, progress: Callable[[str], None] | None = None,
+           split: EntitySplit | None = None) -> tuple[list[Document], dict]:
+    """Run every step; (documents, each with its ``split``, and the step counts)."""
     note = progress or (lambda s: None)
     steps: dict = {}
     skipped_types: Counter = Counter()
     unreachable: list[str] = []
     read_by_source: Counter = Counter()
+    split = split or corpus_split(config)
 
     note("reading sources")
     docs: list[Document] = []
     if config.kb:
-        docs.extend(kb_documents(config.kb_limit, config.exclude_sources))
+        docs.extend(kb_documents(config.kb_limit, config.exclude_sources, split))
     docs.extend(input_documents(config.inputs, config.text_field, skipped_types, config.skip_bad))
     for spec in config.hf_datasets:
         docs.extend(hf_documents(spec, config.text_field, unreachable))
@@ -423,6 +466,17 @@ def curate(config: CorpusConfig, progress: Callable[[str], None] | None = None) 
         changed += new != d.text
         d.text = new
     steps["normalise"] = {"documents_changed": changed}
+
+    # the split of a whole document (its pieces below stay together): its entities and what it names
+    moved = Counter()
+    for d in docs:
+        d.split = split.unit(d.entities)
+        named = split.unit(d.entities, d.text)
+        if named != d.split:
+            moved[named] += 1
+            d.split = named
+    steps["split"] = {**split.describe(), "moved_by_mention": dict(moved),
+                      "documents": dict(Counter(d.split for d in docs))}
 
     if config.exclude_ids:
         ids = {i.strip().upper() for i in config.exclude_ids if i.strip()}
@@ -446,7 +500,7 @@ def curate(config: CorpusConfig, progress: Callable[[str], None] | None = None) 
             split_docs += 1
             pieces_added += len(parts) - 1
             for k, part in enumerate(parts):
-                kept.append(Document(part, d.source, f"{d.doc_id}@{k}", d.kind))
+                kept.append(Document(part, d.source, f"{d.doc_id}@{k}", d.kind, d.entities, d.split))
         else:
             kept.append(d)
     steps["length_filter"] = {"min_chars": config.min_chars, "max_chars": config.max_chars,
@@ -474,13 +528,23 @@ def curate(config: CorpusConfig, progress: Callable[[str], None] | None = None) 
     return docs, steps
 
 
-def split_documents(docs: list[Document], fraction: float, salt: str) -> tuple[list[Document], list[Document]]:
-    def key(d: Document) -> str:
-        return d.doc_id.split("@")[0]  # the pieces of one long document stay together
+def split_documents(docs: list[Document], split: EntitySplit) -> dict[str, list[Document]]:
+    """Documents by split (``train``, ``validation``, ``test``), from the one splitting function."""
+    return split.assign(docs, lambda d: d.entities, lambda d: d.text)
 
-    train = [d for d in docs if not is_heldout(key(d), fraction, salt)]
-    heldout = [d for d in docs if is_heldout(key(d), fraction, salt)]
-    return train, heldout
+
+def leakage_check(by_split: dict[str, list[Document]], split: EntitySplit) -> dict[str, int]:
+    """Rows of each split that carry or name an entity of a more protected split (all 0, or the
+    build fails): the test that no held-out entity id occurs in a training split."""
+    found = {}
+    for name, docs in by_split.items():
+        leaks = split.leaks([d.text for d in docs], name, [d.entities for d in docs])
+        if leaks:
+            row, entity = leaks[0]
+            raise SecfmError(f"split leak: a {name} document ({docs[row].doc_id}) names {entity}, which is "
+                             f"{split.entity(entity)}; this is a bug in the corpus builder")
+        found[name] = 0
+    return found
 
 
 def count_tokens(texts: list[str], tokenizer_name: str | None) -> list[int] | None:
@@ -499,77 +563,96 @@ def count_tokens(texts: list[str], tokenizer_name: str | None) -> list[int] | No
 def build_corpus(out: str | Path, config: CorpusConfig, force: bool = False,
                  progress: Callable[[str], None] | None = None) -> dict:
     """Curate, split and save the corpus to ``out``; returns the data card (also written there)."""
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset
+
+    from secfm.training.hf_layout import save_dataset_folder
 
     from secfm.outputs import check_output_folder, output_folder
 
     out = check_output_folder(out, inputs=config.inputs, force=force)
     started = time.time()
-    docs, steps = curate(config, progress)
-    train, heldout = split_documents(docs, config.heldout_fraction, config.split_salt)
+    split = corpus_split(config)
+    docs, steps = curate(config, progress, split)
+    by_split = {name: [d for d in docs if d.split == name] for name in split.plan.names}
+    steps["leakage_check"] = leakage_check(by_split, split)
     if progress:
         progress("counting tokens")
     tokens = count_tokens([d.text for d in docs], config.tokenizer)
     token_of = {id(d): (tokens[i] if tokens else None) for i, d in enumerate(docs)}
 
     per_source: dict[str, dict] = defaultdict(lambda: {"documents": 0, "tokens": 0, "characters": 0,
-                                                        "heldout_documents": 0, "heldout_tokens": 0})
-    heldout_ids = {id(d) for d in heldout}
+                                                        **{f"{s}_{k}": 0 for s in split.plan.names[1:]
+                                                           for k in ("documents", "tokens")}})
     for d in docs:
         row = per_source[d.source]
         row["documents"] += 1
         row["characters"] += len(d.text)
         row["tokens"] += token_of[id(d)] or 0
-        if id(d) in heldout_ids:
-            row["heldout_documents"] += 1
-            row["heldout_tokens"] += token_of[id(d)] or 0
+        if d.split != TRAIN:
+            row[f"{d.split}_documents"] += 1
+            row[f"{d.split}_tokens"] += token_of[id(d)] or 0
 
-    def table(ds: list[Document]) -> dict:
-        return {"text": [d.text for d in ds], "source": [d.source for d in ds],
-                "doc_id": [d.doc_id for d in ds], "kind": [d.kind for d in ds],
-                "tokens": [token_of[id(d)] or 0 for d in ds]}
+    def table(ds: list[Document]) -> Dataset:
+        return Dataset.from_dict({"text": [d.text for d in ds], "source": [d.source for d in ds],
+                                  "doc_id": [d.doc_id for d in ds], "kind": [d.kind for d in ds],
+                                  "entities": [list(d.entities) for d in ds],
+                                  "tokens": [token_of[id(d)] or 0 for d in ds]},
+                                 features=_CORPUS_FEATURES())
 
-    train_ds = Dataset.from_dict(table(train))
-    dataset = DatasetDict({"train": train_ds, "heldout": Dataset.from_dict(table(heldout), features=train_ds.features)})
-    with output_folder(out, inputs=config.inputs, force=force) as tmp:  # a fresh temporary name, moved into place
-        dataset.save_to_disk(str(tmp))
-        card = _card(config, started, docs, tokens, train, heldout, token_of, per_source, steps)
-        (tmp / "data_card.json").write_text(json.dumps(card, indent=2))
-        (tmp / "data_card.md").write_text(render_card(card))
-    return card
-
-
-def _card(config, started, docs, tokens, train, heldout, token_of, per_source, steps) -> dict:
-    return {
+    fractions = dict(split.plan.bands)
+    card = {
         "kind": "secfm-corpus",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.time() - started, 1),
         "tokenizer": config.tokenizer,
         "documents": len(docs),
         "tokens": sum(tokens) if tokens else None,
-        "splits": {"train": {"documents": len(train), "tokens": sum(token_of[id(d)] or 0 for d in train)},
-                   "heldout": {"documents": len(heldout), "tokens": sum(token_of[id(d)] or 0 for d in heldout),
-                               "fraction": config.heldout_fraction, "by": "document", "salt": config.split_salt}},
+        "splits": {name: {"documents": len(ds), "tokens": sum(token_of[id(d)] or 0 for d in ds),
+                          "entity_fraction": round(fractions[name], 6)} for name, ds in by_split.items()},
+        "split": split.describe(),
         "sources": dict(sorted(per_source.items())),
         "steps": steps,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
                    if k != "salt"} | {"inputs": [str(p) for p in config.inputs]},
     }
+    with output_folder(out, inputs=config.inputs, force=force) as tmp:  # a fresh temporary name, moved into place
+        save_dataset_folder(tmp, {name: table(ds) for name, ds in by_split.items()}, title="secfm corpus",
+                            body="Continued-pretraining corpus built by `secfm data corpus`; see `data_card.md`.")
+        (tmp / "data_card.json").write_text(json.dumps(card, indent=2))
+        (tmp / "data_card.md").write_text(render_card(card))
+    return card
+
+
+def _CORPUS_FEATURES():
+    from datasets import Features, List, Value
+
+    return Features({"text": Value("string"), "source": Value("string"), "doc_id": Value("string"),
+                     "kind": Value("string"), "entities": List(Value("string")), "tokens": Value("int64")})
 
 
 def render_card(card: dict) -> str:
     steps = card["steps"]
+    held = [s for s in card["splits"] if s != TRAIN]
+    split = card.get("split", {})
     lines = [
         "# secfm corpus: data card", "",
         f"Built {card['created']} in {card['seconds']} s. Tokens counted with the `{card['tokenizer']}` tokenizer.", "",
         f"- documents: {card['documents']:,}" + (f", tokens: {card['tokens']:,}" if card["tokens"] is not None else ""),
-        f"- train: {card['splits']['train']['documents']:,} documents, {card['splits']['train']['tokens']:,} tokens",
-        f"- held-out (by document, {card['splits']['heldout']['fraction']:.0%}): "
-        f"{card['splits']['heldout']['documents']:,} documents, {card['splits']['heldout']['tokens']:,} tokens", "",
-        "## Sources", "", "| source | documents | tokens | held-out documents | held-out tokens |", "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in card["splits"].items():
+        lines.append(f"- {name}: {row['documents']:,} documents, {row['tokens']:,} tokens"
+                     + (f" (entities hashed to it: {row['entity_fraction']:.0%})" if name != TRAIN else ""))
+    lines += [
+        "", f"Split by entity ({split.get('by', 'entity')}; salt `{split.get('salt')}`): a document goes with the most "
+        "protected split among the entities it is about and those it names; training documents list only training "
+        f"entities. Leakage check (documents naming an entity of a more protected split): {steps.get('leakage_check')}.",
+        "", "## Sources", "",
+        "| source | documents | tokens | " + " | ".join(f"{s} documents | {s} tokens" for s in held) + " |",
+        "|---|---:|---:|" + "---:|---:|" * len(held),
     ]
     for name, row in card["sources"].items():
-        lines.append(f"| {name} | {row['documents']:,} | {row['tokens']:,} | {row['heldout_documents']:,} | {row['heldout_tokens']:,} |")
+        lines.append(f"| {name} | {row['documents']:,} | {row['tokens']:,} | "
+                     + " | ".join(f"{row.get(f'{s}_documents', 0):,} | {row.get(f'{s}_tokens', 0):,}" for s in held) + " |")
     dd = steps["dedup"]
     red = steps["redaction"]
     lines += [
@@ -636,5 +719,5 @@ def _load_splits(path: Path):
     return DatasetDict(out)
 
 
-__all__ = ["CorpusConfig", "Document", "build_corpus", "curate", "dedup", "html_to_text", "kb_documents",
+__all__ = ["CorpusConfig", "Document", "build_corpus", "corpus_split", "curate", "dedup", "html_to_text", "kb_documents", "leakage_check",
            "language_ok", "load_corpus", "normalize_text", "render_card", "split_documents", "split_long"]

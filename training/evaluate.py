@@ -335,6 +335,7 @@ def _file_sha(path: Path) -> str:
 
 def evaluate_models(model: str, adapters: Sequence[str], corpus: str | Path, sft: str | Path, out: str | Path,
                     max_tokens: int = 40000, max_mcq: int | None = None, bf16: bool | None = None,
+                    split: str = "validation",
                     cache_dir: str | Path | None = "runs/eval-cache",
                     progress: Callable[[str], None] | None = None) -> dict:
     """Score the base model and each adapter; each (model, adapter weights, data, settings)
@@ -348,12 +349,17 @@ def evaluate_models(model: str, adapters: Sequence[str], corpus: str | Path, sft
     note = progress or (lambda s: None)
     if bf16 is None:
         bf16 = cpu_supports_bf16()
-    heldout = load_corpus(corpus)["heldout"]
-    questions = load_mcq(Path(sft) / "mcq_heldout.jsonl")
+    from secfm.errors import SecfmError
+    from secfm.training.sft_data import MCQ_FILES
+
+    if split not in MCQ_FILES:
+        raise SecfmError(f"--split must be one of {', '.join(MCQ_FILES)} (got {split!r})")
+    heldout = load_corpus(corpus)[split]
+    questions = load_mcq(Path(sft) / MCQ_FILES[split])
     if max_mcq:
         questions = questions[:max_mcq]
-    data_key = [_file_sha(Path(corpus) / "data_card.json"), _file_sha(Path(sft) / "mcq_heldout.jsonl"),
-                max_tokens, max_mcq, bf16]
+    data_key = [_file_sha(Path(corpus) / "data_card.json"), _file_sha(Path(sft) / MCQ_FILES[split]),
+                split, max_tokens, max_mcq, bf16]
     runs: dict[str, dict] = {}
     for adapter in [None, *adapters]:
         name = model if adapter is None else f"{model} + {adapter}"
@@ -509,9 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=40000)
     p.add_argument("--max-mcq", type=int, default=None)
     p.add_argument("--fp32", action="store_true", help="score in float32 (default: bf16 autocast where the CPU has it)")
+    p.add_argument("--split", default="validation", choices=["validation", "test"])
     a = p.parse_args(argv)
     results = evaluate_models(a.model, a.adapter, a.corpus, a.sft, a.out, a.max_tokens, a.max_mcq,
-                              bf16=False if a.fp32 else None, progress=print)
+                              bf16=False if a.fp32 else None, split=a.split, progress=print)
     print(render(results))
     return 0
 

@@ -86,14 +86,16 @@ class HeadDataset:
 # ---------------------------------------------------------------------------------------------
 def stable_fraction(key: str, salt: str = SPLIT_SALT) -> float:
     """A number in [0, 1) fixed by ``key`` (the same on every machine and Python run)."""
-    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    from secfm.training.splits import stable_fraction as fraction
+
+    return fraction(key, salt)
 
 
 def split_of(key: str, fractions: Sequence[float] = DEFAULT_FRACTIONS, salt: str = SPLIT_SALT) -> str:
-    x = stable_fraction(key, salt)
-    train, val = fractions[0], fractions[0] + fractions[1]
-    return "train" if x < train else ("val" if x < val else "test")
+    """The split of one source cluster, by the one splitting function (secfm.training.splits)."""
+    from secfm.training.splits import SplitPlan
+
+    return SplitPlan(tuple(zip(SPLITS, fractions)), salt).of_key(key)
 
 
 def with_parents(ids: Iterable[str]) -> tuple[str, ...]:

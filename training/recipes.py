@@ -28,7 +28,7 @@ class DataSpec(_Strict):
     path: str  # a DatasetDict folder (secfm data corpus / secfm data sft)
     build: dict[str, Any] | None = None  # CorpusConfig / SftConfig fields; used when ``path`` is missing
     train_split: str = "train"
-    eval_split: str | None = None  # default: heldout (cpt) / test (sft)
+    eval_split: str | None = None  # default: validation (test when validation is empty); never test by choice
     max_eval_samples: int | None = 64
     max_train_samples: int | None = None
     shuffle_seed: int = 0
@@ -120,7 +120,7 @@ class Recipe(_Strict):
 
     @property
     def eval_split(self) -> str:
-        return self.data.eval_split or ("heldout" if self.stage == "cpt" else "test")
+        return self.data.eval_split or "validation"
 
     @property
     def recipe_dir(self) -> Path:

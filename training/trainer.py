@@ -168,11 +168,16 @@ def build_datasets(recipe: Recipe, tokenizer, progress: Callable[[str], None] | 
     path = ensure_data(recipe, progress)
     dd = load_corpus(path)  # any DatasetDict saved to disk
     spec = recipe.data
-    for split in (spec.train_split, recipe.eval_split, spec.replay_split):
+    eval_split = recipe.eval_split
+    if spec.eval_split is None and (eval_split not in dd or not len(dd[eval_split])) and "test" in dd:
+        eval_split = "test"  # small user data with no validation entity: the running eval uses test
+        if progress:
+            progress("the validation split is empty: the running eval loss uses the test split")
+    for split in (spec.train_split, eval_split, spec.replay_split):
         if split is not None and split not in dd:
             raise SecfmError(f"data {path} has no split '{split}' (has {', '.join(dd)})")
     train_rows = dd[spec.train_split].shuffle(seed=spec.shuffle_seed)
-    eval_rows = dd[recipe.eval_split]
+    eval_rows = dd[eval_split]
     if spec.kinds:
         if "kind" not in train_rows.column_names:
             raise SecfmError(f"data {path} split '{spec.train_split}' has no 'kind' column to select data.kinds from")
@@ -219,7 +224,7 @@ def build_datasets(recipe: Recipe, tokenizer, progress: Callable[[str], None] | 
     if replay_rows is not None:  # interleave the replayed rows, in a fixed order
         train_ex += encode(replay_rows, spec.replay_split)
         random.Random(spec.shuffle_seed).shuffle(train_ex)
-    eval_ex = encode(eval_rows, recipe.eval_split, None if n_eval is None else n_eval * (4 if recipe.packing else 1))
+    eval_ex = encode(eval_rows, eval_split, None if n_eval is None else n_eval * (4 if recipe.packing else 1))
     if recipe.packing:
         train_ex = pack_examples(train_ex, recipe.seq_len)
         eval_ex = pack_examples(eval_ex, recipe.seq_len)

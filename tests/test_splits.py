@@ -111,14 +111,15 @@ def test_dataset_folders_load_with_load_dataset(built):
     from datasets import load_dataset, load_from_disk
 
     root, corpus_card, sft_card = built
-    corpus = load_dataset(str(root / "corpus"))
+    cache = str(root / "hf-cache")  # datasets caches what it loaded by path: a fresh cache for fresh builds
+    corpus = load_dataset(str(root / "corpus"), cache_dir=cache)
     assert set(corpus) == {"train", "validation", "test"} == set(load_from_disk(str(root / "corpus")))
     assert len(corpus["test"]) == corpus_card["splits"]["test"]["documents"]
-    sft = load_dataset(str(root / "sft"))
+    sft = load_dataset(str(root / "sft"), cache_dir=cache)
     assert set(sft) == {"train", "validation", "test"} and len(sft["train"]) == sft_card["train"]
-    qa = load_dataset(str(root / "sft"), "qa")
+    qa = load_dataset(str(root / "sft"), "qa", cache_dir=cache)
     assert len(qa["train"]) == sft_card["qa"]
-    mcq = load_dataset(str(root / "sft"), "mcq")
+    mcq = load_dataset(str(root / "sft"), "mcq", cache_dir=cache)
     assert len(mcq["test"]) == sft_card["mcq"]["test"] and len(mcq["validation"]) == sft_card["mcq"]["validation"]
     assert set(load_from_disk(str(root / "sft"))) == {"train", "validation", "test", "qa", "mcq_validation", "mcq_test"}
     assert json.loads((root / "sft" / "data_card.json").read_text())["split"]["salt"] == "secfm-entities-v2"

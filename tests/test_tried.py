@@ -66,11 +66,11 @@ def test_data_corpus_keeps_a_users_out_tmp_and_its_inputs_under_force(tmp_path):
     out = tmp_path / "corpus"
     docs = tmp_path / "docs.txt"
     docs.write_text(DOC * 3)
-    build_corpus(out, CorpusConfig(inputs=[str(docs)], kb=False, tokenizer=None, heldout_fraction=0.0, salt="s", min_chars=10))
+    build_corpus(out, CorpusConfig(inputs=[str(docs)], kb=False, tokenizer=None, validation_fraction=0.0, test_fraction=0.0, salt="s", min_chars=10))
     assert (users_tmp / "draft.txt").read_text() == "the user's own work"
     inside = out / "more.txt"  # an input that lives inside the output folder
     inside.write_text(DOC)
-    cfg = CorpusConfig(inputs=[str(inside), str(docs)], kb=False, tokenizer=None, heldout_fraction=0.0, salt="s", min_chars=10)
+    cfg = CorpusConfig(inputs=[str(inside), str(docs)], kb=False, tokenizer=None, validation_fraction=0.0, test_fraction=0.0, salt="s", min_chars=10)
     build_corpus(out, cfg, force=True)
     assert inside.read_text() == DOC and docs.read_text() == DOC * 3
     assert (out / "data_card.json").is_file()
@@ -168,9 +168,10 @@ def test_an_empty_heldout_split_loads_back(tmp_path):
 
     docs = tmp_path / "docs.txt"
     docs.write_text(DOC * 3)
-    build_corpus(tmp_path / "c", CorpusConfig(inputs=[str(docs)], kb=False, tokenizer=None, heldout_fraction=0.0, salt="s", min_chars=10))
+    build_corpus(tmp_path / "c", CorpusConfig(inputs=[str(docs)], kb=False, tokenizer=None, validation_fraction=0.0,
+                                              test_fraction=0.0, salt="s", min_chars=10))
     dd = load_corpus(tmp_path / "c")
-    assert len(dd["train"]) == 1 and len(dd["heldout"]) == 0 and dd["heldout"].column_names == dd["train"].column_names
+    assert len(dd["train"]) == 1 and len(dd["test"]) == 0 and dd["test"].column_names == dd["train"].column_names
 
 
 def test_every_other_failure_is_one_line_not_a_traceback(tmp_path):

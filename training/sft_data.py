@@ -286,7 +286,7 @@ def attack_items(cfg: SftConfig, rng: random.Random, split: EntitySplit | None =
     for g in groups:
         here = split.entity(g.id)
         # the group's relationships that may appear in its split (a training group lists training techniques)
-        used = [t for t in attack.techniques_used_by(g.id) if split.allows(here, t.id)]
+        used = [t for t in attack.techniques_used_by(g.id) if split.allows(here, t.id) and t.domain == "enterprise"]
         if not used:
             continue
         labels = [f"{t.name} ({t.id})" for t in used]

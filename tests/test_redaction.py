@@ -167,4 +167,49 @@ def test_unknown_optional_type_is_a_clear_error():
     from secfm.errors import SecfmError
 
     with pytest.raises(SecfmError, match="unknown redaction type"):
-        Redactor(types=("phone",))
+        Redactor(types=("shoe-size",))
+
+
+# ------------------------------------------------------------------------------------------------
+# issue #18: ordered, overlap-aware detection; cards, phones, SSNs, obfuscated e-mails, bare AWS keys
+# ------------------------------------------------------------------------------------------------
+def test_a_url_with_credentials_keeps_its_host():
+    r = Redactor(salt="s")
+    out = r.redact("db: postgres://admin:S3cr3t@db.acme-corp.com:5432/app")
+    assert "S3cr3t" not in out and "@db.acme-corp.com:5432/app" in out and "example.com" not in out
+
+
+@pytest.mark.parametrize("text, secret, kind", [
+    ("card on file 4111 1111 1111 1111, exp 12/27", "4111 1111 1111 1111", "card"),
+    ("paid with 5500-0055-5555-5559", "5500-0055-5555-5559", "card"),
+    ("call me at +1 415-555-0132", "415-555-0132", "phone"),
+    ("office (212) 555-0175", "555-0175", "phone"),
+    ("SSN 078-05-1120 on the form", "078-05-1120", "ssn"),
+    ("write to carol [at] acme-corp [dot] com", "carol", "email"),
+    ("or bob(at)example-corp(dot)org", "bob", "email"),
+    ("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY was in the script", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "api_key"),
+    ("curl -u elastic:P@ssw0rd1 https://localhost:9200", "P@ssw0rd1", "password"),
+])
+def test_personal_data_and_bare_keys_are_redacted(text, secret, kind):
+    r = Redactor(salt="s")
+    out = r.redact(text)
+    assert secret not in out and r.report.counts[kind] == 1, (out, dict(r.report.counts))
+
+
+def test_security_indicators_are_not_redacted():
+    r = Redactor(salt="s")
+    text = ("sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855, version 10.0.19041.1, "
+            "CLSID {E3514235-4B06-11D1-AB04-00C04FC2DCD2}, T1059.001, CVE-2021-44228 on 2024-01-02 12:00:01, "
+            "port 4444, event 4624, build 1234-5678")
+    assert r.redact(text) == text
+
+
+def test_recall_on_public_secret_scanner_vectors():
+    from secfm.training.redaction_eval import load_vectors, score
+
+    meta, rows = load_vectors()
+    assert "gitleaks" in meta["source"] and meta["licence"].startswith("MIT")
+    result = score(rows, True)
+    print(f"redaction recall on {result['secret_lines']} gitleaks vectors: {result['recall']:.1%}, "
+          f"false alarms {result['false_alarm_rate']:.1%} of {result['clean_lines']}")
+    assert result["recall"] >= 0.8

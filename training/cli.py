@@ -121,6 +121,22 @@ def register(app: typer.Typer) -> None:
             card = build_sft(out, cfg, kb=kb, force=force)
         print(json.dumps(card, indent=2))
 
+    @bench.command("redaction")
+    def bench_redaction(
+        data: Annotated[Optional[Path], typer.Option("--data", help="Labelled JSONL (default: the gitleaks-derived vectors shipped in training/data).")] = None,
+        out: Annotated[Path, typer.Option("--out", help="JSON results.")] = Path("training/results/redaction-recall.json"),
+        allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Run on a busy machine (recorded in the results).")] = False,
+    ) -> None:
+        """Redaction recall and false-alarm rate on secret-scanner test vectors we did not write."""
+        from secfm.training.redaction_eval import DEFAULT_DATA, run_redaction_bench
+
+        res = run_redaction_bench(data or DEFAULT_DATA, out, allow_busy)
+        for name in ("with_detect_secrets", "project_patterns_only"):
+            r = res[name]
+            print(f"{name}: recall {r['recall']:.1%} ({r['caught']}/{r['secret_lines']}), "
+                  f"false alarms {r['false_alarm_rate']:.1%} ({r['false_alarms']}/{r['clean_lines']})")
+        print(f"wrote {out}")
+
     # -------------------------------------------------------------------------------------------
     def _train(stage: str, config: Path, dry_run: bool, as_json: bool, resume: Optional[bool], sets: list[str] | None,
                launch: bool) -> None:

@@ -22,7 +22,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-ALWAYS = ("private_key", "email", "password", "token", "api_key")
+ALWAYS = ("private_key", "email", "password", "token", "api_key", "card", "ssn", "phone")
+# "url-host" is internal: it keeps the host of a URL with credentials from being read as an e-mail
 OPTIONAL = ("ip", "hostname", "username")
 ALL_TYPES = ALWAYS + OPTIONAL
 
@@ -58,11 +59,19 @@ _KEY_FORMATS = [
     re.compile(r"\b(AccountKey=)([A-Za-z0-9+/]{40,}={0,2})"),  # Azure storage
 ]
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\b")
-_BEARER = re.compile(r"(?i)\b((?:authorization:\s*)?(?:bearer|token|basic)\s+)([A-Za-z0-9._~+/=-]{16,})")
+_BEARER = re.compile(r"(?i)\b((?:authorization:[ \t]*)?(?:bearer|token|basic)[ \t]+)([A-Za-z0-9._~+/=-]{8,})")
+# curl -u user:pass, --user "user:pass", wget --password
+_USERPASS_FLAG = re.compile(r"""(?<![\w-])(?:-u|--user|--proxy-user)[ \t=]+["']?([^\s:"']{1,64}):([^\s"']{1,128})["']?""")
+# NAME_KEY / NAME_TOKEN / ..._SECRET / ..._LOGIN / ..._CREDENTIALS = value (any separator a config language uses)
+_SECRET_NAMED = re.compile(
+    r"""(?i)(?<![\w-])(["'`]?[\w.-]{0,40}?(?:key|token|secret|login|credentials?|auth|apikey|id)["'`]?[ \t]*(?:[:?+!]{0,3}=|:{1,3}=?|=>)[ \t]*)"""
+    r"""("[^"\r\n]{8,200}"|'[^'\r\n]{8,200}'|[^\s"'`,;&<>)\]}]{8,200})""")
+# a prefixed token (xapp-1-..., hvb.AAAA..., glc_eyJ..., ntn_..., sgp_...): prefix, then 20+ high-entropy characters
+_PREFIXED_TOKEN = re.compile(r"(?<![\w.-])[A-Za-z][A-Za-z0-9]{1,9}[_.-](?:[A-Za-z0-9]{1,9}[_-])?[A-Za-z0-9_~+/=.-]{20,400}")
 
 _Q = r"""["'`]?"""
 _KEYWORD_VALUE = r"""(?:"[^"\r\n]{1,200}"|'[^'\r\n]{1,200}'|`[^`\r\n]{1,200}`|[^\s"'`,;&<>)\]}]{1,200})"""
-_SEP = r"""\s*(?:=|:=|:|=>|\s+is\s+)\s*"""
+_SEP = r"""[ \t]*(?:[:?+!]{0,3}=|:|=>|[ \t]+is[ \t]+)[ \t]*"""
 _PASSWORD_KEYS = r"(?:[\w.-]{0,30}?(?:password|passwd|passphrase|db_pass|secret_?key|client_?secret)|pwd|pass|secret)"
 _PASSWORD_ASSIGN = re.compile(
     rf"""(?i)(?<![\w-])({_Q}{_PASSWORD_KEYS}{_Q}{_SEP})({_KEYWORD_VALUE})"""
@@ -82,6 +91,19 @@ _IPV6 = re.compile(
     r"(?:[0-9A-Fa-f]{1,4}:){1,4}(?::[0-9A-Fa-f]{1,4}){1,3}|(?:[0-9A-Fa-f]{1,4}:){1,3}(?::[0-9A-Fa-f]{1,4}){1,4}|"
     r"(?:[0-9A-Fa-f]{1,4}:){1,2}(?::[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(?::[0-9A-Fa-f]{1,4}){1,6})(?![0-9A-Fa-f:])"
 )
+# a bare AWS secret access key: 40 base64 characters (checked: mixed classes, not hex, not a path)
+_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])")
+# payment cards: 13-19 digits in groups of 4 (or unbroken), Luhn-checked
+_CARD = re.compile(r"(?<![\d-])(?:\d{4}[ -]?){3}\d{1,7}(?![\d-])")
+_SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")
+# phone numbers: +CC with separators, or (NNN) NNN-NNNN / NNN-NNN-NNNN / NNN.NNN.NNNN; validated by phonenumbers
+_PHONE = re.compile(r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{2,4}){1,4}|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}[-.]\d{3}[-.]\d{4})(?![\w.-]\d|\d)")
+# e-mails written to dodge scrapers: carol [at] acme-corp [dot] com, carol(at)acme(dot)com, carol AT acme DOT com
+_AT = r"(?:[ \t]*(?:\[at\]|\(at\)|\{at\}|\[@\]|\(@\))[ \t]*|[ \t]+(?:AT|at)[ \t]+)"
+_DOT = r"(?:[ \t]*(?:\[dot\]|\(dot\)|\{dot\}|\[\.\]|\(\.\))[ \t]*|[ \t]+(?:DOT|dot)[ \t]+)"
+_EMAIL_OBFUSCATED = re.compile(
+    rf"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{{0,63}}{_AT}[A-Za-z0-9-]{{1,63}}(?:(?:{_DOT}|\.)[A-Za-z0-9-]{{1,63}})*(?:{_DOT})(?:[A-Za-z]{{2,24}})\b",
+    re.IGNORECASE)
 _TLDS = (
     "com|net|org|edu|gov|mil|int|io|co|us|uk|de|fr|ru|cn|jp|kr|in|br|au|ca|nl|se|no|fi|pl|it|es|ch|at|be|cz|"
     "info|biz|xyz|top|online|site|club|app|dev|cloud|local|lan|corp|internal|home|intra|onion|me|tv|cc|ws|su|ir|kp"
@@ -94,6 +116,88 @@ _SYSTEM_USERS = {"public", "default", "all users", "administrator", "admin", "ro
                  "default user", "user", "username", "<user>", "%username%", "$user"}
 _DOC_WORDS = {"example", "placeholder", "redacted", "xxxxxx", "changeme", "your_password", "<password>", "none",
               "null", "true", "false", "required", "optional", "string"}
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One secret or personal datum: its kind and where it is."""
+
+    kind: str
+    start: int
+    end: int
+    value: str
+
+
+_DETECT_SECRETS_PLUGINS = {
+    # module: (class, kind); the entropy and keyword plugins are left out (hashes and prose in
+    # security text would be flagged), the private-key and basic-auth ones have our own handlers
+    "artifactory": ("ArtifactoryDetector", "api_key"), "aws": ("AWSKeyDetector", "api_key"),
+    "azure_storage_key": ("AzureStorageKeyDetector", "api_key"), "cloudant": ("CloudantDetector", "api_key"),
+    "discord": ("DiscordBotTokenDetector", "token"), "github_token": ("GitHubTokenDetector", "api_key"),
+    "gitlab_token": ("GitLabTokenDetector", "api_key"), "ibm_cloud_iam": ("IbmCloudIamDetector", "api_key"),
+    "ibm_cos_hmac": ("IbmCosHmacDetector", "api_key"), "jwt": ("JwtTokenDetector", "token"),
+    "mailchimp": ("MailchimpDetector", "api_key"), "npm": ("NpmDetector", "api_key"), "openai": ("OpenAIDetector", "api_key"),
+    "pypi_token": ("PypiTokenDetector", "api_key"), "sendgrid": ("SendGridDetector", "api_key"),
+    "slack": ("SlackDetector", "token"), "softlayer": ("SoftlayerDetector", "api_key"),
+    "square_oauth": ("SquareOAuthDetector", "api_key"), "stripe": ("StripeDetector", "api_key"),
+    "telegram_token": ("TelegramBotTokenDetector", "token"), "twilio": ("TwilioKeyDetector", "api_key"),
+}
+
+
+def _detect_secrets_patterns() -> list[tuple[str, re.Pattern, int | None]]:
+    """(kind, pattern, group of the secret) from detect-secrets' regex plugins (its own
+    definitions, kept up to date by that project)."""
+    global _DS_CACHE
+    if _DS_CACHE is None:
+        import importlib
+
+        found = []
+        for module_name, (class_name, kind) in _DETECT_SECRETS_PLUGINS.items():
+            try:
+                plugin = getattr(importlib.import_module(f"detect_secrets.plugins.{module_name}"), class_name)
+            except (ImportError, AttributeError):  # a plugin renamed in another release: the others still run
+                continue
+            for pattern in plugin.denylist:
+                found.append((kind, pattern, 1 if pattern.groups else None))
+        _DS_CACHE = found
+    return _DS_CACHE
+
+
+_DS_CACHE: list | None = None
+
+
+def _looks_aws_secret(value: str, m: re.Match) -> bool:
+    if not (any(c.isupper() for c in value) and any(c.islower() for c in value) and any(c.isdigit() for c in value)):
+        return False
+    if "/" in value and value.count("/") > 3:  # a path, not a key
+        return False
+    window = m.string[max(0, m.start() - 300):m.end() + 300].lower()
+    return "/" in value or "+" in value or "aws" in window or "akia" in window or "secret" in window
+
+
+def _luhn_card(value: str, m: re.Match) -> bool:
+    digits = [int(c) for c in value if c.isdigit()]
+    if not 13 <= len(digits) <= 19 or len(set(digits)) < 2:
+        return False
+    if not (digits[0] in (3, 4, 5, 6) or value.startswith(("2", "1800", "2131"))):
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2:
+            d *= 2
+            d -= 9 if d > 9 else 0
+        total += d
+    return total % 10 == 0
+
+
+def _valid_phone(value: str, m: re.Match) -> bool:
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(value, None if value.startswith("+") else "US")
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_possible_number(number) and phonenumbers.is_valid_number(number)
 
 
 @dataclass
@@ -116,7 +220,7 @@ class Redactor:
     ``keep_hostnames``: hostnames left alone even with ``hostname`` on (e.g. ``attack.mitre.org``).
     """
 
-    def __init__(self, types: Iterable[str] = (), salt: str | None = None,
+    def __init__(self, types: Iterable[str] = (), salt: str | None = None, use_detect_secrets: bool = True,
                  keep_hostnames: Sequence[str] = ("attack.mitre.org", "cwe.mitre.org", "cve.org", "www.cve.org",
                                                   "nvd.nist.gov", "example.com", "example.org", "example.net")):
         extra = set(types)
@@ -125,10 +229,11 @@ class Redactor:
             from secfm.errors import SecfmError
 
             raise SecfmError(f"unknown redaction type(s) {', '.join(sorted(unknown))}: choose from {', '.join(OPTIONAL)}")
-        self.types = set(ALWAYS) | extra
+        self.types = set(ALWAYS) | extra | {"url-host"}
         self.salt = (salt if salt is not None else secrets.token_hex(16)).encode()
         self.keep_hostnames = {h.lower() for h in keep_hostnames}
         self.report = RedactionReport()
+        self.use_detect_secrets = use_detect_secrets
 
     @property
     def salt_fingerprint(self) -> str:
@@ -182,65 +287,101 @@ class Redactor:
         return self._shaped(kind, value)  # api keys keep their shape
 
     # -- redaction -----------------------------------------------------------------------------
-    def redact(self, text: str) -> str:
-        """``text`` with every enabled kind replaced; counts go to ``self.report``."""
-        before = sum(self.report.counts.values())
-        count = self.report.counts
+    def detect(self, text: str) -> list[Detection]:
+        """Every enabled kind found in ``text``: detectors run in priority order (private keys,
+        credentials in URLs, known key formats, detect-secrets' plugins, tokens, assignments,
+        cards, SSNs, phones, e-mails plain and obfuscated, then the optional kinds) and a span
+        that overlaps one already taken is dropped, so ``postgres://admin:pw@db.host`` is a
+        password, never an e-mail that swallows the host. Sorted by position."""
+        taken: list[Detection] = []
+        starts: list[int] = []
 
-        def sub(kind: str, pattern: re.Pattern, group: int | None, text: str, check=None) -> str:
-            def repl(m: re.Match) -> str:
-                value = m.group(group) if group is not None else m.group(0)
-                if check is not None and not check(value, m):
-                    return m.group(0)
-                count[kind] += 1
-                pseudo = self.pseudonym(kind, _unquote(value))
-                if value[:1] in "\"'`" and value[-1:] == value[:1] and len(value) > 1:
-                    pseudo = value[0] + pseudo + value[0]
-                if group is None:
-                    return pseudo
-                start, end = m.span(group)
-                whole = m.group(0)
-                offset = m.start(0)
-                return whole[: start - offset] + pseudo + whole[end - offset:]
+        def free(start: int, end: int) -> bool:
+            from bisect import bisect_right
 
-            return pattern.sub(repl, text)
+            i = bisect_right(starts, start)
+            if i and taken[i - 1].end > start:
+                return False
+            return not (i < len(taken) and taken[i].start < end)
 
-        # private keys first (their bodies would otherwise look like tokens)
-        text = sub("private_key", _PRIVATE_KEY, 2, text)
-        text = sub("private_key", _PRIVATE_KEY_OPEN, 2, text)
-        text = sub("private_key", _PUTTY_KEY, 2, text)
-        # credentials inside URLs: user (on request) and password
-        def url_creds(m: re.Match) -> str:
-            user, password = m.group(2), m.group(3)
-            count["password"] += 1
+        def add(kind: str, start: int, end: int) -> None:
+            from bisect import bisect_right
+
+            if start >= end or not free(start, end):
+                return
+            i = bisect_right(starts, start)
+            taken.insert(i, Detection(kind, start, end, text[start:end]))
+            starts.insert(i, start)
+
+        def scan(kind: str, pattern: re.Pattern, group: int | None = None, check=None) -> None:
+            if kind not in self.types:
+                return
+            for m in pattern.finditer(text):
+                g = group if group is not None else 0
+                value = m.group(g)
+                if value is None or (check is not None and not check(value, m)):
+                    continue
+                add(kind, *m.span(g))
+
+        scan("private_key", _PRIVATE_KEY, 2)
+        scan("private_key", _PRIVATE_KEY_OPEN, 2)
+        scan("private_key", _PUTTY_KEY, 2)
+        for m in _URL_CREDS.finditer(text):  # before e-mails: the host after @ is not an address
             if "username" in self.types:
-                count["username"] += 1
-                user = self.pseudonym("username", user)
-            return f"{m.group(1)}{user}:{self.pseudonym('password', password)}@"
-
-        text = _URL_CREDS.sub(url_creds, text)
+                add("username", *m.span(2))
+            add("password", *m.span(3))
+            add("url-host", m.start(3), m.end(0))  # holds the span so no e-mail takes "pw@host"
         for pattern in _KEY_FORMATS:
-            text = sub("api_key", pattern, 2, text)
-        text = sub("token", _JWT, None, text)
-        text = sub("token", _BEARER, 2, text, check=_token_like)
-        text = sub("api_key", _API_ASSIGN, 2, text, check=_looks_secret)
-        text = sub("token", _TOKEN_ASSIGN, 2, text, check=_looks_secret)
-        text = sub("password", _PASSWORD_ASSIGN, 2, text, check=_looks_password)
-        text = sub("password", _CLI_PASSWORD, 2, text, check=_looks_cli_password)
-        text = sub("password", _NET_USER, 2, text, check=_looks_cli_password)
-        text = sub("email", _EMAIL, None, text, check=lambda v, m: not v.lower().endswith("@example.com"))
-        if "username" in self.types:
-            text = sub("username", _USER_PATHS, 2, text, check=lambda v, m: v.strip().lower() not in _SYSTEM_USERS)
-            text = sub("username", _DOMAIN_USER, 2, text, check=lambda v, m: v.lower() not in _SYSTEM_USERS and not v.startswith("user-"))
-            text = sub("username", _USER_ASSIGN, 2, text, check=lambda v, m: v.lower() not in _SYSTEM_USERS and not v.startswith("user-"))
-        if "ip" in self.types:
-            text = sub("ip", _IPV4, None, text, check=lambda v, m: not v.startswith(("0.", "127.0.0.")) and v != "255.255.255.255")
-            text = sub("ip", _IPV6, None, text, check=_looks_ipv6)
-        if "hostname" in self.types:
-            text = sub("hostname", _HOSTNAME, None, text, check=self._host_ok)
-        if sum(self.report.counts.values()) > before:
-            self.report.documents_touched += 1
-        return text
+            scan("api_key", pattern, 2)
+        for kind, pattern, group in (_detect_secrets_patterns() if self.use_detect_secrets else ()):
+            scan(kind, pattern, group)
+        scan("api_key", _AWS_SECRET, 1, check=_looks_aws_secret)
+        for m in _USERPASS_FLAG.finditer(text):
+            if "username" in self.types:
+                add("username", *m.span(1))
+            if _looks_cli_password(m.group(2), m):
+                add("password", *m.span(2))
+        scan("token", _JWT)
+        scan("token", _BEARER, 2, check=_token_like)
+        scan("api_key", _API_ASSIGN, 2, check=_looks_secret)
+        scan("token", _TOKEN_ASSIGN, 2, check=_looks_secret)
+        scan("password", _PASSWORD_ASSIGN, 2, check=_looks_password)
+        scan("password", _CLI_PASSWORD, 2, check=_looks_cli_password)
+        scan("password", _NET_USER, 2, check=_looks_cli_password)
+        scan("api_key", _SECRET_NAMED, 2, check=_looks_secret)
+        scan("token", _PREFIXED_TOKEN, None, check=_high_entropy_token)
+        scan("card", _CARD, None, check=_luhn_card)
+        scan("ssn", _SSN)
+        scan("phone", _PHONE, None, check=_valid_phone)
+        scan("email", _EMAIL, None, check=lambda v, m: not v.lower().endswith("@example.com"))
+        scan("email", _EMAIL_OBFUSCATED)
+        scan("username", _USER_PATHS, 2, check=lambda v, m: v.strip().lower() not in _SYSTEM_USERS)
+        scan("username", _DOMAIN_USER, 2, check=lambda v, m: v.lower() not in _SYSTEM_USERS and not v.startswith("user-"))
+        scan("username", _USER_ASSIGN, 2, check=lambda v, m: v.lower() not in _SYSTEM_USERS and not v.startswith("user-"))
+        scan("ip", _IPV4, None, check=lambda v, m: not v.startswith(("0.", "127.0.0.")) and v != "255.255.255.255")
+        scan("ip", _IPV6, None, check=_looks_ipv6)
+        scan("hostname", _HOSTNAME, None, check=self._host_ok)
+        return [d for d in taken if d.kind != "url-host"]
+
+    def redact(self, text: str) -> str:
+        """``text`` with every enabled kind replaced by its pseudonym (:meth:`detect`); counts go
+        to ``self.report``."""
+        found = self.detect(text)
+        if not found:
+            return text
+        parts: list[str] = []
+        pos = 0
+        for d in found:
+            value = d.value
+            pseudo = self.pseudonym(d.kind, _unquote(value))
+            if value[:1] in "\"'`" and value[-1:] == value[:1] and len(value) > 1:
+                pseudo = value[0] + pseudo + value[0]
+            parts += [text[pos:d.start], pseudo]
+            pos = d.end
+            self.report.counts[d.kind] += 1
+        parts.append(text[pos:])
+        self.report.documents_touched += 1
+        return "".join(parts)
 
     def _host_ok(self, value: str, m: re.Match) -> bool:
         low = value.lower()
@@ -262,6 +403,25 @@ def _not_redacted(value: str, m: re.Match | None = None) -> bool:
 def _token_like(value: str, m: re.Match) -> bool:
     """Bearer / token values: letters and digits mixed (prose words after "token" are not)."""
     return _not_redacted(value) and bool(re.search(r"\d", value) and re.search(r"[A-Za-z]", value))
+
+
+def _high_entropy_token(value: str, m: re.Match) -> bool:
+    """A prefixed token, not a word, path, hash or version: letters and digits mixed, upper and
+    lower case (or 32+ characters), at least 3.5 bits of entropy per character."""
+    import math
+
+    body = value.rstrip(".,;:")
+    if re.fullmatch(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}", body):
+        return False  # a GUID (CLSIDs, ids in logs) is an indicator, not a secret
+    if not (re.search(r"\d", body) and re.search(r"[A-Za-z]", body)) or body.count(".") > 3 or "/" in body[:12]:
+        return False
+    if re.fullmatch(r"[A-Za-z]+[_.-][0-9a-fA-F.-]+", body) and not re.search(r"[g-zG-Z]", body.split("_", 1)[-1].split("-", 1)[-1]):
+        return False  # "sha256-<hex>", "md5_<hex>": a hash
+    if not (re.search(r"[A-Z]", body) and re.search(r"[a-z]", body)) and len(body) < 32:
+        return False
+    counts = {c: body.count(c) for c in set(body)}
+    entropy = -sum(n / len(body) * math.log2(n / len(body)) for n in counts.values())
+    return entropy >= 3.5
 
 
 def _placeholder(v: str) -> bool:

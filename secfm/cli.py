@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
 
 from secfm.errors import SecfmError
+from secfm.formats import FormatOpt, JsonAlias
 
 app = typer.Typer(
     name="secfm",
@@ -88,25 +89,20 @@ def build_engine(model: str | None, adapter: str | None = None, engine: str = "t
 # models
 # ---------------------------------------------------------------------------------------------
 @models_app.command("list")
-def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+def models_list(fmt: FormatOpt = None, as_json: JsonAlias = False) -> None:
     """Show every registered model, where its weights come from, and whether they are present."""
     from dataclasses import asdict
 
-    from rich.console import Console
-    from rich.table import Table
-
+    from secfm.formats import print_table, resolve_format
     from secfm.models import list_models
 
+    fmt = resolve_format(fmt, as_json, default="table")
     rows = list_models()
-    if as_json:
+    if fmt == "json":
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return
-    table = Table(title="secfm models")
-    for col in ("name", "present", "source", "location"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r.name, "yes" if r.present else "no", r.source, r.location)
-    Console().print(table)
+    print_table("secfm models", ("name", "present", "source", "location"),
+                [(r.name, "yes" if r.present else "no", r.source, r.location) for r in rows], fmt)
 
 
 @models_app.command("pull")
@@ -184,14 +180,22 @@ def kb_stats(
 
 
 @kb_app.command("lookup")
-def kb_lookup(ids: Annotated[list[str], typer.Argument(help="ATT&CK, CWE or CVE ids, e.g. T1059.001 CWE-79.")]) -> None:
+def kb_lookup(ids: Annotated[list[str], typer.Argument(help="ATT&CK, CWE or CVE ids, e.g. T1059.001 CWE-79.")],
+              fmt: FormatOpt = None) -> None:
     """Validate ids and print what they name (revoked techniques show their replacement)."""
     from dataclasses import asdict
 
+    from secfm.formats import print_table, resolve_format
     from secfm.knowledge.ids import validate_id
 
+    fmt = resolve_format(fmt)
     checks = [validate_id(i) for i in ids]
-    print(json.dumps([asdict(c) for c in checks], indent=2))
+    if fmt == "json":
+        print(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        print_table("kb lookup", ("id", "kind", "known", "name"),
+                    [(c.normalized or i, c.kind, "yes" if c.known else "no", getattr(c, "name", "") or c.message or "")
+                     for i, c in zip(ids, checks)], fmt)
     if not all(c.known for c in checks):
         raise typer.Exit(1)
 

@@ -326,3 +326,23 @@ def test_deep_nesting_is_one_line_or_reviewed(tmp_path, kind, text):
         one_line_error(proc, "nested too deeply")
     else:
         assert "Traceback" not in proc.stderr.decode()
+
+
+# --------------------------------------------------------------------------------------------
+# Conventions: output flags differed per command (-f json|md, --json, JSON-only); no --version
+# --------------------------------------------------------------------------------------------
+def test_one_format_option_everywhere(tmp_path):
+    import json
+
+    config = tmp_path / "sshd_config"
+    config.write_text("PermitRootLogin yes\n")
+    for fmt, check in (("json", lambda out: json.loads(out)["findings"]), ("md", lambda out: out.startswith("#")),
+                       ("table", lambda out: "SSHD-ROOT-LOGIN" in out)):
+        proc = secfm("review-config", str(config), "--no-model", "--no-kb", "--format", fmt)
+        assert proc.returncode == 0 and check(proc.stdout.decode()), (fmt, proc.stderr.decode())
+    listed = secfm("models", "list", "--format", "json")
+    alias = secfm("models", "list", "--json")
+    assert listed.returncode == alias.returncode == 0 and json.loads(listed.stdout) == json.loads(alias.stdout)
+    assert "--json" not in secfm("models", "list", "--help").stdout.decode()
+    one_line_error(secfm("review-config", str(config), "--format", "xml"), "unknown --format 'xml'")
+    assert secfm("kb", "lookup", "T1059.001", "--format", "md").stdout.decode().startswith("## kb lookup")

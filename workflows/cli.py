@@ -13,7 +13,7 @@ import typer
 
 from secfm.errors import SecfmError
 
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="json (default) or md.")]
+from secfm.formats import FormatOpt, JsonAlias  # noqa: E402 - the one --format option
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model name or a path (HF folder, .gguf, adapter).")]
 AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter folder to apply on top of the model.")]
 EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="transformers (default), vllm (GPU) or openai (needs --endpoint).")]
@@ -50,10 +50,12 @@ def _progress(label: str, enabled: bool = True):
         yield update
 
 
-def _check_format(fmt: str, out: Path | None = None, inputs=()) -> str:
-    """Check --format, and --out before any work (not a folder, not an input)."""
-    if fmt not in ("json", "md"):
-        raise SecfmError(f"unknown --format {fmt!r} (json or md)")
+def _check_format(fmt: str | None, out: Path | None = None, inputs=()) -> str:
+    """Check --format (json, md or table; json by default), and --out before any work (not a
+    folder, not an input)."""
+    from secfm.formats import resolve_format
+
+    fmt = resolve_format(fmt)
     if out is not None:
         from secfm.outputs import check_output_file
 
@@ -91,6 +93,9 @@ def _store(no_kb: bool, store: Path | None = None, url: str | None = None):
 
 
 def _emit(result, fmt: str, render, out: Path | None, inputs=()) -> None:
+    if fmt == "table" and out is None:
+        _table(result)
+        return
     text = result.model_dump_json(indent=2) + "\n" if fmt == "json" else render(result)
     if out is None:
         sys.stdout.write(text)
@@ -101,12 +106,33 @@ def _emit(result, fmt: str, render, out: Path | None, inputs=()) -> None:
         print(f"wrote {out}", file=sys.stderr)
 
 
+def _table(result) -> None:
+    """The result's main rows as a terminal table (``--format table``)."""
+    from secfm.formats import print_table
+    from secfm.workflows.schemas import ConfigReview, IncidentSummary, TriageResult
+
+    if isinstance(result, TriageResult):
+        by_index = {a.index: a for a in result.alerts}
+        print_table("triage queue", ("rank", "severity", "score", "line", "alert", "techniques"),
+                    [(q.rank, q.severity, q.score, by_index[q.index].line, q.title,
+                      ", ".join(t.id for t in by_index[q.index].techniques[:4])) for q in result.queue])
+    elif isinstance(result, ConfigReview):
+        print_table(f"{result.kind} review", ("severity", "lines", "rule", "title"),
+                    [(f.severity, f"{f.line_start}-{f.line_end}", f.rule_id, f.title) for f in result.findings])
+    elif isinstance(result, IncidentSummary):
+        print_table(result.headline, ("kind", "value"),
+                    [("summary", result.summary)] + [(k, ", ".join(v)) for k, v in result.iocs.items() if v]
+                    + [("techniques", ", ".join(t.id for t in result.techniques))])
+    for w in getattr(result, "warnings", [])[:20]:
+        print(f"warning: {w.location}: {w.kind}: {w.detail}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------------------------------------
 # triage / summarize / review-config
 # ---------------------------------------------------------------------------------------------
 def triage(
     file: Annotated[str, typer.Argument(help="Alerts: JSON, JSONL, CSV, Zeek TSV or log lines; '-' reads standard input.")],
-    fmt: FormatOpt = "json",
+    fmt: FormatOpt = None,
     input_format: Annotated[str, typer.Option("--input-format", help="auto, json, jsonl, csv, zeek or lines.")] = "auto",
     no_model: NoModelOpt = False,
     no_kb: NoKbOpt = False,
@@ -125,7 +151,7 @@ def triage(
     from secfm.workflows.render import triage_md
     from secfm.workflows.triage import DEFAULT_MAX_NEW_TOKENS, triage_alerts
 
-    _check_format(fmt, out, (file,))
+    fmt = _check_format(fmt, out, (file,))
     text = _read(file, "alerts")
     from secfm.workflows.alerts import parse_alerts
 
@@ -143,7 +169,7 @@ def triage(
 def summarize(
     file: Annotated[str, typer.Argument(help="Incident report: text, Markdown, HTML or PDF; '-' reads standard input.")],
     audience: Annotated[str, typer.Option("--audience", "-a", help="executive or analyst.")] = "analyst",
-    fmt: FormatOpt = "json",
+    fmt: FormatOpt = None,
     no_model: NoModelOpt = False,
     no_head: Annotated[bool, typer.Option("--no-head", help="Do not run the ATT&CK classifier head.")] = False,
     chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", min=128, help="Tokens per map step.")] = 1200,
@@ -160,7 +186,7 @@ def summarize(
     from secfm.workflows.schemas import AUDIENCES
     from secfm.workflows.summarize import DEFAULT_MAX_NEW_TOKENS, summarize_incident
 
-    _check_format(fmt, out, (file,))
+    fmt = _check_format(fmt, out, (file,))
     if audience not in AUDIENCES:
         raise SecfmError(f"unknown --audience {audience!r} (executive or analyst)")
     if file != "-" and Path(file).suffix.lower() in (".pdf", ".html", ".htm"):
@@ -179,7 +205,7 @@ def summarize(
 def review_config_cmd(
     file: Annotated[str, typer.Argument(help="Configuration file; '-' reads standard input.")],
     kind: Annotated[str, typer.Option("--kind", help="auto, terraform, kubernetes, docker-compose, dockerfile, sshd, nginx or aws-iam.")] = "auto",
-    fmt: FormatOpt = "json",
+    fmt: FormatOpt = None,
     no_model: NoModelOpt = False,
     no_kb: NoKbOpt = False,
     model: ModelOpt = None,
@@ -194,7 +220,7 @@ def review_config_cmd(
     from secfm.workflows.render import review_md
     from secfm.workflows.review import DEFAULT_MAX_NEW_TOKENS, review_config
 
-    _check_format(fmt, out, (file,))
+    fmt = _check_format(fmt, out, (file,))
     text = _read(file, "configuration")
     filename = None if file == "-" else file
     if kind == "auto":
@@ -239,7 +265,8 @@ def kb_search(
     platform: Annotated[Optional[str], typer.Option("--platform", help="ATT&CK platform, e.g. Windows, Linux, IaaS.")] = None,
     store: StoreOpt = None,
     url: UrlOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    fmt: FormatOpt = None,
+    as_json: JsonAlias = False,
 ) -> None:
     """Search the knowledge base (built by `secfm kb build`)."""
     from secfm.inputs import check_text
@@ -250,19 +277,15 @@ def kb_search(
     kb = KnowledgeStore.open(store, url)
     if kb.count() == 0:
         raise SecfmError(f"the knowledge base at {kb.location} is empty; run `secfm kb build` first")
+    from secfm.formats import print_table, resolve_format
+
+    fmt = resolve_format(fmt, as_json, default="table")
     refs = kb.search(query, k=k, kind=kind, tactic=tactic, platform=platform)
-    if as_json:
+    if fmt == "json":
         print(json.dumps([r.model_dump() for r in refs], indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"kb search: {query}")
-    for col in ("score", "id", "kind", "name", "text"):
-        table.add_column(col, overflow="fold")
-    for r in refs:
-        table.add_row(f"{r.score:.3f}", r.id, r.kind, r.name, r.text[:120].replace("\n", " "))
-    Console().print(table)
+    print_table(f"kb search: {query}", ("score", "id", "kind", "name", "text"),
+                [(f"{r.score:.3f}", r.id, r.kind, r.name, r.text[:120].replace("\n", " ")) for r in refs], fmt)
 
 
 # ---------------------------------------------------------------------------------------------

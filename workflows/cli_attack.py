@@ -31,13 +31,17 @@ def register(app: typer.Typer) -> None:
         threshold: Annotated[Optional[str], typer.Option("--threshold", help="A probability (0-1), or 'global' / 'per-class' (the head's tuned thresholds; default: the head's choice).")] = None,
         top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="At most this many techniques.")] = None,
         evidence: Annotated[int, typer.Option("--evidence", min=1, help="Evidence sentences per technique.")] = 3,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+        fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="table (default), json or md.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", hidden=True, help="Same as --format json.")] = False,
         name: Annotated[Optional[str], typer.Option("--name", help="Name of the layer / report (default: from the input).")] = None,
     ) -> None:
         """Extract ATT&CK techniques from TEXT with the classifier head; print them with their evidence."""
         from secfm.inputs import text_or_file
         from secfm.workflows.attack_extraction import AttackExtractor
 
+        from secfm.formats import resolve_format
+
+        fmt = resolve_format(fmt, as_json, default="table")
         document = text_or_file(text, "text")
         thr = _threshold(threshold)
         from secfm.outputs import check_output_file
@@ -51,8 +55,14 @@ def register(app: typer.Typer) -> None:
             extractor = AttackExtractor.load(head, model, threshold=thr, top_k=top_k, max_evidence=evidence)
             hits = extractor.extract(document)
         title = name or _default_name(text, document)
-        if as_json:
+        if fmt == "json":
             print(json.dumps({"head": extractor.describe(), "techniques": [h.to_dict() for h in hits]}, indent=2))
+        elif fmt == "md":
+            from secfm.formats import print_table
+
+            print_table(f"ATT&CK techniques ({len(hits)})", ("id", "name", "tactics", "score", "evidence"),
+                        [(h.id, h.name, ", ".join(h.tactics), f"{h.score:.2f}", " / ".join(e.text for e in h.evidence))
+                         for h in hits], "md")
         else:
             _print_hits(hits)
         if navigator is not None:

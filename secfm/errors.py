@@ -10,6 +10,6 @@ class SecfmError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, *, exit_code: int | None = None):
-        super().__init__(message)
+        super().__init__(" ".join(str(message).split()))  # one line, whatever was interpolated into it
         if exit_code is not None:
             self.exit_code = exit_code

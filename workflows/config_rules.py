@@ -564,7 +564,8 @@ def _compose_yaml(text: str) -> list:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SecfmError(f"cannot parse the configuration as YAML/JSON{where}: {getattr(exc, 'problem', None) or exc}") from exc
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise SecfmError(f"cannot parse the configuration as YAML/JSON{where}: {problem}") from exc
 
 
 def _span(key_node, value_node) -> Span:

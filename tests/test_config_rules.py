@@ -94,3 +94,15 @@ def test_multi_document_kubernetes_spans():
             "    image: y:2\n    resources:\n      limits: {cpu: 1}\n")
     found = {(r.id, span) for r, span in run_rules(ConfigDoc(text, "kubernetes"))}
     assert found == {("K8S-PRIVILEGED", (10, 10)), ("K8S-HOST-NAMESPACE", (19, 19))}
+
+
+def test_precision_and_recall_on_public_scanner_fixtures():
+    """checkov's and gixy's fixtures (not written here), mapped check -> rule; the figure is in
+    workflows/results/config-public-vectors.json (secfm bench config-rules)."""
+    from secfm.workflows.config_eval import load_vectors, score
+
+    meta, rows = load_vectors()
+    assert {s["repo"] for s in meta["sources"]} == {"bridgecrewio/checkov", "yandex/gixy"}
+    result = score(rows)["overall"]
+    print(f"config review on {len(rows)} public fixtures: precision {result['precision']}, recall {result['recall']}")
+    assert result["precision"] >= 0.9 and result["recall"] >= 0.6

@@ -331,6 +331,20 @@ def bench_workflows(
     print(json.dumps(result, indent=2))
 
 
+def bench_config_rules(
+    data: Annotated[Optional[Path], typer.Option("--data", help="Labelled JSONL (default: the checkov/gixy-derived set in secfm.workflows).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON results.")] = Path("workflows/results/config-public-vectors.json"),
+    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Run on a busy machine (recorded in the results).")] = False,
+) -> None:
+    """Config-review precision and recall on public scanner fixtures we did not write."""
+    from secfm.workflows.config_eval import DEFAULT_DATA, run_config_bench
+
+    res = run_config_bench(data or DEFAULT_DATA, out, allow_busy)
+    o = res["overall"]
+    print(f"{res['files']} files: precision {o['precision']:.1%}, recall {o['recall']:.1%} (tp {o['tp']}, fp {o['fp']}, fn {o['fn']}, tn {o['tn']})")
+    print(f"wrote {out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the workflow commands to the secfm CLI."""
     from secfm.cli_groups import command_group
@@ -345,3 +359,4 @@ def register(app: typer.Typer) -> None:
     evals.command("workflows")(eval_workflows)
     bench = command_group(app, "bench", "Performance benchmarks; each writes its results to a file.")
     bench.command("workflows")(bench_workflows)
+    bench.command("config-rules")(bench_config_rules)

@@ -1,0 +1,72 @@
+"""Config-review precision and recall on public configurations we did not write.
+
+The labelled set (``workflows/data/config_public_vectors.jsonl``) is derived from the test
+fixtures of two public scanners (sources, commits and licences in its first line): checkov's
+Dockerfile and Kubernetes check fixtures (a file under ``failure``/named ``FAILED`` is one the
+check must flag) and gixy's nginx alias-traversal fixtures (``*_fp.conf`` must not be flagged).
+Each source check is mapped to the secfm rule that tests the same thing; a file counts as
+flagged when that rule fires anywhere in it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).parent / "data" / "config_public_vectors.jsonl"
+
+
+def load_vectors(path: str | Path = DEFAULT_DATA) -> tuple[dict, list[dict]]:
+    from secfm.inputs import jsonl_rows
+
+    meta, rows = {}, []
+    for _, row in jsonl_rows(path):
+        if "_meta" in row:
+            meta = row["_meta"]
+        else:
+            rows.append(row)
+    return meta, rows
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict:
+    p = tp / (tp + fp) if tp + fp else None
+    r = tp / (tp + fn) if tp + fn else None
+    f = 2 * p * r / (p + r) if p and r else (0.0 if p is not None and r is not None else None)
+    return {"precision": None if p is None else round(p, 4), "recall": None if r is None else round(r, 4),
+            "f1": None if f is None else round(f, 4), "tp": tp, "fp": fp, "fn": fn}
+
+
+def score(rows: list[dict]) -> dict:
+    from secfm.errors import SecfmError
+    from secfm.workflows.review import review_config
+
+    counts = defaultdict(lambda: {"tp": 0, "fp": 0, "fn": 0, "tn": 0})
+    errors, mistakes = [], []
+    for row in rows:
+        try:
+            fired = any(f.rule_id == row["rule"] for f in review_config(row["text"], row["kind"], use_model=False, store=False).findings)
+        except SecfmError as exc:
+            fired = False
+            errors.append({"path": row["path"], "error": str(exc)[:200]})
+        c = counts[row["rule"]]
+        positive = row["label"] == "positive"
+        key = ("tp" if fired else "fn") if positive else ("fp" if fired else "tn")
+        c[key] += 1
+        if key in ("fp", "fn"):
+            mistakes.append({"rule": row["rule"], "path": row["path"], "outcome": key})
+    total = {k: sum(c[k] for c in counts.values()) for k in ("tp", "fp", "fn", "tn")}
+    return {"files": len(rows), "overall": {**_prf(total["tp"], total["fp"], total["fn"]), "tn": total["tn"]},
+            "by_rule": {rule: {**_prf(c["tp"], c["fp"], c["fn"]), "tn": c["tn"]} for rule, c in sorted(counts.items())},
+            "mistakes": mistakes, "parse_errors": errors}
+
+
+def run_config_bench(data: str | Path = DEFAULT_DATA, out: str | Path = "workflows/results/config-public-vectors.json",
+                     allow_busy: bool = False) -> dict:
+    from secfm.provenance import recording
+
+    meta, rows = load_vectors(data)
+    with recording(data_files=[data], allow_busy=allow_busy) as rec:
+        payload = {"task": "config review precision/recall on public scanner fixtures", "data": str(data),
+                   "sources": meta, **score(rows)}
+        rec.write_json(out, payload)
+    return payload

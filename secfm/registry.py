@@ -44,6 +44,11 @@ class ModelSpec(BaseModel):
     env: str | None = None
     default: bool = False
     arch: Architecture | None = None
+    hf_id: str | None = None  # the Hugging Face id these weights stand for (adapters name their base by it)
+
+    def hub_id(self) -> str | None:
+        """The Hugging Face id of these weights: ``hf_id``, or the repo of a hub model."""
+        return self.hf_id or (self.source.repo if self.source.kind == "hf" else None)
 
     def chat_template_text(self) -> str | None:
         return read_chat_template(self.chat_template) if self.chat_template else None
@@ -84,4 +89,9 @@ def default_model_name() -> str:
 
 
 def get_spec(name: str) -> ModelSpec | None:
-    return registry().get(name)
+    """The spec registered as ``name``, or the one whose ``hf_id`` is ``name`` (a PEFT adapter's
+    ``base_model_name_or_path`` such as ``google/gemma-3-270m`` resolves to the local weights)."""
+    spec = registry().get(name)
+    if spec is None and name:
+        spec = next((s for s in registry().values() if s.hub_id() == name), None)
+    return spec

@@ -14,7 +14,8 @@
   training under ``accelerate launch`` with DeepSpeed ZeRO-3 or FSDP (bitsandbytes, deepspeed
   and vLLM are imported only on those paths).
 * Export: the adapter alone (``adapter_model.safetensors`` + ``adapter_config.json`` naming the
-  registry base: loads in secfm and in ``vllm serve --enable-lora --lora-modules``) and,
+  base by its Hugging Face id: loads in secfm (offline, the registry maps the id to the local
+  weights), in ``AutoPeftModelForCausalLM`` and in ``vllm serve --enable-lora --lora-modules``) and,
   on request, merge-and-unload into a Hugging Face folder for ``vllm serve DIR``.
 """
 
@@ -626,10 +627,20 @@ def _fix_adapter_config(adapter_dir: Path, base_name: str) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
 
 
+def _hub_name(model: str) -> str:
+    """The name an exported adapter gives its base: the registry model's Hugging Face id when it
+    has one (``google/gemma-3-270m``: any PEFT loader finds it; secfm resolves it to the local
+    weights), else the name as given."""
+    from secfm.registry import get_spec
+
+    spec = get_spec(model)
+    return (spec.hub_id() if spec is not None else None) or model
+
+
 def export_artifacts(recipe: Recipe, trainer, resolved, tokenizer, note: Callable[[str], None]) -> dict:
     out: dict[str, Any] = {}
     model = trainer.model
-    base_name = recipe.export.base_model_name or recipe.model
+    base_name = recipe.export.base_model_name or _hub_name(recipe.model)
     if recipe.method == "full":
         final = Path(recipe.export.merged_dir or Path(recipe.output_dir) / "final")
         trainer.save_model(str(final))  # collective under ZeRO-3 (16-bit gather) / FSDP (full state dict)

@@ -125,27 +125,19 @@ class DockerInstr:
 
 
 def parse_dockerfile(text: str) -> list[DockerInstr]:
-    out: list[DockerInstr] = []
-    buf, start = "", 0
-    for n, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.strip()
-        if not buf and (not stripped or stripped.startswith("#")):
-            continue
-        if buf and stripped.startswith("#"):
-            continue
-        if not buf:
-            start = n
-        if stripped.endswith("\\"):
-            buf += stripped[:-1] + " "
-            continue
-        buf += stripped
-        name, _, args = buf.partition(" ")
-        out.append(DockerInstr(name.upper(), args.strip(), start, n))
-        buf = ""
-    if buf:
-        name, _, args = buf.partition(" ")
-        out.append(DockerInstr(name.upper(), args.strip(), start, len(text.splitlines())))
-    return out
+    """Instructions with their 1-based line span, from dockerfile-parse (continuation lines and
+    comments inside them handled as Docker does)."""
+    import io
+
+    from dockerfile_parse import DockerfileParser
+
+    try:
+        structure = DockerfileParser(fileobj=io.BytesIO(text.encode("utf-8", "surrogateescape"))).structure
+    except Exception as exc:  # noqa: BLE001 - the library's own errors: one line
+        raise SecfmError(f"cannot parse the Dockerfile: {type(exc).__name__}: {exc}") from exc
+    return [DockerInstr(item["instruction"].upper(), " ".join(str(item["value"]).split()) if item["instruction"].upper() != "RUN" else str(item["value"]).strip(),
+                        item["startline"] + 1, item["endline"] + 1)
+            for item in structure if item["instruction"].upper() != "COMMENT"]
 
 
 def _docker_no_user(doc: ConfigDoc) -> list[Span]:
@@ -218,36 +210,24 @@ class NginxStmt:
 
 
 def parse_nginx(text: str) -> list[NginxStmt]:
-    tokens: list[tuple[str, int]] = []
-    i, line, n = 0, 1, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\n":
-            line += 1
-            i += 1
-        elif ch.isspace():
-            i += 1
-        elif ch == "#":
-            while i < n and text[i] != "\n":
-                i += 1
-        elif ch in "{};":
-            tokens.append((ch, line))
-            i += 1
-        elif ch in "\"'":
-            j = i + 1
-            while j < n and text[j] != ch:
-                if text[j] == "\\":
-                    j += 1
-                j += 1
-            tokens.append((text[i + 1:j], line))
-            line += text.count("\n", i, j)
-            i = j + 1
-        else:
-            j = i
-            while j < n and not text[j].isspace() and text[j] not in "{};":
-                j += 1
-            tokens.append((text[i:j], line))
-            i = j
+    """Statements with their line spans (a block ends on its closing brace's line), from
+    crossplane's lexer (nginx's own quoting, escapes and comments; one clear error on unbalanced
+    braces)."""
+    import os
+    import tempfile
+
+    import crossplane
+
+    fd, path = tempfile.mkstemp(suffix=".conf")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(text)
+        try:
+            tokens = [(tok, line) for tok, line, quoted in crossplane.lex(path) if quoted or not tok.startswith("#")]
+        except crossplane.errors.NgxParserBaseException as exc:
+            raise SecfmError(f"cannot parse the nginx configuration: {exc.strerror} (line {exc.lineno})") from exc
+    finally:
+        os.unlink(path)
     root: list[NginxStmt] = []
     stack: list[list[NginxStmt]] = [root]
     open_blocks: list[NginxStmt] = []

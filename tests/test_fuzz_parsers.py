@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from secfm.errors import SecfmError
 
-EXAMPLES = 250
+EXAMPLES = 200
 COUNTS: dict[str, int] = {}
 
 # text that looks like the formats (so the fuzzer reaches the parsers' insides), mixed with noise

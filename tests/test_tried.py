@@ -44,8 +44,16 @@ SECFM = [sys.executable, "-m", "secfm.cli"]
 DOC = "An adversary used spearphishing attachments to deliver a loader that dumped credentials from LSASS memory.\n"
 
 
-def secfm(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def secfm_process(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``secfm ARGS`` in a fresh interpreter (for what logs through the process's handlers)."""
     return subprocess.run([*SECFM, *args], capture_output=True, timeout=timeout, env={**os.environ}, stdin=subprocess.DEVNULL)
+
+
+def secfm(*args: str, timeout: int = 300):
+    """``secfm ARGS`` through ``secfm.cli.main`` in this process (what the console script calls)."""
+    from test_workflows_cli import run
+
+    return run(*args)
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -132,7 +140,7 @@ def test_a_jsonl_with_one_bad_line_processes_the_good_ones_with_skip_bad(tmp_pat
     path = tmp_path / "alerts.jsonl"
     path.write_text('{"EventID": 4688, "CommandLine": "mimikatz.exe"}\nnot json\n{"EventID": 4625, "count": 300}\n')
     one_line_error(secfm("triage", str(path), "--no-model", "--no-kb", "--no-head"), "line 2", "--skip-bad")
-    proc = secfm("triage", str(path), "--no-model", "--no-kb", "--no-head", "--skip-bad")
+    proc = secfm_process("triage", str(path), "--no-model", "--no-kb", "--no-head", "--skip-bad")
     assert proc.returncode == 0 and "line 2" in proc.stderr.decode()
     import json
 
@@ -187,7 +195,7 @@ def test_every_other_failure_is_one_line_not_a_traceback(tmp_path):
 def test_version():
     from secfm import __version__
 
-    proc = secfm("--version")
+    proc = secfm_process("--version")
     assert proc.returncode == 0 and proc.stdout.decode().strip() == f"secfm {__version__}"
 
 

@@ -74,7 +74,7 @@ def _ancestor_map(cwe_ids: Sequence[str], label_set: set[str]) -> dict[str, str 
         while frontier and found is None:
             nxt = []
             for c in frontier:
-                for p in kb.parents(c):
+                for p in (kb.parents(c) if kb.get(c) is not None else []):  # categories, unknown ids: no parents
                     pid = p.cwe_id
                     if pid in label_set:
                         found = pid
@@ -217,16 +217,16 @@ def hidden_features(texts: Sequence[str], layers: Sequence[int], model: str | No
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class CveFitConfig:
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 1024
     lr: float = 2e-3  # the hidden-state part (Adam)
-    text_lr: float = 0.2  # the text part (Adagrad, sparse)
+    text_lr: float = 0.5  # the text part (Adagrad, sparse)
     text_l2: float = 1e-6  # L2 on the text weights (per example, added to the loss)
     hidden_l2: float = 1e-4
     dropout: float = 0.1  # on the hidden-state part
     class_weight: str = "none"  # none or sqrt (inverse frequency)
     recency: float = 0.0  # weight of a training row: exp(recency * (year - last year))
-    patience: int = 3
+    patience: int = 2
     seed: int = 0
 
     def describe(self) -> dict:

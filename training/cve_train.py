@@ -37,20 +37,22 @@ from secfm.training.cve_heads import (
 log = logging.getLogger(__name__)
 
 BASELINE_FEATURES = 200_000
-BASELINE_L2 = (3e-7, 1e-6, 3e-6)
+BASELINE_L2 = (1e-6, 3e-6)
 
 
 def default_designs(task: str, layers: Sequence[Sequence[int]] = ()) -> list[Design]:
-    """The head designs tried on the validation split."""
+    """The head designs tried on the validation split: recency weighting (NVD's CWE usage and
+    scoring practice drift over the years), class weighting, hidden-state layers."""
     base = CveFitConfig(text_l2=1e-6)
     designs = [
-        Design("tfidf-30k", 30_000, (), base),
-        Design("tfidf-30k-recency", 30_000, (), replace(base, recency=0.15)),
+        Design("tfidf-50k-recency-0.15", 50_000, (), replace(base, recency=0.15)),
+        Design("tfidf-50k-recency-0.3", 50_000, (), replace(base, recency=0.3)),
     ]
     if task == "cwe":
-        designs.append(Design("tfidf-30k-sqrt-weights", 30_000, (), replace(base, class_weight="sqrt")))
+        designs.append(Design("tfidf-50k-recency-0.3-sqrt-weights", 50_000, (), replace(base, recency=0.3, class_weight="sqrt")))
     for lay in layers:
-        designs.append(Design(f"tfidf-30k+layers-{'+'.join(map(str, lay))}", 30_000, tuple(lay), base))
+        designs.append(Design(f"tfidf-50k-recency-0.3+layers-{'+'.join(map(str, lay))}", 50_000, tuple(lay),
+                              replace(base, recency=0.3)))
     return designs
 
 

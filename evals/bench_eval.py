@@ -12,9 +12,6 @@ be identical.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -61,8 +58,17 @@ def run_eval_bench(
     engine=None,
     progress: bool = True,
     warmup: bool = True,
+    allow_busy: bool = False,
 ) -> dict:
-    """Time both paths on ``limit`` cti-mcqa items; write and return the results."""
+    """Time both paths on ``limit`` cti-mcqa items; write (through the provenance writer: refused
+    on a machine busier than its cores unless ``allow_busy``) and return the results."""
+    from secfm.provenance import recording
+
+    with recording(data_files=[data] if data is not None else [], allow_busy=allow_busy) as rec:
+        return rec.write_json(out, _measure(data, model, limit, seed, engine, progress, warmup))
+
+
+def _measure(data, model: str, limit: int, seed: int, engine, progress: bool, warmup: bool) -> dict:
     spec = get_task("cti-mcqa")
     if data is not None:
         ds = load_dataset(spec, data)
@@ -147,17 +153,8 @@ def run_eval_bench(
         "max_abs_logprob_diff": round(max_diff, 6),
         "mismatches": mismatches[:10],
         "context_tokens_mean": round(sum(ctx_tokens) / n, 1),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "device": str(device),
-            "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-        },
+        "machine": {"torch_threads": torch.get_num_threads(), "device": str(device)},
         "method": "items interleaved (engine then plain loop per item)" + (" after one untimed warm-up item" if warmup else ""),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result

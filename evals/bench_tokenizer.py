@@ -20,7 +20,6 @@ offline is recorded as skipped, with the reason, instead of failing the run.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -160,8 +159,20 @@ def _markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_tokenizer_bench(tokenizers: dict[str, Tokenizer | Skipped], out: Path) -> dict:
-    """Measure every tokenizer (see the module docstring); write ``out`` (JSON) and its ``.md``."""
+def run_tokenizer_bench(tokenizers: dict[str, Tokenizer | Skipped], out: Path, allow_busy: bool = False) -> dict:
+    """Measure every tokenizer (see the module docstring); write ``out`` (JSON) and its ``.md``
+    through the provenance writer (token counts do not depend on the load, but the rule is one
+    for every benchmark: refused on a busy machine unless ``allow_busy``)."""
+    from secfm.provenance import recording
+
+    with recording(allow_busy=allow_busy) as rec:
+        results = _results(tokenizers)
+        written = rec.write_json(out, results)
+        rec.write_text(Path(out).with_suffix(".md"), _markdown(results))
+    return written
+
+
+def _results(tokenizers: dict[str, Tokenizer | Skipped]) -> dict:
     results = {
         "bench": "tokenizer",
         "english_words": len(ENGLISH.split()),
@@ -173,8 +184,4 @@ def run_tokenizer_bench(tokenizers: dict[str, Tokenizer | Skipped], out: Path) -
             for name, tok in tokenizers.items()
         },
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    out.with_suffix(".md").write_text(_markdown(results))
     return results

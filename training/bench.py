@@ -43,7 +43,19 @@ def _batch(tok, batch: int, seq_len: int):
 
 def run_train_bench(out: str | Path, model: str = "gemma-3-270m", batch: int = 4, seq_len: int = 256, steps: int = 2,
                     variants: Sequence[str] | None = None, threads: int | None = None,
-                    progress: Callable[[str], None] | None = None) -> dict:
+                    progress: Callable[[str], None] | None = None, allow_busy: bool = False) -> dict:
+    """Time the variants and write ``out`` through the provenance writer (refused on a machine
+    busier than its cores unless ``allow_busy``)."""
+    from secfm.provenance import recording
+
+    with recording(allow_busy=allow_busy) as rec:
+        results = _measure(model, batch, seq_len, steps, variants, threads, progress)
+        rec.note(threads=results["threads"], omp_wait_policy=results["omp_wait_policy"])
+        return rec.write_json(out, results)
+
+
+def _measure(model: str, batch: int, seq_len: int, steps: int, variants: Sequence[str] | None, threads: int | None,
+             progress: Callable[[str], None] | None) -> dict:
     import contextlib
 
     import torch
@@ -141,18 +153,15 @@ def run_train_bench(out: str | Path, model: str = "gemma-3-270m", batch: int = 4
         "tokens_per_step": int(ids.numel()), "timed_steps": steps,
         "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "bf16_supported": bf16_ok, "load_average_1m": round(os.getloadavg()[0], 2),
+        "bf16_supported": bf16_ok,
         "speedup_vs_plain_fp32": speedups,
         "headline": {"plain_tokens_per_second": v.get("cpt/plain-fp32", {}).get("tokens_per_second"),
                      "chunked_tokens_per_second": best["tokens_per_second"] if best else None,
                      "speedup": speedups.get("cpt/chunked-bf16") or speedups.get("cpt/chunked-fp32"),
                      "target": ">= 2x the plain step"},
         "method": "median of interleaved rounds (each round runs every variant once)",
-        "note": "the CPU is shared with other jobs; compare variants within one run, not across runs",
+        "note": "compare variants within one run (interleaved rounds); the machine's load is in the provenance",
     })
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
     return results
 
 

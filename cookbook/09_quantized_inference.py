@@ -22,8 +22,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--decode-tokens", type=int, default=32)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--out", type=Path, default=Path("evals/results/bench-quant.json"))
+    parser.add_argument("--allow-busy", action="store_true", help="measure on a machine busier than its cores (recorded)")
     args = parser.parse_args(argv)
-    result = run_quant_bench(variants=args.variants, items=args.items, decode_tokens=args.decode_tokens, out=args.out)
+    result = run_quant_bench(variants=args.variants, items=args.items, decode_tokens=args.decode_tokens, out=args.out,
+                             allow_busy=args.allow_busy)
     print(markdown_table(result))
     return result
 

@@ -3,10 +3,20 @@
 Variants of the embedded gemma-3-270m: fp32 and bf16 (the safetensors cache), dynamic int8
 (torch's ``quantize_dynamic`` on every Linear layer), and the GGUF Q4_K_M weights themselves run
 by llama.cpp (``llama-cpp-python``, optional: ``pip install 'secfm[quant]'``). For each: load
-time, resident memory added by the load, greedy decode tokens/s, and cti-mcqa log-likelihood
-accuracy on a fixed, seeded subset (letters scored after the listed options, as
-``secfm eval cti-mcqa --mode loglik`` does). Each variant runs in its own process so memory
-figures do not mix.
+time, memory, greedy decode tokens/s, and cti-mcqa log-likelihood accuracy with a 95 % bootstrap
+interval on a fixed, seeded set of questions (letters scored after the listed options, as
+``secfm eval cti-mcqa --mode loglik`` does; 200 by default). Each variant runs in its own process
+so memory figures do not mix.
+
+Memory, two figures: ``weights_mib`` is what the variant's weights take (the bytes of every tensor
+in its state dict: float32 4 bytes a weight, bfloat16 2, int8 packed weights 1 plus their scales,
+the GGUF file's size for llama.cpp) and ``rss_added_mib`` is the resident size the load added to the
+process. The two differ: a dynamic-int8 model is first loaded in float32 and then converted, and
+the allocator keeps the freed float32 pages, so its resident size is above fp32's though its
+weights are a quarter of them (the embeddings, a third of the 270M weights, stay float32).
+
+The GGUF row needs ``llama-cpp-python`` (the ``quant`` extra); where it cannot be installed the row is
+reported as skipped with the reason, never as a figure.
 """
 
 from __future__ import annotations
@@ -14,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -96,6 +105,36 @@ def _load(variant: str, model: str):
     return engine, decode
 
 
+def weights_mib(scorer) -> float | None:
+    """MiB of the variant's weights: every tensor of the state dict (int8 packed params included)."""
+    model = getattr(scorer, "model", None)
+    if model is None:
+        path = getattr(getattr(scorer, "llm", None), "model_path", None)
+        return round(Path(path).stat().st_size / 2**20, 1) if path else None
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+
+    def add(value) -> None:
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            if value.is_quantized:  # int8 packed weights: one byte each (per-channel scales are negligible)
+                total += value.int_repr().nbytes
+                return
+            key = value.untyped_storage().data_ptr()
+            if key not in seen:  # tied weights (Gemma's embeddings and output layer) count once
+                seen.add(key)
+                total += value.untyped_storage().nbytes()
+        elif isinstance(value, (tuple, list)):
+            for v in value:
+                add(v)
+
+    for value in model.state_dict().values():
+        add(value)
+    return round(total / 2**20, 1)
+
+
 def measure_variant(variant: str, model: str, items: int, seed: int, decode_tokens: int) -> dict:
     """Everything for one variant, in this process."""
     from secfm.evals import prompts
@@ -109,6 +148,7 @@ def measure_variant(variant: str, model: str, items: int, seed: int, decode_toke
     scorer, decode = _load(variant, model)
     load_s = time.perf_counter() - started
     memory = _rss_mib() - before
+    weights = weights_mib(scorer)
     decode(DECODE_PROMPT, 4)  # warm-up
     started = time.perf_counter()
     produced = decode(DECODE_PROMPT, decode_tokens)
@@ -125,11 +165,13 @@ def measure_variant(variant: str, model: str, items: int, seed: int, decode_toke
     return {
         "variant": variant,
         "load_s": round(load_s, 2),
-        "memory_added_mib": round(memory, 1),
+        "weights_mib": weights,
+        "rss_added_mib": round(memory, 1),
         "decode_tokens": produced,
         "tokens_per_s": round(produced / decode_s, 2) if decode_s else None,
         "mcqa_items": len(questions),
         "mcqa_accuracy": round(correct / len(questions), 4),
+        "mcqa_correct": [int(a == q.gold) for a, q in zip(answers, questions)],
         "mcqa_scoring": spec.loglik.headline,
         "mcqa_items_per_s": round(len(questions) / score_s, 3),
         "answers": answers,
@@ -137,59 +179,90 @@ def measure_variant(variant: str, model: str, items: int, seed: int, decode_toke
     }
 
 
-def run_quant_bench(model: str = "gemma-3-270m", variants=VARIANTS, items: int = 40, seed: int = 0,
-                    decode_tokens: int = 32, out: str | Path = "evals/results/bench-quant.json") -> dict:
-    """Run each variant in a child process; write JSON and a markdown table beside it."""
+def run_quant_bench(model: str = "gemma-3-270m", variants=VARIANTS, items: int = 200, seed: int = 0,
+                    decode_tokens: int = 32, out: str | Path = "evals/results/bench-quant.json",
+                    allow_busy: bool = False) -> dict:
+    """Run each variant in a child process; write JSON and a markdown table beside it through the
+    provenance writer (refused on a machine busier than its cores unless ``allow_busy``)."""
+    from secfm.provenance import recording
+
+    with recording(allow_busy=allow_busy) as rec:
+        result = _run_variants(model, variants, items, seed, decode_tokens)
+        written = rec.write_json(out, result)
+        rec.write_text(Path(out).with_suffix(".md"), markdown_table(written))
+    return written
+
+
+def _skip_reason(variant: str, stderr: str, returncode: int) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    if returncode < 0:
+        return f"crashed with signal {-returncode}"
+    last = (lines or ["failed"])[-1]
+    if variant == "gguf-q4_k_m" and "llama-cpp-python is not installed" in stderr:
+        return ("llama-cpp-python is not installed: `pip install llama-cpp-python` found no distribution on this "
+                "machine's package index, so the GGUF row is not measured")
+    return last
+
+
+def _run_variants(model: str, variants, items: int, seed: int, decode_tokens: int) -> dict:
+    from secfm.evals.metrics import ratio_ci
+
     rows = []
     for variant in variants:
         cmd = [sys.executable, "-m", "secfm.evals.bench_quant", "--variant", variant, "--model", model,
                "--items", str(items), "--seed", str(seed), "--decode-tokens", str(decode_tokens)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-            reason = f"crashed with signal {-proc.returncode}" if proc.returncode < 0 else (lines or ["failed"])[-1]
-            rows.append({"variant": variant, "skipped": reason})
+            rows.append({"variant": variant, "skipped": _skip_reason(variant, proc.stderr, proc.returncode)})
             continue
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row["mcqa_accuracy_ci95"] = [round(x, 4) for x in ratio_ci(row["mcqa_correct"], [1] * len(row["mcqa_correct"]),
+                                                                    1000, seed)]
+        rows.append(row)
     reference = next((r for r in rows if r["variant"] == "fp32" and "answers" in r), None)
     for r in rows:
         if reference and "answers" in r:
             r["answers_same_as_fp32"] = sum(a == b for a, b in zip(r["answers"], reference["answers"]))
             r["accuracy_change_vs_fp32_points"] = round(100 * (r["mcqa_accuracy"] - reference["mcqa_accuracy"]), 1)
-    result = {
+            diff = [a - b for a, b in zip(r["mcqa_correct"], reference["mcqa_correct"])]
+            lo, hi = ratio_ci(diff, [1] * len(diff), 1000, seed)
+            r["accuracy_change_vs_fp32_ci95_points"] = [round(100 * lo, 1), round(100 * hi, 1)]
+    return {
         "benchmark": "quant",
         "model": model,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "load_average_1m_at_end": round(os.getloadavg()[0], 1),
-        "command": f"secfm bench quant --model {model} --items {items} --seed {seed} --decode-tokens {decode_tokens}",
+        "items": items, "seed": seed, "decode_tokens": decode_tokens,
+        "memory": "weights_mib: bytes of the variant's weights (state dict; the GGUF file for llama.cpp); "
+                  "rss_added_mib: resident size the load added (an int8 model is loaded in float32 first)",
         "variants": rows,
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown_table(result))
-    return result
 
 
 def markdown_table(result: dict) -> str:
+    prov = result.get("provenance") or {}
+    loads = f"load average {prov.get('load_average_start')} -> {prov.get('load_average_end')}" if prov else "load not recorded"
     lines = [
         f"# Quantized inference on the CPU: {result['model']}",
         "",
-        f"Command: `{result['command']}` ({result['machine']}, load average {result.get('load_average_1m_at_end')} at the end:",
-        "timings on a shared CPU are upper bounds). Memory is the resident size the load added, conversions included.",
-        "cti-mcqa accuracy is log-likelihood letter scoring on",
-        "ATT&CK-derived questions in the cti-mcq layout (no CTIBench rows); each variant ran in its own process.",
+        f"Command: `{prov.get('command', 'secfm bench quant')}` ({loads}). *weights MiB*: the bytes of the variant's",
+        "weights; *RSS added MiB*: the resident size the load added (a dynamic-int8 model is loaded in float32 and",
+        "converted, and the freed float32 pages stay with the process). cti-mcqa accuracy: log-likelihood letter",
+        f"scoring on {result.get('items', '?')} ATT&CK-derived questions in the cti-mcq layout (no CTIBench rows), with",
+        "95 % bootstrap intervals; each variant ran in its own process.",
         "",
-        "| variant | load s | memory added MiB | decode tok/s | mcqa accuracy | change vs fp32 (points) | same answers as fp32 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | load s | weights MiB | RSS added MiB | decode tok/s | mcqa accuracy [95% CI] | change vs fp32, points [95% CI] | same answers as fp32 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["variants"]:
         if "skipped" in r:
-            lines.append(f"| {r['variant']} | skipped: {r['skipped']} | | | | | |")
+            lines.append(f"| {r['variant']} | not measured: {r['skipped']} | | | | | | |")
             continue
+        ci = r.get("mcqa_accuracy_ci95") or [None, None]
+        change = r.get("accuracy_change_vs_fp32_points", "")
+        cci = r.get("accuracy_change_vs_fp32_ci95_points")
         lines.append(
-            f"| {r['variant']} | {r['load_s']} | {r['memory_added_mib']} | {r['tokens_per_s']} | {r['mcqa_accuracy']:.3f} "
-            f"| {r.get('accuracy_change_vs_fp32_points', '')} | {r.get('answers_same_as_fp32', '')}/{r['mcqa_items']} |"
+            f"| {r['variant']} | {r['load_s']} | {r.get('weights_mib')} | {r.get('rss_added_mib', r.get('memory_added_mib'))} "
+            f"| {r['tokens_per_s']} | {r['mcqa_accuracy']:.3f} [{ci[0]}, {ci[1]}] "
+            f"| {change}{f' [{cci[0]}, {cci[1]}]' if cci else ''} | {r.get('answers_same_as_fp32', '')}/{r['mcqa_items']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -198,7 +271,7 @@ def _main() -> None:
     parser = argparse.ArgumentParser(description="one variant of secfm bench quant (prints one JSON line)")
     parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument("--model", default="gemma-3-270m")
-    parser.add_argument("--items", type=int, default=40)
+    parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--decode-tokens", type=int, default=32)
     args = parser.parse_args()

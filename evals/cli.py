@@ -136,13 +136,14 @@ def bench_eval(
     limit: Annotated[int, typer.Option("--limit", min=1, help="Questions to time.")] = 16,
     seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="JSON results.")] = Path("evals/results/bench-eval.json"),
+    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Measure even when the load average is above the number of cores (recorded in the results).")] = False,
 ) -> None:
     """cti-mcqa loglik items/s of the engine against a plain loop (one full forward per option); same answers."""
     import json
 
     from secfm.evals.bench_eval import run_eval_bench
 
-    result = run_eval_bench(data=data, model=model, limit=limit, seed=seed, out=out)
+    result = run_eval_bench(data=data, model=model, limit=limit, seed=seed, out=out, allow_busy=allow_busy)
     print(json.dumps(result["summary"], indent=2))
     print(f"results: {out}")
 

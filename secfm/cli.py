@@ -207,28 +207,30 @@ def kb_lookup(ids: Annotated[list[str], typer.Argument(help="ATT&CK, CWE or CVE 
 def bench_tokenizer(
     models: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Models whose tokenizers to compare (repeatable); default: all registered.")] = None,
     out: Annotated[Path, typer.Option("--out", help="JSON results; a markdown table is written beside it.")] = Path("evals/results/bench-tokenizer.json"),
+    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Measure even when the load average is above the number of cores (recorded in the results).")] = False,
 ) -> None:
     """Tokens each tokenizer spends per IOC field (IPs, hashes, paths...) against plain words."""
     from secfm.evals.bench_tokenizer import load_tokenizers, run_tokenizer_bench
     from secfm.registry import registry
 
     names = models or list(registry())
-    results = run_tokenizer_bench(load_tokenizers(names), out)
+    results = run_tokenizer_bench(load_tokenizers(names), out, allow_busy=allow_busy)
     print(out.with_suffix(".md").read_text() if out.with_suffix(".md").is_file() else json.dumps(results, indent=2))
 
 
 @bench_app.command("quant")
 def bench_quant(
     model: Annotated[str, typer.Option("--model", "-m", help="Model to quantize.")] = "gemma-3-270m",
-    items: Annotated[int, typer.Option("--items", min=4, help="cti-mcqa questions scored per variant.")] = 40,
+    items: Annotated[int, typer.Option("--items", min=4, help="cti-mcqa questions scored per variant.")] = 200,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     decode_tokens: Annotated[int, typer.Option("--decode-tokens", min=4)] = 32,
     out: Annotated[Path, typer.Option("--out", help="JSON results; a markdown table is written beside it.")] = Path("evals/results/bench-quant.json"),
+    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Measure even when the load average is above the number of cores (recorded in the results).")] = False,
 ) -> None:
     """fp32, bf16, dynamic int8 and GGUF Q4_K_M: load time, memory, tokens/s and cti-mcqa loglik accuracy."""
     from secfm.evals.bench_quant import run_quant_bench
 
-    run_quant_bench(model=model, items=items, seed=seed, decode_tokens=decode_tokens, out=out)
+    run_quant_bench(model=model, items=items, seed=seed, decode_tokens=decode_tokens, out=out, allow_busy=allow_busy)
     print(out.with_suffix(".md").read_text())
 
 

@@ -57,12 +57,14 @@ def test_08_serve_and_call():
 def test_09_quantized_inference_writes_the_table(tmp_path):
     out = tmp_path / "quant.json"
     printed = run_recipe("09_quantized_inference.py", "--items", "4", "--decode-tokens", "4",
-                         "--variants", "fp32", "int8-dynamic", "--out", str(out))
+                         "--variants", "fp32", "int8-dynamic", "--out", str(out), "--allow-busy")
     result = json.loads(out.read_text())
     rows = {r["variant"]: r for r in result["variants"]}
     assert rows["fp32"]["mcqa_items"] == 4 and rows["fp32"]["answers_same_as_fp32"] == 4
     assert rows["int8-dynamic"]["tokens_per_s"] > 0
     assert "| int8-dynamic |" in printed and out.with_suffix(".md").is_file()
+    assert rows["int8-dynamic"]["weights_mib"] < rows["fp32"]["weights_mib"]  # memory explained: weights vs RSS
+    assert result["provenance"]["command"] and result["provenance"]["allow_busy"] is True
 
 
 def test_04_triage_summarize_review():

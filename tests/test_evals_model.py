@@ -54,6 +54,7 @@ def test_engine_and_plain_loop_agree(engine, tmp_path):
     from secfm.evals.bench_eval import run_eval_bench
 
     result = run_eval_bench(data=FIXTURES / "cti-mcq.tsv", limit=1, out=tmp_path / "bench.json", engine=engine,
-                            progress=False, warmup=False)
+                            progress=False, warmup=False, allow_busy=True)
     assert result["summary"]["answers_identical"] and result["max_abs_logprob_diff"] < 1e-2
-    assert json.loads((tmp_path / "bench.json").read_text())["summary"]["items"] == 1
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert written["summary"]["items"] == 1 and written["provenance"]["data"][0]["sha256"]

@@ -519,7 +519,12 @@ def run_training(recipe: Recipe, resume: str | bool = "auto", progress: Callable
     """Train a recipe end to end; returns (and writes) ``summary.json`` in the output folder."""
     import torch
 
+    from secfm.provenance import Recorder
+
     note = progress or (lambda s: log.info(s))
+    # training is no timing benchmark: a busy machine is recorded (load at start and end), not refused
+    rec = Recorder([], allow_busy=True, command=None)
+    rec.note(load_policy="training run: the load is recorded, not refused; tokens/s are this chunk's, under that load")
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _set_threads(recipe)
@@ -532,6 +537,11 @@ def run_training(recipe: Recipe, resume: str | bool = "auto", progress: Callable
 
     tokenizer = tokenizer_for(resolve(recipe.model))
     train_ds, eval_ds = build_datasets(recipe, tokenizer, note)
+    rec.add_data(recipe.data.path)
+    if recipe.init_adapter and (Path(recipe.init_adapter) / "adapter_model.safetensors").is_file():
+        rec.add_data(Path(recipe.init_adapter) / "adapter_model.safetensors")
+    if recipe.path:
+        rec.add_data(recipe.path)
     note(f"{len(train_ds):,} train sequences, {len(eval_ds):,} eval sequences of <= {recipe.seq_len} tokens")
 
     ckpt = None
@@ -613,8 +623,22 @@ def run_training(recipe: Recipe, resume: str | bool = "auto", progress: Callable
                                 **{k: summary[k] for k in ("eval_loss", "eval_perplexity")}}) + "\n")
         plot_loss_curve(out / METRICS, out / LOSS_PNG, title=recipe.name)
         summary["loss_curve"] = str(out / LOSS_PNG)
-        (out / SUMMARY).write_text(json.dumps(summary, indent=2))
+        summary["chunks"] = _previous_chunks(out, ckpt) + [
+            {k: summary[k] for k in ("resumed_from", "global_step", "stopped_by_time_budget", "train_seconds_this_run",
+                                     "tokens_this_run", "tokens_per_second")} | {"provenance": rec.stamp()}]
+        summary["tokens_all_chunks"] = sum(c.get("tokens_this_run") or 0 for c in summary["chunks"])
+        summary = rec.write_json(out / SUMMARY, summary)
     return summary
+
+
+def _previous_chunks(out: Path, resumed_from) -> list[dict]:
+    """The chunks of this run before the one that resumed now (from its summary.json)."""
+    if resumed_from is None or not (out / SUMMARY).is_file():
+        return []
+    try:
+        return list(json.loads((out / SUMMARY).read_text()).get("chunks") or [])
+    except ValueError:
+        return []
 
 
 # ------------------------------------------------------------------------------------------------

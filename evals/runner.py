@@ -277,6 +277,12 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
     resumed = len(sel.scored) - len(todo)
     parser = make_parser(spec, ds)
     session_start = time.time()
+    from secfm.provenance import PROVENANCE_KEY, Recorder
+
+    # figures are accuracies: a busy machine is recorded (and items/s read under its load), not refused
+    recorder = Recorder([p for p in (cfg.data, cfg.labels, cfg.shot_pool if cfg.shots else None) if p], allow_busy=True,
+                   command=cfg.command())
+    recorder.note(load_policy="accuracy figures: the load is recorded, not refused; items_per_s is under that load")
     if todo:
         needs_engine = not (cfg.mode == "head" and head is not None and getattr(head, "needs_engine", True) is False)
         if engine is None and needs_engine:
@@ -361,7 +367,8 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
     }
     from secfm.outputs import write_text
 
-    write_text(out / METRICS, json.dumps(metrics, indent=2, ensure_ascii=False))
+    metrics[PROVENANCE_KEY] = recorder.stamp()
+    write_text(out / METRICS, json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
     return metrics
 
 

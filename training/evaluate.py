@@ -52,20 +52,16 @@ def _load(model: str, adapter: str | None):
     return lm, tok
 
 
-#: how the recorded secfm-270m figures were produced (from a fresh clone, on the CPU)
+#: how the secfm-270m figures are produced (from a fresh clone, on the CPU; protocol in
+#: training/results/secfm-270m-protocol.md)
 REPRO_COMMANDS = [
-    "secfm data corpus --out runs/data/corpus",
-    "secfm data sft --out runs/data/sft",
-    "secfm train cpt --config training/recipes/gemma-3-270m/cpt-lora.yaml",
-    "secfm train sft --config training/recipes/gemma-3-270m/sft-lora.yaml",
-    "secfm train sft --config training/recipes/gemma-3-270m/sft-lora-continue.yaml",
-    "secfm train sft --config training/recipes/gemma-3-270m/sft-lora-qa.yaml",
-    "secfm train eval --corpus runs/data/corpus --sft runs/data/sft --max-tokens 20000 "
-    "--adapter runs/gemma-3-270m/cpt-lora/adapter --adapter runs/gemma-3-270m/sft-lora/adapter "
-    "--adapter runs/gemma-3-270m/sft-lora-2/adapter --adapter runs/gemma-3-270m/sft-lora-3/adapter "
-    "--adapter runs/gemma-3-270m/sft-lora-qa/adapter --out training/results/secfm-270m.json",
-    "python -m secfm.training.ship --adapter runs/gemma-3-270m/sft-lora-qa/adapter",
+    "training/recipes/gemma-3-270m/chain.sh   # secfm data corpus/sft, then cpt-lora.yaml and sft-lora.yaml in chunks",
+    "secfm train eval --split test --corpus runs/data/corpus --sft runs/data/sft --max-tokens 20000 "
+    "--adapter runs/gemma-3-270m/sft-lora/adapter --out training/results/secfm-270m.json",
+    "python -m secfm.training.ship --adapter runs/gemma-3-270m/sft-lora/adapter",
 ]
+#: the headline formulation, fixed before any held-out figure (the protocol)
+PRIMARY = "mcq_cloze"
 
 
 def _right_pad(rows: Sequence[Sequence[int]], pad: int):
@@ -152,6 +148,7 @@ def _score_summary(questions: Sequence[dict], predictions: Sequence[int]) -> dic
     n = len(questions)
     return {
         "accuracy": round(sum(correct.values()) / n, 4) if n else 0.0, "questions": n,
+        "correct": [int(LETTERS[p] == q["answer"]) for q, p in zip(questions, predictions)],
         "by_kind": {k: {"accuracy": round(correct[k] / total[k], 4), "questions": total[k]} for k in sorted(total)},
         "predicted_letters": dict(sorted(letters.items())),
     }
@@ -346,7 +343,12 @@ def evaluate_models(model: str, adapters: Sequence[str], corpus: str | Path, sft
     from secfm.training.loss import cpu_supports_bf16
     from secfm.training.sft_data import load_mcq
 
+    from secfm.provenance import Recorder
+
     note = progress or (lambda s: None)
+    # accuracy and perplexity do not depend on the load: recorded, not refused
+    rec = Recorder([], allow_busy=True, command=None)
+    rec.note(load_policy="accuracy and perplexity figures: the load is recorded, not refused; seconds are under that load")
     if bf16 is None:
         bf16 = cpu_supports_bf16()
     from secfm.errors import SecfmError
@@ -356,6 +358,10 @@ def evaluate_models(model: str, adapters: Sequence[str], corpus: str | Path, sft
         raise SecfmError(f"--split must be one of {', '.join(MCQ_FILES)} (got {split!r})")
     heldout = load_corpus(corpus)[split]
     questions = load_mcq(Path(sft) / MCQ_FILES[split])
+    rec.add_data(Path(corpus) / split)
+    rec.add_data(Path(sft) / MCQ_FILES[split])
+    for adapter in adapters:
+        rec.add_data(Path(adapter) / "adapter_model.safetensors")
     if max_mcq:
         questions = questions[:max_mcq]
     data_key = [_file_sha(Path(corpus) / "data_card.json"), _file_sha(Path(sft) / MCQ_FILES[split]),
@@ -423,8 +429,15 @@ def evaluate_models(model: str, adapters: Sequence[str], corpus: str | Path, sft
                 gain = (r[metric]["accuracy"] - base[metric]["accuracy"]) * 100
                 comparisons[name][f"{metric}_gain_points"] = round(gain, 2)
                 comparisons[name][f"{metric}_target_met"] = gain >= 10.0
+                if "correct" in r[metric] and "correct" in base[metric]:
+                    from secfm.evals.metrics import ratio_ci
+
+                    diff = [a - b for a, b in zip(r[metric]["correct"], base[metric]["correct"])]
+                    lo, hi = ratio_ci(diff, [1] * len(diff), 1000, 0)
+                    comparisons[name][f"{metric}_gain_ci95_points"] = [round(100 * lo, 2), round(100 * hi, 2)]
     results = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "split": split, "primary": PRIMARY,
         "corpus": str(corpus), "sft": str(sft), "heldout_documents": len(heldout), "mcq_questions": len(questions),
         "max_tokens": max_tokens, "bf16_autocast": bf16,
         "targets": {"perplexity_reduction": ">= 20%", "mcq_gain": ">= +10 points"},
@@ -437,10 +450,8 @@ def evaluate_models(model: str, adapters: Sequence[str], corpus: str | Path, sft
         "runs": runs, "comparisons": comparisons,
         "commands": REPRO_COMMANDS,
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    out.with_suffix(".md").write_text(render(results))
+    results = rec.write_json(out, results)
+    rec.write_text(Path(out).with_suffix(".md"), render(results))
     return results
 
 
@@ -453,20 +464,20 @@ def render(results: dict) -> str:
         cells = [f"{r[m]['accuracy']:.1%}" if m in r else "-" for _, m in present]
         lines.append(f"| {name} | {r['perplexity']['perplexity']:.2f} | " + " | ".join(cells) + f" | {r['mcq']['questions']} |")
     lines.append("")
+    split = results.get("split", "held-out")
     for name, c in results["comparisons"].items():
-        parts = [f"perplexity {c['perplexity_reduction']:+.1%} lower "
-                 f"({'meets' if c['perplexity_target_met'] else 'misses'} the 20% target)"]
-        for label, metric in present:
-            if f"{metric}_gain_points" in c:
-                parts.append(f"MCQ {label} {c[f'{metric}_gain_points']:+.1f} points "
-                             f"({'meets' if c[f'{metric}_target_met'] else 'misses'} the +10 target)")
-        lines.append(f"- {name}: " + ", ".join(parts))
-    for name, c in results["comparisons"].items():
-        met = [label for label, metric in present if c.get(f"{metric}_target_met")]
-        missed = [label for label, metric in present if f"{metric}_target_met" in c and not c[f"{metric}_target_met"]]
-        lines.append(f"- MCQ target (+10 points) for {name}: "
-                     + (f"met with {', '.join(met)}" if met else "met with no formulation")
-                     + (f"; missed with {', '.join(missed)}" if missed else ""))
+        primary = results.get("primary", PRIMARY)
+        head = ""
+        if f"{primary}_gain_points" in c:
+            ci = c.get(f"{primary}_gain_ci95_points")
+            head = (f"MCQ {dict((m, lbl) for lbl, m in MCQ_FORMULATIONS)[primary]} (the primary figure, fixed before "
+                    f"scoring) {c[f'{primary}_gain_points']:+.1f} points" + (f" [95% CI {ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "")
+                    + f" ({'meets' if c[f'{primary}_target_met'] else 'misses'} the +10 target); ")
+        others = [f"{label} {c[f'{metric}_gain_points']:+.1f}" for label, metric in present
+                  if metric != primary and f"{metric}_gain_points" in c]
+        lines.append(f"- {name} on the {split} split: {head}perplexity {c['perplexity_reduction']:+.1%} lower "
+                     f"({'meets' if c['perplexity_target_met'] else 'misses'} the 20% target)"
+                     + (f"; secondary MCQ formulations (reported, not chosen from): {', '.join(others)} points" if others else ""))
     if any(m == "mcq_cloze" for _, m in present):
         lines += ["", "MCQ formulations (the same questions): *letter* = the letter A-D with the highest next-token "
                   "probability after the chat prompt listing the lettered options; *letter calibrated* = the same "

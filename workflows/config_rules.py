@@ -3,15 +3,18 @@
 Kinds: ``terraform``, ``kubernetes``, ``docker-compose``, ``dockerfile``, ``sshd``, ``nginx``,
 ``aws-iam``. :func:`detect_kind` tells them apart by file name, then by content.
 
-Every :class:`Rule` carries a bad and a good example (the tests run each rule on both), a
-severity, why it matters, the fix, and references (CWE weaknesses and ATT&CK mitigations, checked
-with ``validate_id``). A rule returns the 1-based line ranges it fires on; the review quotes those
-lines as evidence.
+The rules are data: ``config_rules.yaml`` holds each rule (id, kind, title, severity, why, fix,
+references: CWE weaknesses and ATT&CK mitigations, checked with ``validate_id``), its check by
+name with arguments (``check: sshd_value`` ``args: {keyword: PermitRootLogin, equals: [yes]}``)
+and a bad and a good example (the tests run each rule on both). :data:`CHECKS` maps check names
+to the functions here; a check returns the 1-based line ranges it fires on, which the review
+quotes as evidence.
 
-Parsers are small and tolerant: sshd and Dockerfile are line formats; nginx is parsed into
-statements and blocks; Terraform is read block by block (HCL attributes, nested blocks,
-heredocs and ``jsonencode`` bodies by brace counting); Kubernetes, Compose and IAM policies
-(JSON is YAML) go through PyYAML's composer, which keeps line numbers.
+Parsers keep line numbers: sshd is read as sshd reads it (first value wins, ``Match`` blocks
+apart); Dockerfiles through dockerfile-parse; nginx through crossplane's lexer; Terraform block
+by block (HCL attributes, nested and ``dynamic`` blocks, heredocs and ``jsonencode`` bodies by
+brace counting); Kubernetes, Compose and IAM policies (JSON is YAML) through PyYAML's composer.
+Walks over nested structures are iterative, and every pattern is linear in its input.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 from secfm.errors import SecfmError
 
@@ -105,12 +108,7 @@ def sshd_directives(doc: ConfigDoc) -> Iterator[tuple[int, str, str]]:
         yield n, keyword, value
 
 
-def sshd_rule(keyword: str, bad: Callable[[str], bool]) -> Callable[[ConfigDoc], list[Span]]:
-    keyword = keyword.lower()
-    return lambda doc: [(n, n) for n, k, v in sshd_directives(doc) if k == keyword and bad(v)]
 
-
-_WEAK_SSH = re.compile(r"(^|,)(3des-cbc|aes\d+-cbc|blowfish-cbc|cast128-cbc|arcfour\w*|hmac-md5\S*|hmac-sha1-96|umac-64\S*|diffie-hellman-group1-sha1|diffie-hellman-group-exchange-sha1|ssh-dss)(,|$)", re.I)
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,7 +298,6 @@ def _nginx_plain_http(doc: ConfigDoc) -> list[Span]:
     return spans
 
 
-_WEAK_TLS = {"sslv2", "sslv3", "tlsv1", "tlsv1.1"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -851,9 +848,6 @@ def _iam_rule(test: Callable[[object], bool]) -> Callable[[ConfigDoc], list[Span
     return lambda doc: [_stmt_span(s) for _k, s in _iam_statements(doc) if _allow(s) and test(s)]
 
 
-_IAM_SENSITIVE = {"iam:createaccesskey", "iam:attachuserpolicy", "iam:attachrolepolicy", "iam:putuserpolicy", "iam:putrolepolicy",
-                  "iam:createpolicyversion", "iam:updateassumerolepolicy", "iam:createloginprofile", "iam:updateloginprofile",
-                  "iam:addusertogroup", "sts:assumerole", "lambda:updatefunctioncode"}
 
 
 def _principal_public(stmt) -> bool:
@@ -887,313 +881,139 @@ class Rule:
     good: str
 
 
-def R(id, kind, title, severity, why, fix, refs, check, bad, good) -> Rule:  # noqa: N802
-    return Rule(id, kind, title, severity, why, fix, tuple(refs.split()), check, bad, good)
+# --------------------------------------------------------------------------------------------
+# checks by name: what config_rules.yaml refers to (``check: NAME`` with ``args``)
+# --------------------------------------------------------------------------------------------
+Check = Callable[[ConfigDoc], list[Span]]
 
 
-RULES: tuple[Rule, ...] = (
-    # ---- sshd ------------------------------------------------------------------------------
-    R("SSHD-ROOT-LOGIN", "sshd", "Root login over SSH allowed", "high",
-      "A direct root login gives an attacker who guesses or steals one password full control and leaves no named user in the logs.",
-      "Set `PermitRootLogin no` (or `prohibit-password` if key-based root access is required) and use named accounts with sudo.",
-      "CWE-250 M1026", sshd_rule("PermitRootLogin", lambda v: v.lower() == "yes"),
-      "Port 22\nPermitRootLogin yes\n", "Port 22\nPermitRootLogin no\n"),
-    R("SSHD-PASSWORD-AUTH", "sshd", "SSH password authentication enabled", "medium",
-      "Passwords can be guessed or sprayed; keys or certificates resist brute force.",
-      "Set `PasswordAuthentication no` and use public-key (or certificate) authentication, with MFA where possible.",
-      "CWE-309 M1032", sshd_rule("PasswordAuthentication", lambda v: v.lower() == "yes"),
-      "PasswordAuthentication yes\n", "PasswordAuthentication no\n"),
-    R("SSHD-EMPTY-PASSWORDS", "sshd", "Empty passwords accepted", "critical",
-      "Accounts without a password can log in remotely with no credential at all.",
-      "Set `PermitEmptyPasswords no`.", "CWE-258 M1027", sshd_rule("PermitEmptyPasswords", lambda v: v.lower() == "yes"),
-      "PermitEmptyPasswords yes\n", "PermitEmptyPasswords no\n"),
-    R("SSHD-PROTOCOL-1", "sshd", "SSH protocol version 1 enabled", "high",
-      "SSH-1 has known cryptographic weaknesses that allow session hijacking and decryption.",
-      "Remove `Protocol 1`; only SSH-2 should be offered.", "CWE-327 M1041", sshd_rule("Protocol", lambda v: "1" in v.replace(" ", "").split(",")),
-      "Protocol 2,1\n", "Protocol 2\n"),
-    R("SSHD-WEAK-CRYPTO", "sshd", "Weak SSH ciphers, MACs or key exchange", "medium",
-      "CBC-mode ciphers, RC4, MD5/SHA-1 MACs and group1 key exchange are broken or deprecated and weaken the session's confidentiality.",
-      "Offer only modern algorithms (e.g. chacha20-poly1305, aes256-gcm; hmac-sha2-512-etm; curve25519-sha256).",
-      "CWE-327 M1041", lambda doc: [(n, n) for n, k, v in sshd_directives(doc) if k in ("ciphers", "macs", "kexalgorithms", "hostkeyalgorithms") and _WEAK_SSH.search(v.replace(" ", ""))],
-      "Ciphers aes128-cbc,3des-cbc\n", "Ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com\n"),
-    R("SSHD-X11-FORWARDING", "sshd", "X11 forwarding enabled", "low",
-      "X11 forwarding exposes the client's display to a compromised server (keystroke capture, screen access).",
-      "Set `X11Forwarding no` unless a user needs it.", "M1042", sshd_rule("X11Forwarding", lambda v: v.lower() == "yes"),
-      "X11Forwarding yes\n", "X11Forwarding no\n"),
-    R("SSHD-MAX-AUTH-TRIES", "sshd", "Many authentication attempts per connection", "low",
-      "A high MaxAuthTries lets a client try many passwords per connection, which speeds up brute force.",
-      "Set `MaxAuthTries 3` (or at most 6).", "CWE-307 M1036",
-      sshd_rule("MaxAuthTries", lambda v: v.isdigit() and int(v) > 6), "MaxAuthTries 20\n", "MaxAuthTries 3\n"),
-    R("SSHD-USER-ENVIRONMENT", "sshd", "Users may set environment variables for sshd", "medium",
-      "PermitUserEnvironment lets users pass variables such as LD_PRELOAD that can bypass restrictions.",
-      "Set `PermitUserEnvironment no`.", "CWE-15 M1042", sshd_rule("PermitUserEnvironment", lambda v: v.lower() == "yes"),
-      "PermitUserEnvironment yes\n", "PermitUserEnvironment no\n"),
-    R("SSHD-HOSTBASED-AUTH", "sshd", "Host-based or rhosts authentication enabled", "medium",
-      "Trusting a host's identity instead of the user's lets one compromised host log in as any user elsewhere.",
-      "Set `HostbasedAuthentication no` and `IgnoreRhosts yes`.", "CWE-287 M1042",
-      lambda doc: [(n, n) for n, k, v in sshd_directives(doc) if (k == "hostbasedauthentication" and v.lower() == "yes") or (k == "ignorerhosts" and v.lower() == "no")],
-      "HostbasedAuthentication yes\nIgnoreRhosts no\n", "HostbasedAuthentication no\nIgnoreRhosts yes\n"),
-    # ---- nginx -----------------------------------------------------------------------------
-    R("NGINX-SERVER-TOKENS", "nginx", "nginx version disclosed", "low",
-      "The version in headers and error pages tells an attacker which exploits to try.",
-      "Set `server_tokens off;` in the http block.", "CWE-200",
-      _nginx_directive("server_tokens", lambda a: bool(a) and a[0].lower() in ("on", "build")),
-      "http {\n  server_tokens on;\n}\n", "http {\n  server_tokens off;\n}\n"),
-    R("NGINX-AUTOINDEX", "nginx", "Directory listing enabled", "medium",
-      "Directory listings expose file names (backups, keys, configs) that were never meant to be linked.",
-      "Set `autoindex off;` (the default) and serve an index page.", "CWE-548 M1022",
-      _nginx_directive("autoindex", lambda a: bool(a) and a[0].lower() == "on"),
-      "server {\n  location /files/ {\n    autoindex on;\n  }\n}\n", "server {\n  location /files/ {\n    autoindex off;\n  }\n}\n"),
-    R("NGINX-WEAK-TLS", "nginx", "Obsolete TLS/SSL protocol versions enabled", "high",
-      "SSLv3, TLS 1.0 and TLS 1.1 have known attacks (POODLE, BEAST) and are deprecated.",
-      "Use `ssl_protocols TLSv1.2 TLSv1.3;`.", "CWE-327 M1041",
-      _nginx_directive("ssl_protocols", lambda a: any(x.lower() in _WEAK_TLS for x in a)),
-      "server {\n  ssl_protocols TLSv1 TLSv1.1 TLSv1.2;\n}\n", "server {\n  ssl_protocols TLSv1.2 TLSv1.3;\n}\n"),
-    R("NGINX-WEAK-CIPHERS", "nginx", "Weak TLS cipher suites allowed", "medium",
-      "RC4, DES/3DES, export, NULL and anonymous suites can be broken or allow man-in-the-middle attacks.",
-      "Use a modern cipher list (e.g. the Mozilla intermediate profile) and exclude the weak suites explicitly.",
-      "CWE-327 M1041",
-      _nginx_directive("ssl_ciphers", lambda a: bool(a) and any(re.search(r"(^|:)(?!!)[A-Z0-9-]*(RC4|DES|EXPORT|NULL|aNULL|eNULL|MD5)\b", x) for x in a)),
-      "server {\n  ssl_ciphers RC4-SHA:DES-CBC3-SHA:HIGH;\n}\n", "server {\n  ssl_ciphers HIGH:!aNULL:!MD5:!RC4;\n}\n"),
-    R("NGINX-ALIAS-TRAVERSAL", "nginx", "alias with a location missing its trailing slash (path traversal)", "high",
-      "`location /static { alias /var/www/static/; }` maps /static../ to /var/www/, letting a client read files outside the folder.",
-      "End the location with a slash when the alias does (`location /static/ { alias /var/www/static/; }`).",
-      "CWE-22 M1022", _nginx_alias_traversal,
-      "server {\n  location /static {\n    alias /var/www/static/;\n  }\n}\n",
-      "server {\n  location /static/ {\n    alias /var/www/static/;\n  }\n}\n"),
-    R("NGINX-PLAIN-HTTP", "nginx", "Content served over plain HTTP without a redirect to HTTPS", "medium",
-      "Traffic over port 80 can be read and altered on the network (credentials, session cookies).",
-      "Serve the site over TLS and make the port-80 server only `return 301 https://$host$request_uri;`.",
-      "CWE-319 M1041", _nginx_plain_http,
-      "server {\n  listen 80;\n  location / {\n    proxy_pass http://app:8080;\n  }\n}\n",
-      "server {\n  listen 80;\n  return 301 https://$host$request_uri;\n}\n"),
-    R("NGINX-UNLIMITED-BODY", "nginx", "Request body size unlimited", "low",
-      "`client_max_body_size 0` lets a client send arbitrarily large bodies (resource exhaustion).",
-      "Set a bound that fits the application, e.g. `client_max_body_size 10m;`.", "CWE-770",
-      _nginx_directive("client_max_body_size", lambda a: bool(a) and a[0] == "0"),
-      "http {\n  client_max_body_size 0;\n}\n", "http {\n  client_max_body_size 10m;\n}\n"),
-    # ---- Dockerfile ------------------------------------------------------------------------
-    R("DOCKER-ROOT-USER", "dockerfile", "Container runs as root", "medium",
-      "Without a USER instruction (or with USER root) the process runs as root; a breakout or a bug gets root in the container.",
-      "Create an unprivileged user and add `USER app` (a non-root user) before the CMD/ENTRYPOINT.", "CWE-250 M1026",
-      _docker_no_user, "FROM python:3.12-slim\nCOPY app.py /app/\nCMD [\"python\", \"/app/app.py\"]\n",
-      "FROM python:3.12-slim\nRUN useradd -r app\nCOPY app.py /app/\nUSER app\nCMD [\"python\", \"/app/app.py\"]\n"),
-    R("DOCKER-LATEST-TAG", "dockerfile", "Base image not pinned (latest or no tag)", "low",
-      "An unpinned base image changes under you: builds are not reproducible and a compromised upstream tag flows in silently.",
-      "Pin the base image to a version tag, ideally with its digest (`FROM python:3.12-slim@sha256:...`).", "CWE-1357 M1045",
-      _docker_latest, "FROM ubuntu:latest\nUSER nobody\n", "FROM ubuntu:24.04\nUSER nobody\n"),
-    R("DOCKER-SECRET-IN-ENV", "dockerfile", "Secret baked into the image (ENV/ARG)", "high",
-      "ENV and ARG values are stored in the image layers and history; anyone who can pull the image can read them.",
-      "Pass secrets at run time (secret mounts, `docker build --secret`, an orchestrator secret store).", "CWE-798 M1027",
-      _docker_secret, "FROM alpine:3.20\nENV DB_PASSWORD=hunter2\nUSER nobody\n", "FROM alpine:3.20\nENV DB_HOST=db\nUSER nobody\n"),
-    R("DOCKER-ADD-URL", "dockerfile", "ADD from a remote URL", "medium",
-      "ADD downloads without verifying integrity; a changed or hijacked URL puts arbitrary content in the image.",
-      "Download with curl and verify a checksum in a RUN step, or COPY a vetted file.", "CWE-494 M1045",
-      _docker_instr(("ADD",), r"^(--\S+\s+)*https?://"),
-      "FROM alpine:3.20\nADD https://example.com/tool.tar.gz /opt/\nUSER nobody\n", "FROM alpine:3.20\nCOPY tool.tar.gz /opt/\nUSER nobody\n"),
-    R("DOCKER-CURL-PIPE-SHELL", "dockerfile", "Remote script piped into a shell", "high",
-      "`curl ... | sh` runs whatever the server returns, unverified, at build time.",
-      "Download the script, verify its checksum or signature, then run it.", "CWE-494 M1045",
-      _docker_instr(("RUN",), r"(curl|wget)\s[^|]*\|\s*(sudo\s+)?(ba)?sh\b"),
-      "FROM alpine:3.20\nRUN curl -fsSL https://get.example.com | sh\nUSER nobody\n",
-      "FROM alpine:3.20\nRUN curl -fsSLo /tmp/i.sh https://get.example.com && echo \"abc123  /tmp/i.sh\" | sha256sum -c && sh /tmp/i.sh\nUSER nobody\n"),
-    R("DOCKER-CHMOD-777", "dockerfile", "World-writable permissions", "medium",
-      "chmod 777 lets any process in the container rewrite the files, including code that runs later.",
-      "Grant only what is needed (e.g. `chmod 755` for executables, `chown app` for data).", "CWE-732 M1022",
-      _docker_instr(("RUN",), r"chmod\s+(-R\s+)?(0?777|a\+rwx|o\+w)"),
-      "FROM alpine:3.20\nRUN chmod -R 777 /app\nUSER nobody\n", "FROM alpine:3.20\nRUN chmod -R 755 /app\nUSER nobody\n"),
-    R("DOCKER-SSH-EXPOSED", "dockerfile", "SSH port exposed from the container", "low",
-      "Running sshd inside a container adds a remote login service that is rarely patched or monitored.",
-      "Remove sshd and `EXPOSE 22`; use `docker exec` or the orchestrator for access.", "M1042",
-      _docker_instr(("EXPOSE",), r"(^|\s)22(/tcp)?(\s|$)"),
-      "FROM alpine:3.20\nEXPOSE 22 8080\nUSER nobody\n", "FROM alpine:3.20\nEXPOSE 8080\nUSER nobody\n"),
-    # ---- Kubernetes ------------------------------------------------------------------------
-    R("K8S-PRIVILEGED", "kubernetes", "Privileged container", "critical",
-      "A privileged container has all capabilities and the host's devices: escaping to the node is trivial.",
-      "Remove `privileged: true`; grant only the specific capabilities the workload needs.", "CWE-250 M1048",
-      _y_key_rule(("securityContext", "privileged"), y_true),
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: nginx:1.27\n    securityContext:\n      privileged: true\n",
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: nginx:1.27\n    securityContext:\n      privileged: false\n"),
-    R("K8S-HOST-NAMESPACE", "kubernetes", "Pod shares the host's network, PID or IPC namespace", "high",
-      "hostNetwork/hostPID/hostIPC let the pod see and reach the node's processes and interfaces.",
-      "Remove hostNetwork, hostPID and hostIPC from the pod spec.", "CWE-668 M1048", _k8s_host_namespace,
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  hostPID: true\n  containers:\n  - name: c\n    image: busybox:1.36\n",
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  hostPID: false\n  containers:\n  - name: c\n    image: busybox:1.36\n"),
-    R("K8S-RUN-AS-ROOT", "kubernetes", "Container configured to run as root", "medium",
-      "Running as UID 0 turns any container escape or file-permission bug into root access.",
-      "Set `runAsNonRoot: true` and a non-zero `runAsUser`.", "CWE-250 M1026", _k8s_root,
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: app:1.0\n    securityContext:\n      runAsUser: 0\n",
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: app:1.0\n    securityContext:\n      runAsUser: 10001\n      runAsNonRoot: true\n"),
-    R("K8S-PRIVILEGE-ESCALATION", "kubernetes", "Privilege escalation allowed", "medium",
-      "allowPrivilegeEscalation lets a process gain more privileges than its parent (setuid binaries).",
-      "Set `allowPrivilegeEscalation: false`.", "CWE-269 M1048",
-      _y_key_rule(("securityContext", "allowPrivilegeEscalation"), y_true),
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: app:1.0\n    securityContext:\n      allowPrivilegeEscalation: true\n",
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: app:1.0\n    securityContext:\n      allowPrivilegeEscalation: false\n"),
-    R("K8S-DANGEROUS-CAPABILITIES", "kubernetes", "Dangerous Linux capabilities added", "high",
-      "SYS_ADMIN, NET_ADMIN, SYS_PTRACE, SYS_MODULE or ALL give near-root power over the node.",
-      "Drop ALL capabilities and add back only narrow ones the workload needs (e.g. NET_BIND_SERVICE).", "CWE-250 M1048",
-      _k8s_dangerous_caps,
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: app:1.0\n    securityContext:\n      capabilities:\n        add: [\"SYS_ADMIN\"]\n",
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: app:1.0\n    securityContext:\n      capabilities:\n        drop: [\"ALL\"]\n        add: [\"NET_BIND_SERVICE\"]\n"),
-    R("K8S-HOSTPATH", "kubernetes", "hostPath volume mounted", "high",
-      "A hostPath volume exposes the node's file system (the container runtime socket, /etc, kubelet credentials).",
-      "Use a PersistentVolumeClaim, configMap, secret or emptyDir instead of hostPath.", "CWE-668 M1048", _k8s_hostpath,
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: app:1.0\n  volumes:\n  - name: sock\n    hostPath:\n      path: /var/run/docker.sock\n",
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: app:1.0\n  volumes:\n  - name: data\n    emptyDir: {}\n"),
-    R("K8S-LATEST-TAG", "kubernetes", "Container image not pinned (latest or no tag)", "low",
-      "An unpinned image changes on every pull: rollbacks are unreliable and a compromised tag is deployed silently.",
-      "Pin images to a version tag and digest.", "CWE-1357 M1045", _k8s_image_latest,
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: nginx:latest\n",
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: nginx:1.27.2\n"),
-    R("K8S-NO-LIMITS", "kubernetes", "Container without resource limits", "low",
-      "A container without CPU/memory limits can starve the node (denial of service, noisy neighbour).",
-      "Set `resources.limits` (and requests) for every container.", "CWE-770", _k8s_no_limits,
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: app:1.0\n",
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: app:1.0\n    resources:\n      limits:\n        cpu: 500m\n        memory: 256Mi\n"),
-    R("K8S-SECRET-IN-ENV", "kubernetes", "Secret value written in the manifest", "high",
-      "A literal password or token in a manifest ends up in version control and in `kubectl get -o yaml` output.",
-      "Store it in a Secret (or an external secret store) and use `valueFrom.secretKeyRef`.", "CWE-798 M1027", _k8s_secret_env,
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: app:1.0\n    env:\n    - name: DB_PASSWORD\n      value: hunter2\n",
-      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: app:1.0\n    env:\n    - name: DB_PASSWORD\n      valueFrom:\n        secretKeyRef:\n          name: db\n          key: password\n"),
-    R("K8S-RBAC-WILDCARD", "kubernetes", "RBAC rule grants every verb on every resource", "high",
-      "A wildcard role is cluster-admin in all but name: whoever holds it can read secrets and change anything.",
-      "List the specific resources and verbs the subject needs.", "CWE-269 M1026", _k8s_rbac_wildcard,
-      "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: r\nrules:\n- apiGroups: [\"*\"]\n  resources: [\"*\"]\n  verbs: [\"*\"]\n",
-      "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: r\nrules:\n- apiGroups: [\"\"]\n  resources: [\"pods\"]\n  verbs: [\"get\", \"list\"]\n"),
-    R("K8S-CLUSTER-ADMIN-BINDING", "kubernetes", "cluster-admin bound to a service account or to all users", "high",
-      "Binding cluster-admin to a service account (or system:authenticated) hands full cluster control to any pod or user that gets that identity.",
-      "Bind a narrowly scoped Role instead; keep cluster-admin for named administrators.", "CWE-269 M1026",
-      _k8s_cluster_admin_binding,
-      "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: b\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects:\n- kind: ServiceAccount\n  name: default\n  namespace: default\n",
-      "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: b\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: view\nsubjects:\n- kind: ServiceAccount\n  name: default\n  namespace: default\n"),
-    # ---- docker-compose --------------------------------------------------------------------
-    R("COMPOSE-PRIVILEGED", "docker-compose", "Privileged service", "critical",
-      "A privileged container can take over the Docker host.", "Remove `privileged: true`; add only needed capabilities.",
-      "CWE-250 M1048", _compose_key("privileged", y_true),
-      "services:\n  app:\n    image: app:1.0\n    privileged: true\n", "services:\n  app:\n    image: app:1.0\n    privileged: false\n"),
-    R("COMPOSE-DOCKER-SOCKET", "docker-compose", "Docker socket mounted into a service", "high",
-      "Access to /var/run/docker.sock is root on the host: the service can start privileged containers.",
-      "Do not mount the socket; if a tool needs the API, use a filtering proxy with read-only access.", "CWE-668 M1048",
-      _compose_seq_item("volumes", r"docker\.sock"),
-      "services:\n  app:\n    image: app:1.0\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n",
-      "services:\n  app:\n    image: app:1.0\n    volumes:\n      - data:/data\nvolumes:\n  data: {}\n"),
-    R("COMPOSE-HOST-NETWORK", "docker-compose", "Service uses the host network", "medium",
-      "network_mode: host removes network isolation: the service binds and reaches everything the host can.",
-      "Use a bridge network and publish only the ports needed.", "CWE-668 M1030",
-      _compose_key("network_mode", lambda v: (y_scalar(v) or "") == "host"),
-      "services:\n  app:\n    image: app:1.0\n    network_mode: host\n", "services:\n  app:\n    image: app:1.0\n    ports:\n      - \"127.0.0.1:8080:8080\"\n"),
-    R("COMPOSE-SECRET-IN-ENV", "docker-compose", "Secret value written in the compose file", "high",
-      "Literal passwords in a compose file end up in version control and in `docker inspect` output.",
-      "Use compose secrets or an env file kept out of version control (`${DB_PASSWORD}`).", "CWE-798 M1027",
-      _compose_secret_env,
-      "services:\n  db:\n    image: postgres:16\n    environment:\n      POSTGRES_PASSWORD: hunter2\n",
-      "services:\n  db:\n    image: postgres:16\n    environment:\n      POSTGRES_PASSWORD: ${POSTGRES_PASSWORD}\n"),
-    R("COMPOSE-DB-PORT-EXPOSED", "docker-compose", "Database port published on all interfaces", "medium",
-      "Publishing a database port without a bind address exposes it to every network the host is on.",
-      "Bind to 127.0.0.1 (`127.0.0.1:5432:5432`) or keep the database on an internal network only.", "CWE-668 M1035",
-      _compose_seq_item("ports", r"^(0\.0\.0\.0:)?(3306|5432|6379|27017|9200|11211|5984|1433)(:\d+)?$"),
-      "services:\n  db:\n    image: postgres:16\n    ports:\n      - \"5432:5432\"\n",
-      "services:\n  db:\n    image: postgres:16\n    ports:\n      - \"127.0.0.1:5432:5432\"\n"),
-    # ---- AWS IAM policies ------------------------------------------------------------------
-    R("IAM-ADMIN-WILDCARD", "aws-iam", "Policy allows every action on every resource", "critical",
-      "Action \"*\" on Resource \"*\" is full administrator access: one leaked credential controls the account.",
-      "Grant the specific actions and resource ARNs the principal needs (least privilege).", "CWE-269 M1026",
-      _iam_rule(lambda s: "*" in _stmt(s, "Action") and "*" in _stmt(s, "Resource")),
-      '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Allow", "Action": "*", "Resource": "*"}\n  ]\n}\n',
-      '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::reports/*"}\n  ]\n}\n'),
-    R("IAM-SERVICE-WILDCARD", "aws-iam", "Policy allows all actions of a service on every resource", "high",
-      "A service wildcard such as iam:* or s3:* on \"*\" grants far more than a workload needs (iam:* is account takeover).",
-      "List the specific actions and scope Resource to the ARNs involved.", "CWE-269 M1026",
-      _iam_rule(lambda s: "*" not in _stmt(s, "Action") and any(a.endswith(":*") for a in _stmt(s, "Action")) and "*" in _stmt(s, "Resource")),
-      '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Allow", "Action": "iam:*", "Resource": "*"}\n  ]\n}\n',
-      '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Allow", "Action": ["iam:GetUser"], "Resource": "arn:aws:iam::111122223333:user/app"}\n  ]\n}\n'),
-    R("IAM-PUBLIC-PRINCIPAL", "aws-iam", "Resource policy open to any principal", "high",
-      "Principal \"*\" without a condition lets anyone on the internet (any AWS account) use the resource.",
-      "Name the accounts or roles allowed, or add conditions (aws:SourceVpce, aws:PrincipalOrgID).", "CWE-284 M1022",
-      _iam_rule(_principal_public),
-      '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}\n  ]\n}\n',
-      '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}\n  ]\n}\n'),
-    R("IAM-NOTACTION-ALLOW", "aws-iam", "Allow with NotAction", "medium",
-      "Allow + NotAction grants every action except those listed, including any new ones AWS adds.",
-      "Use an explicit Action list instead.", "CWE-269 M1026",
-      _iam_rule(lambda s: y_get(s, "NotAction") is not None),
-      '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}\n  ]\n}\n',
-      '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Deny", "NotAction": "iam:*", "Resource": "*"}\n  ]\n}\n'),
-    R("IAM-PASSROLE-ANY", "aws-iam", "iam:PassRole on any role", "high",
-      "PassRole on \"*\" lets the principal hand any role (including admin roles) to a service it controls: privilege escalation.",
-      "Restrict Resource to the specific role ARNs, with an iam:PassedToService condition.", "CWE-269 M1026",
-      _iam_rule(lambda s: any(a.lower() in ("iam:passrole", "iam:pass*") for a in _stmt(s, "Action")) and "*" in _stmt(s, "Resource")),
-      '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Allow", "Action": ["iam:PassRole", "ec2:RunInstances"], "Resource": "*"}\n  ]\n}\n',
-      '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::111122223333:role/app-ec2"}\n  ]\n}\n'),
-    R("IAM-SENSITIVE-ANY", "aws-iam", "Privilege-changing IAM actions on any resource", "medium",
-      "Actions such as CreateAccessKey, AttachUserPolicy or UpdateAssumeRolePolicy on \"*\" allow escalation to other identities.",
-      "Scope these actions to the principal's own ARN (e.g. ${aws:username}) or remove them.", "CWE-269 M1026",
-      _iam_rule(lambda s: any(a.lower() in _IAM_SENSITIVE for a in _stmt(s, "Action")) and "*" in _stmt(s, "Resource")),
-      '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Allow", "Action": ["iam:CreateAccessKey"], "Resource": "*"}\n  ]\n}\n',
-      '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Allow", "Action": ["iam:CreateAccessKey"], "Resource": "arn:aws:iam::111122223333:user/${aws:username}"}\n  ]\n}\n'),
-    # ---- Terraform -------------------------------------------------------------------------
-    R("TF-SG-ADMIN-OPEN", "terraform", "Admin port open to the internet", "high",
-      "SSH/RDP/WinRM reachable from 0.0.0.0/0 invites brute force and exploitation of the login service.",
-      "Restrict the CIDR to known addresses, or use a bastion / SSM Session Manager.", "CWE-284 M1037", _tf_open_admin,
-      'resource "aws_security_group" "web" {\n  ingress {\n    from_port   = 22\n    to_port     = 22\n    protocol    = "tcp"\n    cidr_blocks = ["0.0.0.0/0"]\n  }\n}\n',
-      'resource "aws_security_group" "web" {\n  ingress {\n    from_port   = 22\n    to_port     = 22\n    protocol    = "tcp"\n    cidr_blocks = ["10.0.0.0/8"]\n  }\n}\n'),
-    R("TF-S3-PUBLIC-ACL", "terraform", "S3 bucket ACL grants public access", "high",
-      "A public-read(-write) ACL exposes every object in the bucket to anyone.",
-      "Use `acl = \"private\"` (or no ACL with BucketOwnerEnforced) and a public access block.", "CWE-732 M1022",
-      _tf_attr_is(("aws_s3_bucket", "aws_s3_bucket_acl"), ("acl",), lambda v: v in ("public-read", "public-read-write", "authenticated-read")),
-      'resource "aws_s3_bucket_acl" "logs" {\n  bucket = aws_s3_bucket.logs.id\n  acl    = "public-read"\n}\n',
-      'resource "aws_s3_bucket_acl" "logs" {\n  bucket = aws_s3_bucket.logs.id\n  acl    = "private"\n}\n'),
-    R("TF-S3-PUBLIC-BLOCK-OFF", "terraform", "S3 public access block disabled", "medium",
-      "Turning off the public access block lets a later ACL or policy change make the bucket public.",
-      "Set all four block_public_* / ignore_public_acls / restrict_public_buckets settings to true.", "CWE-732 M1022",
-      _tf_attr_is(("aws_s3_bucket_public_access_block", "aws_s3_account_public_access_block"),
-                  ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"), lambda v: v == "false"),
-      'resource "aws_s3_bucket_public_access_block" "b" {\n  bucket            = aws_s3_bucket.b.id\n  block_public_acls = false\n}\n',
-      'resource "aws_s3_bucket_public_access_block" "b" {\n  bucket            = aws_s3_bucket.b.id\n  block_public_acls = true\n}\n'),
-    R("TF-STORAGE-UNENCRYPTED", "terraform", "Storage encryption disabled", "medium",
-      "Unencrypted volumes, databases and snapshots expose data to anyone who gets the media or a shared snapshot.",
-      "Set `storage_encrypted = true` / `encrypted = true` (with a KMS key).", "CWE-311 M1041",
-      _tf_attr_is((), ("storage_encrypted", "encrypted"), lambda v: v == "false"),
-      'resource "aws_db_instance" "db" {\n  engine            = "postgres"\n  storage_encrypted = false\n}\n',
-      'resource "aws_db_instance" "db" {\n  engine            = "postgres"\n  storage_encrypted = true\n}\n'),
-    R("TF-DB-PUBLIC", "terraform", "Database publicly accessible", "high",
-      "A publicly accessible database endpoint is reachable from the internet and exposed to credential attacks.",
-      "Set `publicly_accessible = false` and reach the database from inside the VPC.", "CWE-284 M1035",
-      _tf_attr_is(("aws_db_instance", "aws_rds_cluster_instance", "aws_redshift_cluster"), ("publicly_accessible",), lambda v: v == "true"),
-      'resource "aws_db_instance" "db" {\n  engine              = "mysql"\n  publicly_accessible = true\n}\n',
-      'resource "aws_db_instance" "db" {\n  engine              = "mysql"\n  publicly_accessible = false\n}\n'),
-    R("TF-HARDCODED-SECRET", "terraform", "Hard-coded secret in Terraform", "high",
-      "A literal password or key in code lands in version control and in the state file in clear text.",
-      "Use a variable marked sensitive, a secrets manager data source, or `manage_master_user_password`.", "CWE-798 M1027",
-      _tf_hardcoded_secret,
-      'resource "aws_db_instance" "db" {\n  engine   = "mysql"\n  username = "admin"\n  password = "Sup3rS3cret!"\n}\n',
-      'resource "aws_db_instance" "db" {\n  engine   = "mysql"\n  username = "admin"\n  password = var.db_password\n}\n'),
-    R("TF-IAM-WILDCARD", "terraform", "IAM policy allows every action on every resource", "high",
-      "Action \"*\" on Resource \"*\" is administrator access for whoever gets the role or user.",
-      "List the specific actions and resource ARNs (least privilege).", "CWE-269 M1026", _tf_iam_wildcard,
-      'resource "aws_iam_policy" "p" {\n  name   = "p"\n  policy = jsonencode({\n    Version = "2012-10-17"\n    Statement = [{\n      Effect   = "Allow"\n      "Action" = "*"\n      "Resource" = "*"\n    }]\n  })\n}\n',
-      'resource "aws_iam_policy" "p" {\n  name   = "p"\n  policy = jsonencode({\n    Version = "2012-10-17"\n    Statement = [{\n      Effect   = "Allow"\n      "Action" = "s3:GetObject"\n      "Resource" = "arn:aws:s3:::reports/*"\n    }]\n  })\n}\n'),
-    R("TF-CLOUDTRAIL-DISABLED", "terraform", "CloudTrail logging disabled", "high",
-      "Without CloudTrail there is no record of API activity to detect or investigate an intrusion.",
-      "Set `enable_logging = true` (and a multi-region trail).", "CWE-778 M1047",
-      _tf_attr_is(("aws_cloudtrail",), ("enable_logging",), lambda v: v == "false"),
-      'resource "aws_cloudtrail" "t" {\n  name           = "t"\n  s3_bucket_name = "logs"\n  enable_logging = false\n}\n',
-      'resource "aws_cloudtrail" "t" {\n  name           = "t"\n  s3_bucket_name = "logs"\n  enable_logging = true\n}\n'),
-    R("TF-IMDSV1", "terraform", "Instance metadata service v1 allowed", "medium",
-      "IMDSv1 answers unauthenticated GETs, so an SSRF in the workload can steal the instance role's credentials.",
-      "Set `metadata_options { http_tokens = \"required\" }`.", "CWE-918 M1042",
-      _tf_attr_is(("aws_instance", "aws_launch_template", "aws_launch_configuration"), ("http_tokens",), lambda v: v == "optional"),
-      'resource "aws_instance" "i" {\n  ami = "ami-123"\n  metadata_options {\n    http_tokens = "optional"\n  }\n}\n',
-      'resource "aws_instance" "i" {\n  ami = "ami-123"\n  metadata_options {\n    http_tokens = "required"\n  }\n}\n'),
-    R("TF-KMS-NO-ROTATION", "terraform", "KMS key rotation disabled", "low",
-      "Without rotation a compromised key material stays valid indefinitely.",
-      "Set `enable_key_rotation = true`.", "CWE-326 M1041",
-      _tf_attr_is(("aws_kms_key",), ("enable_key_rotation",), lambda v: v == "false"),
-      'resource "aws_kms_key" "k" {\n  description         = "k"\n  enable_key_rotation = false\n}\n',
-      'resource "aws_kms_key" "k" {\n  description         = "k"\n  enable_key_rotation = true\n}\n'),
-)
+def _sshd_value(keyword: str | list[str], equals: list[str] | None = None, above: int | None = None,
+                list_has: str | None = None, list_matches: str | None = None) -> Check:
+    """An effective sshd directive (first value wins, Match blocks apart) whose value is one of
+    ``equals``, a number above ``above``, or a comma list holding ``list_has`` or an item matching
+    ``list_matches``."""
+    keywords = {k.lower() for k in ([keyword] if isinstance(keyword, str) else keyword)}
+    wanted = {e.lower() for e in equals or ()}
+    item_re = re.compile(list_matches, re.I) if list_matches else None
 
+    def bad(v: str) -> bool:
+        items = [x for x in v.replace(" ", "").split(",") if x]
+        return ((wanted and v.lower() in wanted) or (above is not None and v.isdigit() and int(v) > above)
+                or (list_has is not None and list_has in items) or (item_re is not None and any(item_re.search(x) for x in items)))
+
+    return lambda doc: [(n, n) for n, k, v in sshd_directives(doc) if k in keywords and bad(v)]
+
+
+def _nginx_directive_check(name: str, first_in: list[str] | None = None, any_in: list[str] | None = None,
+                           any_matches: str | None = None) -> Check:
+    """A (non-block) nginx directive whose first argument is in ``first_in`` (any case), any
+    argument is in ``any_in`` (any case), or any argument matches ``any_matches``."""
+    first = {x.lower() for x in first_in or ()}
+    anyset = {x.lower() for x in any_in or ()}
+    pattern = re.compile(any_matches) if any_matches else None
+
+    def bad(args: list[str]) -> bool:
+        return bool(args) and ((first and args[0].lower() in first) or any(x.lower() in anyset for x in args)
+                               or (pattern is not None and any(pattern.search(x) for x in args)))
+
+    return _nginx_directive(name, bad)
+
+
+def _iam_statement(action: str | None = None, resource: str | None = None, service_wildcard: bool = False,
+                   actions: list[str] | None = None, has: str | None = None) -> Check:
+    """An Allow statement with Action ``action`` (or a ``service:*`` action, or one of ``actions``,
+    or key ``has``) on Resource ``resource``."""
+    wanted = {a.lower() for a in actions or ()}
+
+    def test(stmt) -> bool:
+        acts = _stmt(stmt, "Action")
+        if resource is not None and resource not in _stmt(stmt, "Resource"):
+            return False
+        if action is not None and action not in acts:
+            return False
+        if service_wildcard and ("*" in acts or not any(a.endswith(":*") for a in acts)):
+            return False
+        if wanted and not any(a.lower() in wanted for a in acts):
+            return False
+        return has is None or y_get(stmt, has) is not None
+
+    return _iam_rule(test)
+
+
+def _any_of(checks: list[dict]) -> Check:
+    parts = [make_check(c["check"], c.get("args") or {}) for c in checks]
+    return lambda doc: sorted({span for part in parts for span in part(doc)})
+
+
+CHECKS: dict[str, Callable[..., Check]] = {
+    "sshd_value": _sshd_value,
+    "nginx_directive": _nginx_directive_check,
+    "nginx_alias_traversal": lambda: _nginx_alias_traversal,
+    "nginx_plain_http": lambda: _nginx_plain_http,
+    "docker_no_user": lambda: _docker_no_user,
+    "docker_latest": lambda: _docker_latest,
+    "docker_secret": lambda: _docker_secret,
+    "docker_instruction": lambda names, matches: _docker_instr(tuple(names), matches),
+    "yaml_key": lambda path, true=True: _y_key_rule(tuple(path), y_true),
+    "k8s_host_namespace": lambda: _k8s_host_namespace,
+    "k8s_root": lambda: _k8s_root,
+    "k8s_dangerous_caps": lambda: _k8s_dangerous_caps,
+    "k8s_hostpath": lambda: _k8s_hostpath,
+    "k8s_image_latest": lambda: _k8s_image_latest,
+    "k8s_no_limits": lambda: _k8s_no_limits,
+    "k8s_secret_env": lambda: _k8s_secret_env,
+    "k8s_rbac_wildcard": lambda: _k8s_rbac_wildcard,
+    "k8s_cluster_admin_binding": lambda: _k8s_cluster_admin_binding,
+    "compose_key": lambda key, true=False, equals=None: _compose_key(
+        key, y_true if true else (lambda v: (y_scalar(v) or "") == equals)),
+    "compose_item": lambda key, matches: _compose_seq_item(key, matches),
+    "compose_secret_env": lambda: _compose_secret_env,
+    "iam_statement": _iam_statement,
+    "iam_public_principal": lambda: _iam_rule(_principal_public),
+    "tf_open_admin": lambda: _tf_open_admin,
+    "tf_attribute": lambda attributes, values, resources=(): _tf_attr_is(tuple(resources), tuple(attributes), lambda v: v in set(values)),
+    "tf_hardcoded_secret": lambda: _tf_hardcoded_secret,
+    "tf_iam_wildcard": lambda: _tf_iam_wildcard,
+    "any_of": _any_of,
+}
+
+
+def make_check(name: str, args: dict) -> Check:
+    """The check ``name`` built with ``args`` (a clear error for an unknown name or argument)."""
+    if name not in CHECKS:
+        raise SecfmError(f"unknown config check {name!r} (one of {', '.join(sorted(CHECKS))})")
+    try:
+        return CHECKS[name](**args)
+    except TypeError as exc:
+        raise SecfmError(f"config check {name!r}: bad arguments {sorted(args)} ({exc})") from exc
+
+
+RULES_FILE = Path(__file__).parent / "config_rules.yaml"
+_REQUIRED = ("id", "kind", "title", "severity", "why", "fix", "check", "example_bad", "example_good")
+
+
+def load_rules(path: str | Path = RULES_FILE) -> tuple[Rule, ...]:
+    """Rules from a YAML file (``config_rules.yaml``: one entry per rule, its check by name)."""
+    import yaml
+
+    from secfm.workflows.schemas import SEVERITIES
+
+    try:
+        entries = yaml.safe_load(Path(path).read_text(encoding="utf-8"))["rules"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise SecfmError(f"cannot read config rules from {path}: {exc}") from exc
+    rules = []
+    for entry in entries:
+        missing = [k for k in _REQUIRED if k not in entry]
+        if missing or entry["kind"] not in KINDS or entry["severity"] not in SEVERITIES:
+            raise SecfmError(f"{path}: rule {entry.get('id')!r} needs {', '.join(missing) or 'a known kind and severity'}")
+        rules.append(Rule(entry["id"], entry["kind"], entry["title"], entry["severity"], entry["why"], entry["fix"],
+                          tuple(entry.get("references") or ()), make_check(entry["check"], entry.get("args") or {}),
+                          entry["example_bad"], entry["example_good"]))
+    return tuple(rules)
+
+
+RULES: tuple[Rule, ...] = load_rules()
 RULES_BY_ID = {r.id: r for r in RULES}
 assert len(RULES_BY_ID) == len(RULES), "duplicate rule id"
 

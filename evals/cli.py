@@ -148,6 +148,20 @@ def bench_eval(
     print(f"results: {out}")
 
 
+def results(
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the index (default: RESULTS.md at the repository root).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Do not write: exit 1 when the index is not what the results files give.")] = False,
+) -> None:
+    """The results index: every results file's headline figures and how each was made (command, commit, load)."""
+    from secfm.evals.results_index import write_index
+
+    path, current = write_index(out, check=check)
+    if check and not current:
+        print(f"{path} is out of date: run `secfm results`")
+        raise typer.Exit(1)
+    print(f"results index: {path}{' (up to date)' if check else ''}")
+
+
 def _group(app: typer.Typer, name: str, help_text: str) -> typer.Typer:
     """The sub-app ``name`` of ``app`` (shared with other packages), created on first use."""
     try:
@@ -169,4 +183,5 @@ def register(app: typer.Typer) -> None:
         evals.command(task, help=help_text)(_task_command(task, help_text, with_labels=task == "cti-taa"))
     evals.command("report")(eval_report)
     app.command("card")(card)
+    app.command("results")(results)
     _group(app, "bench", BENCH_HELP).command("eval")(bench_eval)

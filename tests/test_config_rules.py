@@ -106,3 +106,28 @@ def test_precision_and_recall_on_public_scanner_fixtures():
     result = score(rows)["overall"]
     print(f"config review on {len(rows)} public fixtures: precision {result['precision']}, recall {result['recall']}")
     assert result["precision"] >= 0.9 and result["recall"] >= 0.6
+
+
+def test_a_new_rule_is_one_yaml_entry(tmp_path):
+    from secfm.errors import SecfmError
+    from secfm.workflows.config_rules import load_rules
+
+    path = tmp_path / "rules.yaml"
+    path.write_text("""rules:
+- id: SSHD-AGENT-FORWARDING
+  kind: sshd
+  title: Agent forwarding enabled
+  severity: low
+  why: A compromised server can use the forwarded agent.
+  fix: Set AllowAgentForwarding no.
+  references: [M1042]
+  check: sshd_value
+  args: {keyword: AllowAgentForwarding, equals: ['yes']}
+  example_bad: "AllowAgentForwarding yes\\n"
+  example_good: "AllowAgentForwarding no\\n"
+""")
+    (rule,) = load_rules(path)
+    assert rule.check(ConfigDoc(rule.bad, "sshd")) == [(1, 1)] and rule.check(ConfigDoc(rule.good, "sshd")) == []
+    path.write_text(path.read_text().replace("check: sshd_value", "check: no_such_check"))
+    with pytest.raises(SecfmError, match="unknown config check 'no_such_check'"):
+        load_rules(path)

@@ -50,16 +50,41 @@ def _registry_facts(name: str) -> dict:
     if spec is None:
         return {}
     facts = {"license": spec.license}
-    if spec.source.kind == "hf" and spec.source.repo:
-        facts["base_model"] = spec.source.repo
+    base = spec
+    if spec.source.kind == "adapter" and spec.source.base:
+        base = get_spec(spec.source.base) or spec
+        facts["library_name"] = "peft"
+    if base.hub_id():
+        facts["base_model"] = base.hub_id()
     return facts
 
 
+def is_benchmark_data(m: dict) -> bool:
+    """Whether the run's data is CTIBench itself: read from the benchmark's Hugging Face dataset.
+    A local file (even in CTIBench's layout) cannot be told from a hand-made one, so it is named
+    by its file name and sha256 and never as the benchmark."""
+    return str(m["data"]["source"]).startswith(f"hf://{CTIBENCH}/")
+
+
+def _dataset(m: dict, split: str) -> dict:
+    sha = m["data"]["sha256"]
+    if is_benchmark_data(m):
+        return {"name": f"CTIBench {m['config']}", "type": CTIBENCH, "config": m["config"], "split": split,
+                "args": {"data_sha256": sha, "rows": m["data"]["rows"]}}
+    name = Path(str(m["data"]["source"])).name
+    return {"name": f"{name} (local file, sha256 {sha[:12]}; not CTIBench)", "type": f"local/{name}",
+            "args": {"data_sha256": sha, "rows": m["data"]["rows"], "layout": f"CTIBench {m['config']}"}}
+
+
 def _dataset_label(m: dict) -> str:
-    source = m["data"]["source"]
-    if source.startswith("hf://"):
-        return f"CTIBench {m['config']}"
-    return f"CTIBench {m['config']} format, local file {Path(source).name} (sha256 {m['data']['sha256'][:12]})"
+    return _dataset(m, "test")["name"]
+
+
+def _contamination(m: dict) -> str:
+    c = m.get("contamination") or {}
+    if not m.get("contaminated"):
+        return ""
+    return f"contaminated: the model or head saw {c.get('seen_items', '?')} of the {c.get('items', m.get('n'))} items"
 
 
 def _setting(m: dict) -> str:
@@ -94,19 +119,16 @@ def model_index(name: str, runs: list[dict]) -> list[dict]:
         }
         if m.get("limit"):
             args["limit"] = m["limit"]
+        dirty = _contamination(m)
+        if dirty:
+            args["contaminated"] = True
         results.append({
             "task": {"type": spec.card.task_type, "name": spec.title},
-            "dataset": {
-                "name": _dataset_label(m),
-                "type": CTIBENCH,
-                "config": m["config"],
-                "split": spec.hf.split,
-                "args": {"data_sha256": m["data"]["sha256"], "rows": m["data"]["rows"]},
-            },
+            "dataset": _dataset(m, spec.hf.split),
             "metrics": [{
                 "type": spec.card.metric_type,
                 "value": value,
-                "name": f"{label} ({m['mode']}, {_setting(m)}, {m['engine']}, n={m['n']})",
+                "name": f"{label} ({m['mode']}, {_setting(m)}, {m['engine']}, n={m['n']})" + (f" [{dirty}]" if dirty else ""),
                 "args": args,
                 "verified": False,
             }],
@@ -116,8 +138,8 @@ def model_index(name: str, runs: list[dict]) -> list[dict]:
 
 def results_table(runs: list[dict]) -> str:
     rows = [
-        "| task | metric | value [95% CI] | strict [95% CI] | setting | mode | engine | n | unparseable | majority / random |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | data | metric | value [95% CI] | strict [95% CI] | setting | mode | engine | n | unparseable | majority / random |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in runs:
         h = m["headline"]
@@ -125,8 +147,10 @@ def results_table(runs: list[dict]) -> str:
         b = m.get("baselines", {})
         c = m.get("counts", {})
         unit = " (score points, lower is better)" if h.startswith("mad") else " (%)"
+        dirty = _contamination(m)
         rows.append("| " + " | ".join([
-            f"{get_task(m['task']).title} ({m['config']})",
+            f"{get_task(m['task']).title} ({m['config']})" + (f" **{dirty}**" if dirty else ""),
+            _dataset_label(m),
             h + unit,
             fmt_ci(h, m["figures"][h], m["intervals"][h]),
             fmt_ci(h, m["figures"][s], m["intervals"][s]) if s in m["figures"] else "-",
@@ -169,7 +193,8 @@ def render_card(
     details = card_info(str(model), name, info_path=info)
     license_ = details.get("license") or facts.get("license") or "other"
     base_model = details.get("base_model") or facts.get("base_model")
-    front = {"license": license_}
+    front = {"license": license_, "library_name": details.get("library_name") or facts.get("library_name")
+             or "transformers", "pipeline_tag": details.get("pipeline_tag") or "text-generation"}
     if base_model:
         front["base_model"] = base_model
     front["tags"] = list(details.get("tags") or [])

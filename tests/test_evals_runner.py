@@ -319,17 +319,48 @@ def test_model_card(runs, tmp_path):
     assert text.startswith("---\n")
     front = yaml.safe_load(text.split("---\n")[1])
     assert front["license"] == "gemma" and front["base_model"] == "google/gemma-3-270m"
+    assert front["library_name"] == "transformers" and front["pipeline_tag"] == "text-generation"
     assert front["tags"] == ["security"] and front["datasets"] == []
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(path)  # the Hub's own parser: front matter and model-index
+    assert card.data.base_model == "google/gemma-3-270m" and len(card.data.eval_results) == 3
     name, results = model_index_to_eval_results(front["model-index"])
     assert name == "scripted-model" and len(results) == 3
-    assert {r.dataset_type for r in results} == {"AI4Sec/cti-bench"}
-    assert {r.dataset_config for r in results} == {"cti-mcq", "cti-rcm"}
+    # fixture files are named by file and sha256, never as the benchmark
+    assert {r.dataset_type for r in results} == {"local/cti-mcq.tsv", "local/cti-rcm.tsv"}
+    assert all("not CTIBench" in r.dataset_name and r.dataset_split is None for r in results)
+    assert "CTIBench cti-mcq" not in {r.dataset_name for r in results}
     loglik = next(r for r in results if "loglik" in r.metric_name)
     assert loglik.metric_args["shots"] == 0 and loglik.metric_args["n"] == 10 and len(loglik.metric_args["ci95"]) == 2
     for heading in ("## Intended uses", "## Out-of-scope uses", "## Training data", "## Evaluation", "## Limitations",
                     "## How to reproduce"):
         assert heading in text
     assert "zero-shot" in text and "secfm eval cti-rcm" in text and "loglik" in text
+
+
+def test_card_names_the_benchmark_only_for_its_own_data_and_marks_contamination(runs, tmp_path):
+    import json
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    from secfm.evals.card import write_card
+
+    bench, dirty = tmp_path / "bench-run", tmp_path / "dirty-run"
+    for target, change in ((bench, {"data": {"source": "hf://AI4Sec/cti-bench/cti-mcq/test"}}),
+                           (dirty, {"contaminated": True, "contamination": {"seen_items": 3, "items": 10}})):
+        shutil.copytree(runs / "mcq-loglik", target)
+        metrics = json.loads((target / "metrics.json").read_text())
+        for key, value in change.items():
+            metrics[key] = {**metrics[key], **value} if isinstance(metrics.get(key), dict) else value
+        (target / "metrics.json").write_text(json.dumps(metrics))
+    path = write_card([str(bench), str(dirty)], tmp_path / "README.md")
+    card = ModelCard.load(path)
+    named, local = card.data.eval_results
+    assert named.dataset_type == "AI4Sec/cti-bench" and named.dataset_name == "CTIBench cti-mcq"
+    assert local.dataset_type == "local/cti-mcq.tsv" and "contaminated: the model or head saw 3 of the 10 items" in local.metric_name
+    assert "**contaminated" in path.read_text()
 
 
 def test_card_refuses_runs_of_different_models(runs, tmp_path):

@@ -26,9 +26,8 @@ def _read(path: Path) -> dict:
 #: (stage label, recipe, run summary) of each training stage of the shipped adapter, in order
 STAGES = (
     ("CPT-LoRA", "training/recipes/gemma-3-270m/cpt-lora.yaml", "runs/gemma-3-270m/cpt-lora/summary.json"),
-    ("SFT-LoRA", "training/recipes/gemma-3-270m/sft-lora.yaml", "runs/gemma-3-270m/sft-lora/summary.json"),
-    ("SFT-LoRA, continued", "training/recipes/gemma-3-270m/sft-lora-continue.yaml", "runs/gemma-3-270m/sft-lora-2/summary.json"),
-    ("SFT-LoRA, short answers", "training/recipes/gemma-3-270m/sft-lora-qa.yaml", "runs/gemma-3-270m/sft-lora-qa/summary.json"),
+    ("SFT-LoRA, short answers + replayed conversations", "training/recipes/gemma-3-270m/sft-lora.yaml",
+     "runs/gemma-3-270m/sft-lora/summary.json"),
 )
 _FORMULATIONS = (("mcq", "letter"), ("mcq_calibrated", "letter, calibrated"), ("mcq_cloze", "cloze"))
 
@@ -50,9 +49,13 @@ def model_card(name: str, base: str, stages: list[tuple[str, str, dict]], result
     final_key = next((k for k, r in runs.items() if shipped_from and r.get("adapter")
                       and Path(r["adapter"]).resolve() == Path(shipped_from).resolve()), None)
     final = comp.get(final_key) if final_key else None
+    from secfm.registry import get_spec
+
+    spec = get_spec(base)
+    hub = (spec.hub_id() if spec else None) or base
     lines = [
         "---",
-        f"base_model: {base}",
+        f"base_model: {hub}",
         "library_name: peft",
         "license: gemma",
         "pipeline_tag: text-generation",
@@ -61,12 +64,12 @@ def model_card(name: str, base: str, stages: list[tuple[str, str, dict]], result
         "",
         f"# {name}",
         "",
-        f"A LoRA adapter for Google's Gemma 3 270M (`{base}` in the secfm registry), trained by secfm's own",
-        "CPU recipes: LoRA continued pretraining on a curated security corpus (MITRE ATT&CK Enterprise and",
-        "CWE rendered as prose), then supervised fine-tuning of the same adapter on conversations and",
-        "multiple-choice questions generated from those facts, and last on the short answers to those",
-        "questions (the question alone, then the answer). It is the embedded, laptop-sized member of",
-        "the secfm family; production uses the Llama 3.1 8B recipes.",
+        f"A LoRA adapter for Google's Gemma 3 270M (`{hub}`; `{base}` in the secfm registry), trained by secfm's",
+        "own CPU recipes in one chain fixed before any held-out figure (`training/results/secfm-270m-protocol.md`):",
+        "LoRA continued pretraining on the training split of a curated security corpus (MITRE ATT&CK and CWE",
+        "rendered as prose), then supervised fine-tuning of the same adapter on the short answers to training",
+        "questions with conversations replayed among them. It is the embedded, laptop-sized member of the",
+        "secfm family; production uses the Llama 3.1 8B recipes.",
         "",
         "## Use",
         "",
@@ -81,7 +84,8 @@ def model_card(name: str, base: str, stages: list[tuple[str, str, dict]], result
         f"- LoRA r={adapter_cfg.get('r')}, alpha={adapter_cfg.get('lora_alpha')}, dropout={adapter_cfg.get('lora_dropout')}, "
         f"on all linear layers ({', '.join(sorted(adapter_cfg.get('target_modules') or []))}); "
         f"{size / 1e6:.1f} MB (float32 safetensors)",
-        f"- `base_model_name_or_path`: `{adapter_cfg.get('base_model_name_or_path')}` (a secfm registry name)",
+        f"- `base_model_name_or_path`: `{adapter_cfg.get('base_model_name_or_path')}` (the Hugging Face id: "
+        "`AutoPeftModelForCausalLM` loads it from the local hub cache; secfm maps it to its own local copy)",
         "",
         "## Training",
         "",
@@ -94,23 +98,20 @@ def model_card(name: str, base: str, stages: list[tuple[str, str, dict]], result
     for stage, recipe, s in stages:
         if s:
             extra = " (stopped by its time budget)" if s.get("stopped_by_time_budget") else ""
-            tokens += s.get("tokens_this_run", 0)
+            tokens += s.get("tokens_all_chunks", s.get("tokens_this_run", 0))
             lines.append(f"| {stage} | `{recipe}` | {s.get('global_step')}{extra} | {s.get('tokens_this_run', 0):,} | "
                          f"{s.get('train_seconds_this_run', 0) / 60:.0f} min | "
                          f"eval loss {s.get('eval_loss')} (perplexity {s.get('eval_perplexity')}) |")
     cut = any(s.get("stopped_by_time_budget") for _, _, s in stages if s)
     lines += [
         "",
-        "Data: `secfm data corpus` (18,096 documents, 799k tokens, 5 % of documents held out by a salted",
-        "hash of the entity id) and `secfm data sft` (11,498 training conversations and 4,039 short-answer",
-        "rows, its `qa` split; the techniques, groups and weaknesses held out of the corpus are held out",
-        "here too). Nothing from CTIBench.",
-        "Hardware: a shared, heavily loaded 2-core CPU (bfloat16 autocast on AMX, the chunked output-layer",
-        f"loss); {'a run was cut by its time budget; ' if cut else ''}"
-        f"the adapter has seen {tokens:,} tokens in all: a fraction of an epoch of the corpus and the",
-        "conversations, two epochs of the short answers.",
+        "Data: `secfm data corpus` and `secfm data sft` (data cards in `training/results/`), split by entity",
+        "(`training/splits.py`): 5 % of technique families, groups, software, CWEs and CVEs are validation and",
+        "5 % test, with every document and question about or naming them; nothing from CTIBench.",
+        "Hardware: a shared 2-core CPU (bfloat16 autocast on AMX, the chunked output-layer loss), in resumable",
+        f"chunks; {'a stage was cut by its time budget; ' if cut else ''}the adapter has seen {tokens:,} tokens in all.",
         "",
-        "## Evaluation (held-out, `secfm train eval`)",
+        f"## Evaluation ({results.get('split', 'held-out')} split, `secfm train eval`, scored once)",
         "",
     ]
     if runs:
@@ -119,20 +120,19 @@ def model_card(name: str, base: str, stages: list[tuple[str, str, dict]], result
         for key, r in runs.items():
             cells = [f"{r[k]['accuracy']:.1%}" if r.get(k) else "-" for k, _ in _FORMULATIONS]
             lines.append(f"| {_run_label(key, r, name, shipped_from)} | {r['perplexity']['perplexity']:.2f} | {' | '.join(cells)} |")
-        if final:
-            gains = "; ".join(
-                f"{label} {final[g]:+.1f} points ({'met' if final[g] >= 10 else 'missed'})"
-                for (k, label), g in zip(_FORMULATIONS, ("mcq_gain_points", "mcq_calibrated_gain_points", "mcq_cloze_gain_points"))
-                if g in final)
-            lines += ["", f"{name}: perplexity {final['perplexity_reduction']:.1%} lower than the base (target >= 20 %: "
-                      f"{'met' if final['perplexity_target_met'] else 'missed'}); MCQ against the +10-point target: {gains}."]
+        if final and "mcq_cloze_gain_points" in final:
+            ci = final.get("mcq_cloze_gain_ci95_points")
+            lines += ["", f"{name}: MCQ cloze (the primary figure, fixed before scoring) {final['mcq_cloze_gain_points']:+.1f} "
+                      "points over the base" + (f" [95% CI {ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "")
+                      + f"; perplexity {final['perplexity_reduction']:.1%} lower than the base."]
         n = results.get("mcq_questions", "the")
         lines += ["", "Perplexity: each held-out corpus document scored on its own (20k tokens, bf16 autocast).",
                   f"MCQ ({n} questions, 4 options, chance 25 %): *letter* = the letter with the highest next-token probability after",
                   "the chat prompt; *calibrated* = the same minus the model's content-free letter prior; *cloze* = no options",
                   "shown: the option text with the highest mean log-probability per token after the question. The questions are",
-                  "about techniques, groups and CWEs held out of both the corpus and the instruction data, so they test",
-                  "generalisation, not recall. Full tables: `training/results/secfm-270m.md`."]
+                  "about technique families, groups, CWEs and CVEs held out of both the corpus and the instruction data (by",
+                  "entity, with every document naming them), and their options come from one split, so they test",
+                  "generalisation, not recall. Full tables: `training/results/secfm-270m.md`; all figures: `RESULTS.md`."]
     else:
         lines.append("(not measured yet: run `secfm train eval`)")
     lines += [
@@ -157,8 +157,12 @@ def ship_adapter(adapter: str | Path, name: str = "secfm-270m", base: str = "gem
     if not weights.is_file() or not config.is_file():
         raise SecfmError(f"{adapter} is not a trained adapter (adapter_model.safetensors, adapter_config.json)")
     cfg = json.loads(config.read_text())
-    if cfg.get("base_model_name_or_path") != base:
-        raise SecfmError(f"{config}: base_model_name_or_path is {cfg.get('base_model_name_or_path')!r}, expected {base!r}")
+    from secfm.registry import get_spec
+
+    named = get_spec(str(cfg.get("base_model_name_or_path")))
+    if named is None or named is not get_spec(base):
+        raise SecfmError(f"{config}: base_model_name_or_path is {cfg.get('base_model_name_or_path')!r}, expected {base!r} "
+                         f"or its Hugging Face id")
     size = weights.stat().st_size + config.stat().st_size
     if size > MAX_BYTES:
         raise SecfmError(f"adapter is {size / 1e6:.1f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit: lower the rank")
@@ -179,7 +183,7 @@ def ship_adapter(adapter: str | Path, name: str = "secfm-270m", base: str = "gem
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m secfm.training.ship", description=__doc__.split("\n")[0])
-    p.add_argument("--adapter", default="runs/gemma-3-270m/sft-lora-qa/adapter")
+    p.add_argument("--adapter", default="runs/gemma-3-270m/sft-lora/adapter")
     p.add_argument("--name", default="secfm-270m")
     p.add_argument("--base", default="gemma-3-270m")
     p.add_argument("--results", default="training/results/secfm-270m.json")

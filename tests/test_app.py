@@ -357,6 +357,20 @@ def test_summary_and_config_review_tabs(app_url, new_page):  # noqa: F811
 
 
 @pytest.mark.slow
+def test_cve_tab_analyses_a_description(app_url, new_page):  # noqa: F811
+    page = new_page()
+    _open(page, app_url)
+    page.get_by_role("tab", name="CVE").click()
+    page.locator("#cve-sample").click()
+    page.wait_for_function("document.querySelector('#cve-input textarea').value.includes('SQL injection')")
+    page.locator("#cve-run").click()
+    page.wait_for_function("document.querySelector('#cve-output').innerText.includes('Predicted CVSS')", timeout=120_000)
+    out = page.locator("#cve-output").inner_text()
+    assert "CWE-89" in out.split("Predicted CVSS")[0] and "Network (N)" in out
+    assert page.locator("#cve-output a[href*='cwe.mitre.org/data/definitions/89']").count() >= 1
+
+
+@pytest.mark.slow
 def test_two_analysts_never_see_each_other(app_url, new_page):  # noqa: F811
     alice, bob = new_page(), new_page()
     for page in (alice, bob):

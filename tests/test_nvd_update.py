@@ -140,3 +140,19 @@ def test_windows_cover_the_range():
     a = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
     w = windows(a, a + dt.timedelta(days=250))
     assert len(w) == 3 and w[0][0].startswith("2024-01-01") and w[-1][1].startswith("2024-09-07")
+
+
+def test_kb_update_nvd_command_against_the_local_server(server, tmp_path):
+    from typer.testing import CliRunner
+
+    from secfm.cli import app
+
+    state, url = server
+    state["nvd"] = FakeNvd(make_cves(2024, 3))
+    store = tmp_path / "cves.sqlite"
+    res = CliRunner().invoke(app, ["kb", "update", "nvd", "--url", url, "--store", str(store), "--pause", "0"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"): res.output.rindex("}") + 1])
+    assert out["mode"] == "full" and out["added"] == 3 and out["total_cves"] == 3
+    res = CliRunner().invoke(app, ["kb", "update", "nvd", "--url", url, "--store", str(store), "--pause", "0"])
+    assert json.loads(res.output[res.output.index("{"): res.output.rindex("}") + 1])["mode"] == "incremental"

@@ -358,6 +358,10 @@ def test_summary_and_config_review_tabs(app_url, new_page):  # noqa: F811
 
 @pytest.mark.slow
 def test_cve_tab_analyses_a_description(app_url, new_page):  # noqa: F811
+    from secfm.heads import shipped_head_path
+
+    if not (shipped_head_path("cvss", "gemma-3-270m") / "head.json").is_file():
+        pytest.skip("no CVSS head shipped yet")
     page = new_page()
     _open(page, app_url)
     page.get_by_role("tab", name="CVE").click()

@@ -8,12 +8,15 @@ Accepted input (``fmt="auto"`` tells them apart):
   Zeek JSON logs...);
 * CSV with a header row;
 * Zeek TSV logs (``#separator`` / ``#fields`` header);
-* raw lines: syslog (RFC 3164 and 5424, with sshd/sudo details pulled out), or any text line.
+* raw lines: syslog (RFC 3164 and 5424, with sshd/sudo details pulled out), auditd records
+  (``type=SYSCALL msg=audit(...)``, also when forwarded by syslog), or any text line.
 
 Each record becomes an :class:`Alert` with its flattened fields (``a.b.c`` paths, values as
 strings), the exact text it came from, the input line it starts on, and the family it belongs
-to (``windows``, ``cloudtrail``, ``suricata``, ``zeek``, ``syslog``, ``json``, ``csv``,
-``line``). Malformed input raises :class:`SecfmError` naming the line that failed.
+to (``windows``, ``cloudtrail``, ``suricata``, ``zeek``, ``syslog``, ``auditd``, ``json``, ``csv``,
+``line``). The records of one auditd event (SYSCALL, PATH, EXECVE... with the same
+``msg=audit(time:serial)``) become one alert; a second record's fields that repeat a name are kept
+as ``TYPE.name`` (``PATH.name``, ``PATH.1.name``). Malformed input raises :class:`SecfmError` naming the line that failed.
 """
 
 from __future__ import annotations
@@ -249,7 +252,60 @@ def _from_object(index: int, line: int, obj: Any, raw: str, where: str) -> Alert
     return Alert(index, line, family_of(fields), fields, raw)
 
 
+_AUDIT = re.compile(r"(?:^|\s)(?:node=\S+ )?type=(?P<type>[A-Z_]+|UNKNOWN\[\d+\]) msg=audit\((?P<id>\d+(?:\.\d+)?:\d+)\):\s?(?P<body>.*)$")
+_HEX = re.compile(r"^(?:[0-9A-F]{2})+$")
+_HEX_FIELDS = re.compile(r"^(proctitle|a\d+|cmd|data)$")
+
+
+def _audit_value(key: str, value: str) -> str:
+    """auditd writes a value with spaces or odd bytes as hex (proctitle, EXECVE arguments): decode it."""
+    if value.startswith('"') or not _HEX_FIELDS.match(key) or len(value) < 4 or not _HEX.match(value):
+        return value.strip("\"'")
+    try:
+        decoded = bytes.fromhex(value).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return value
+    return decoded.replace("\x00", " ").strip() if decoded.replace("\x00", "").isprintable() else value
+
+
+def parse_audit(text: str) -> tuple[str, str, dict[str, str]] | None:
+    """(record type, event id ``ts:serial``, fields) of one auditd record line, else None."""
+    m = _AUDIT.search(text)
+    if not m:
+        return None
+    fields = {"type": m["type"]}
+    for kv in _KV.finditer(m["body"].replace("\x1d", " ")):
+        fields.setdefault(kv["k"], _audit_value(kv["k"], kv["v"]))
+    return m["type"], m["id"], fields
+
+
+def _merge_audit(alert: Alert, record_type: str, fields: dict[str, str], text: str) -> None:
+    """Add one more record of the same auditd event (SYSCALL, PATH, EXECVE, CWD...) to its alert."""
+    n = 0
+    prefix = record_type
+    while any(k.startswith(prefix + ".") for k in alert.fields):
+        n += 1
+        prefix = f"{record_type}.{n}"
+    for k, v in fields.items():
+        key = k if k not in alert.fields else f"{prefix}.{k}"
+        alert.fields[key] = v
+        leaf = key.rsplit(".", 1)[-1].lower()
+        alert._lower.setdefault(leaf, []).append(key)
+        alert._lower.setdefault(key.lower(), []).append(key)
+    alert.raw += "\n" + text
+
+
 def _from_line(index: int, line: int, text: str) -> Alert:
+    audit = parse_audit(text)
+    if audit is not None:
+        fields = dict(audit[2])
+        head = parse_syslog(text)
+        if head is not None:  # an audit record forwarded by syslog (audispd, kernel: audit:)
+            for k in ("timestamp", "host", "program"):
+                if k in head:
+                    fields.setdefault(k, head[k])
+        fields["audit_id"] = audit[1]
+        return Alert(index, line, "auditd", fields, text)
     fields = parse_syslog(text)
     if fields is not None:
         return Alert(index, line, "syslog", fields, text)
@@ -259,10 +315,45 @@ def _from_line(index: int, line: int, text: str) -> Alert:
     return Alert(index, line, "line", fields, text)
 
 
+def _json_stream(text: str) -> list[tuple[Any, int, str]] | None:
+    """Concatenated JSON documents (what EVTX dumpers print: one pretty-printed object after
+    another): [(value, first line, its text)], or None when the text is not only that."""
+    from secfm.inputs import _parse_json as parse
+
+    decoder = json.JSONDecoder()
+    out = []
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            break
+        try:
+            _, end = decoder.raw_decode(text, pos)
+        except (json.JSONDecodeError, RecursionError):
+            return None
+        value, problem, _ = parse(text[pos:end])  # the depth limit of every JSON input
+        if problem:
+            return None
+        out.append((value, text.count("\n", 0, pos) + 1, text[pos:end]))
+        pos = end
+    return out if len(out) > 1 else None
+
+
 def _parse_json(text: str, where: str, skip_bad: bool = False) -> list[Alert]:
     from secfm.inputs import _parse_json as parse
 
     value, problem, lineno = parse(text)
+    if problem and "Extra data" in problem:
+        stream = _json_stream(text)
+        if stream is not None:
+            alerts = []
+            for value, line, raw in stream:
+                for rec in _json_records(value):
+                    alerts.append(_from_object(len(alerts), line, rec, raw if not isinstance(value, list) else json.dumps(rec), where))
+            return alerts
+        if any(ln.strip() and not ln.lstrip().startswith(("{", "[", "}", "]", '"')) for ln in text.splitlines()[1:]):
+            return _parse_lines(text, where, skip_bad)  # JSON lines mixed with raw log lines
     if problem:
         lines = text.splitlines()
         bad = lines[lineno - 1] if 0 < lineno <= len(lines) else ""
@@ -376,8 +467,13 @@ def _parse_lines(text: str, where: str, skip_bad: bool = False) -> list[Alert]:
     from secfm.inputs import BadLine, _parse_json, report_bad_line
 
     alerts = []
+    audit_events: dict[str, Alert] = {}
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
+            continue
+        audit = parse_audit(line) if "msg=audit(" in line else None
+        if audit is not None and audit[1] in audit_events:  # another record of the same auditd event
+            _merge_audit(audit_events[audit[1]], audit[0], audit[2], line)
             continue
         if line.lstrip().startswith("{"):
             obj, problem, _ = _parse_json(line)
@@ -389,6 +485,8 @@ def _parse_lines(text: str, where: str, skip_bad: bool = False) -> list[Alert]:
             alerts.append(_from_object(len(alerts), n, obj, line, where))
         else:
             alerts.append(_from_line(len(alerts), n, line))
+            if audit is not None:
+                audit_events[audit[1]] = alerts[-1]
     return alerts
 
 
@@ -475,6 +573,10 @@ def alert_title(alert: Alert) -> str:
         return _clip(f"Zeek {alert.get('_path') or ''} {what}".strip(), 100)
     if f == "syslog":
         return _clip(f"{alert.get('program')}@{alert.get('host')}: {alert.get('message')}", 100)
+    if f == "auditd":
+        what = alert.get("name") or alert.get("exe") or alert.get("comm") or alert.get("a0") or ""
+        types = [v for k, v in alert.fields.items() if k == "type" or k.endswith(".type")]
+        return _clip(f"auditd {'+'.join(types)} {what}".strip(), 100)
     for name in ("title", "rule.name", "rule_name", "signature", "name", "alert", "message", "msg", "description", "summary"):
         value = alert.get(name)
         if value:

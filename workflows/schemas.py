@@ -69,6 +69,8 @@ class TechniqueRef(_Model):
     score: float | None = None
     current: bool = True
     replaced_by: str | None = None
+    #: suggested by the classifier head alone, no rule supports it (advisory, never scored)
+    head_only: bool = False
 
 
 class RejectedEntity(_Model):
@@ -113,10 +115,20 @@ class Evidence(_Model):
 
 
 class SignatureHit(_Model):
-    id: str
+    """A Sigma rule that matched the alert (a detection rule, or a correlation the alert completed)."""
+
+    id: str  # the rule's name when it has one (secfm-win-lsass-access-user-writable), else its id
     title: str
     score: int
-    fields: list[str] = Field(default_factory=list)
+    fields: list[str] = Field(default_factory=list)  # the alert fields the rule matched on
+    rule_id: str = ""  # the rule's UUID
+    level: str = ""  # informational, low, medium, high, critical
+    source: str = ""  # sigmahq, secfm, custom or correlation
+    techniques: list[str] = Field(default_factory=list)  # the rule's ATT&CK tags, validated
+    falsepositives: list[str] = Field(default_factory=list)  # as the rule documents them
+    description: str = ""
+    path: str = ""  # the rule's file (SigmaHQ's layout for the community rules)
+    threat_hunting: bool = False  # a SigmaHQ threat-hunting rule (broad by design)
 
 
 class NextStep(_Model):
@@ -150,6 +162,8 @@ class AlertTriage(_Model):
     #: confident head predictions nothing else supports (shown, not asserted; not used for scoring)
     candidate_techniques: list[TechniqueRef] = Field(default_factory=list)
     evidence: list[Evidence] = Field(default_factory=list)
+    findings: list[int] = Field(default_factory=list)  # indices into TriageResult.findings
+    logsource: str = ""  # product/categories/services as the rule index saw the alert
     rationale: str = ""
     model_view: ModelTriage = Field(default_factory=ModelTriage)
     next_steps: list[NextStep] = Field(default_factory=list)
@@ -162,10 +176,44 @@ class AlertTriage(_Model):
 
 class QueueEntry(_Model):
     rank: int
-    index: int
+    index: int  # the alert's index; for a finding, its first alert's
     severity: Severity
     score: int
     title: str
+    kind: Literal["alert", "finding"] = "alert"
+    finding: int | None = None  # index into TriageResult.findings
+    alerts: list[int] = Field(default_factory=list)  # the alerts a finding folds together
+
+
+class CorrelationFinding(_Model):
+    """Alerts that belong together: a Sigma correlation that fired, or the project's grouping."""
+
+    id: str  # the correlation rule's name or id; for a grouping, the grouped rule's
+    rule_id: str = ""
+    title: str
+    kind: Literal["event_count", "value_count", "temporal", "temporal_ordered", "grouping"]
+    severity: Severity
+    score: int
+    techniques: list[TechniqueRef] = Field(default_factory=list)
+    alerts: list[int]  # indices of the alerts it folds together
+    group: dict[str, str] = Field(default_factory=dict)  # the group-by fields and their values
+    count: int  # events (event_count), distinct values (value_count) or alerts (grouping)
+    first_seen: str | None = None  # ISO 8601 UTC
+    last_seen: str | None = None
+    detail: str = ""
+    falsepositives: list[str] = Field(default_factory=list)
+    next_steps: list[str] = Field(default_factory=list)
+
+
+class RulesInfo(_Model):
+    """The rule set triage used."""
+
+    rules: int = 0
+    by_source: dict[str, int] = Field(default_factory=dict)
+    snapshot: str | None = None  # the SigmaHQ snapshot date
+    from_cache: bool = False
+    load_seconds: float = 0.0
+    errors: int = 0  # rules pySigma or the matcher could not use
 
 
 class TriageResult(_Model):
@@ -175,6 +223,8 @@ class TriageResult(_Model):
     model: ModelPart = Field(default_factory=ModelPart)
     technique_source: str = ""  # "head", "head unavailable: ...", "custom", "none"
     knowledge: str = ""  # "ok", "absent: ...", "disabled"
+    findings: list[CorrelationFinding] = Field(default_factory=list)
+    rules: RulesInfo = Field(default_factory=RulesInfo)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,14 +1,22 @@
 """Alert triage: severity with a score, ATT&CK techniques, quoted evidence, recommended next steps,
 related knowledge, and a ranked queue.
 
-Deterministic first: :mod:`~secfm.workflows.signatures` scores every alert from its fields
-(known-bad signatures, event ids, Suricata severity, CloudTrail event names, command lines...),
-the technique source (the ATT&CK classifier head by default) adds techniques, the knowledge base
-adds related ATT&CK/CWE/runbook entries. The model then gives its own view under a JSON schema:
-a severity (recorded, advisory), up to three technique ids (each validated; unknown ones are
-rejected), up to three alert fields it relies on (the schema only offers the alert's own field
-names; each is checked against the input) and one sentence of rationale. The final severity is
-the rules' severity: an alert cannot talk its way down the queue.
+Deterministic first: Sigma rules are the detection layer. SigmaHQ's community rules (the shipped
+snapshot or a newer ``secfm kb update sigma``), the project's own rules for what they do not cover,
+and a team's own (``rules=`` / ``secfm triage --rules DIR``) run against every alert through the
+logsource index (:mod:`~secfm.workflows.sigma_rules`, field mappings in
+:mod:`~secfm.workflows.sigma_fields`). A matched rule gives the alert its severity (the rule's
+level, :mod:`~secfm.workflows.signatures`), its techniques (the rule's ATT&CK tags, validated) and
+its evidence (rule id, title, the fields that matched, the documented false positives). Sigma
+correlation rules and the project's grouping then fold the batch into findings
+(:mod:`~secfm.workflows.sigma_correlate`): fifty failed logins are one brute-force finding.
+
+The technique source (the ATT&CK classifier head by default) and the model stay advisory: the head
+adds techniques where no rule fired (marked ``head_only``), the knowledge base adds related
+ATT&CK/CWE/runbook entries, and the model gives its own view under a JSON schema: a severity
+(recorded), up to three technique ids (each validated; unknown ones are rejected), up to two alert
+fields it relies on (checked against the input) and one sentence of rationale. The final severity
+is the rules' severity: an alert cannot talk its way below its rule's level.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from secfm.workflows.schemas import (
     SEVERITIES,
     SEVERITY_RANK,
     AlertTriage,
+    CorrelationFinding,
     Evidence,
     KnowledgeRef,
     ModelPart,
@@ -31,13 +40,14 @@ from secfm.workflows.schemas import (
     NextStep,
     QueueEntry,
     RejectedEntity,
+    RulesInfo,
     SignatureHit,
     TechniqueRef,
     TriageInput,
     TriageResult,
     severity_for_score,
 )
-from secfm.workflows.signatures import correlate, score_alert
+from secfm.workflows.signatures import LEVEL_SCORE, score_matches
 from secfm.workflows.untrusted import (
     control_strings,
     data_rules,
@@ -122,36 +132,44 @@ def triage_schema(field_names: list[str]) -> dict:
     }
 
 
-def _rationale(title: str, scored, evidence: list[Evidence], techniques: list[TechniqueRef]) -> str:
+def _rationale(title: str, hits: list[SignatureHit], scored, evidence: list[Evidence], techniques: list[TechniqueRef]) -> str:
     parts = []
-    if scored.hits:
-        top = max(scored.hits, key=lambda h: h[0].score)[0]
-        quoted = ", ".join(f"{e.field}={e.value!r}" for e in evidence[:3] if e.source == "rule")
-        parts.append(f"{top.title} ({top.id})" + (f" on {quoted}" if quoted else "") + ".")
-        if len(scored.hits) > 1:
-            parts.append("Also matched: " + ", ".join(h[0].id for h in scored.hits if h[0] is not top) + ".")
+    if hits:
+        top = max(hits, key=lambda h: h.score)
+        quoted = ", ".join(f"{e.field}={e.value[:80]!r}" for e in evidence[:3] if e.source == "rule")
+        parts.append(f"Sigma rule {top.title!r} ({top.id}, level {top.level})" + (f" on {quoted}" if quoted else "") + ".")
+        if len(hits) > 1:
+            parts.append("Also matched: " + ", ".join(h.id for h in hits if h is not top)[:400] + ".")
+        if top.falsepositives:
+            parts.append("Documented false positives: " + "; ".join(top.falsepositives)[:200] + ".")
     else:
-        parts.append("No known-bad signature matched.")
+        parts.append("No Sigma rule matched.")
     if scored.source is not None:
         parts.append(f"Source severity {scored.source.field}={scored.source.value!r}.")
     if techniques:
-        parts.append("Techniques: " + ", ".join(f"{t.id} {t.name}" for t in techniques[:4]) + ".")
+        parts.append("Techniques: " + ", ".join(f"{t.id} {t.name}" + (" (head only)" if t.head_only else "") for t in techniques[:4]) + ".")
     return " ".join(parts)
 
 
-def _next_steps(scored, techniques: list[TechniqueRef]) -> list[NextStep]:
+def _next_steps(hits: list[SignatureHit], matches, techniques: list[TechniqueRef]) -> list[NextStep]:
     steps: list[NextStep] = []
     seen: set[str] = set()
-    for sig, _keys in sorted(scored.hits, key=lambda h: -h[0].score):
-        for action in sig.steps:
+    for m in sorted(matches, key=lambda m: -LEVEL_SCORE[m.rule.level]):
+        for action in m.rule.next_steps:
             if action not in seen:
                 seen.add(action)
-                steps.append(NextStep(action=action, reason=f"{sig.id}: {sig.title}", source="rule"))
+                steps.append(NextStep(action=action, reason=f"{m.rule.label}: {m.rule.title}", source="rule"))
+    if hits and not steps:
+        top = max(hits, key=lambda h: h.score)
+        fps = "; ".join(f for f in top.falsepositives if f.lower() not in ("unknown", "unlikely", "none"))[:200]
+        action = "Check the matched fields against the rule's documented false positives" + (f" ({fps})" if fps else "") + \
+            " and the host's normal activity"
+        steps.append(NextStep(action=action, reason=f"{top.id}: {top.title}", source="rule"))
     from secfm.knowledge import load_attack
 
     kb = load_attack()
     added = 0
-    for tech in techniques[:2]:
+    for tech in [t for t in techniques if not t.head_only][:2]:
         try:
             mitigations = kb.mitigations_for(tech.id)
         except Exception:  # noqa: BLE001
@@ -164,15 +182,49 @@ def _next_steps(scored, techniques: list[TechniqueRef]) -> list[NextStep]:
                 steps.append(NextStep(action=action, reason=f"ATT&CK mitigation for {tech.id} {tech.name}", source="attack"))
     if not steps:
         steps.append(NextStep(action="Review the alert in context (host, user, time) and close it if it is expected activity",
-                              reason="no signature matched", source="rule"))
+                              reason="no rule matched", source="rule"))
     return steps
 
 
-def _query(alert: Alert, title: str, scored, techniques: list[TechniqueRef]) -> str:
+def _query(alert: Alert, title: str, hits: list[SignatureHit], techniques: list[TechniqueRef]) -> str:
     parts = [title]
-    parts += [h[0].title for h in scored.hits[:3]]
+    parts += [h.title for h in hits[:3]]
     parts += [f"{t.id} {t.name}" for t in techniques[:3]]
     return ". ".join(parts)
+
+
+def _drop_covered_parents(refs: list[TechniqueRef]) -> list[TechniqueRef]:
+    """A parent technique is dropped when one of its sub-techniques is listed (T1071 beside T1071.001)."""
+    subs = {t.id.split(".")[0] for t in refs if "." in t.id}
+    return [t for t in refs if "." in t.id or t.id not in subs]
+
+
+def resolve_rules(rules=None, pipelines=()):
+    """The rule set: a loaded :class:`~secfm.workflows.sigma_rules.RuleSet`, or folders of a team's
+    own rules to add to the default set (community + project), or None for the default set."""
+    from secfm.workflows.sigma_rules import RuleSet, load_rules
+
+    if isinstance(rules, RuleSet):
+        return rules
+    extra = [] if rules is None else ([rules] if isinstance(rules, (str, bytes)) or hasattr(rules, "__fspath__") else list(rules))
+    return load_rules(extra, pipelines=pipelines)
+
+
+def _hit(match, alert: Alert, event) -> SignatureHit:
+    keys = [event.names.get(f, f) for f in match.fields]
+    keys = [k for k in dict.fromkeys(keys) if k in alert.fields]
+    meta = match.rule
+    return SignatureHit(id=meta.label, title=meta.title, score=LEVEL_SCORE[meta.level], fields=keys, rule_id=meta.id, level=meta.level,
+                        source=meta.source, techniques=list(meta.techniques), falsepositives=list(meta.falsepositives),
+                        description=meta.description, path=meta.path, threat_hunting=meta.threat_hunting)
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def triage_alerts(
@@ -184,6 +236,8 @@ def triage_alerts(
     model: str | None = None,
     store=DEFAULT,
     technique_source=DEFAULT,
+    rules=None,
+    pipelines=(),
     k: int = 3,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = 8,
@@ -193,11 +247,17 @@ def triage_alerts(
 ) -> TriageResult:
     """Triage alerts (text in any supported format, or parsed records); see the module docstring.
 
-    ``store``: a :class:`~secfm.workflows.store.KnowledgeStore`, ``False`` for no retrieval, or
-    the default. ``technique_source``: a callable ``text -> [hits with .id and .score]``, None for
-    none, or the default (the ATT&CK classifier head when installed).
+    ``rules``: a loaded rule set, folders of a team's own Sigma rules added to the default set, or
+    None (community + project rules). ``pipelines``: pySigma processing pipeline files applied to
+    the team's rules. ``store``: a :class:`~secfm.workflows.store.KnowledgeStore`, ``False`` for no
+    retrieval, or the default. ``technique_source``: a callable ``text -> [hits with .id and
+    .score]``, None for none, or the default (the ATT&CK classifier head when installed).
     """
+    from secfm.workflows.sigma_correlate import correlate
+    from secfm.workflows.sigma_fields import event_view
+
     parsed = parse_alerts(alerts, input_format, where, skip_bad)
+    ruleset = resolve_rules(rules, pipelines)
     source, source_status = context.resolve_technique_source(technique_source, engine if use_model else None)
     status = [source_status]
     store = context.resolve_store(store)
@@ -206,32 +266,60 @@ def triage_alerts(
     knowledge = knowledge_status(store if store is not None else None) if store is not False else "disabled"
     total_steps = len(parsed) * (2 if use_model else 1)
     done = 0
+    events = [event_view(a) for a in parsed]
+    matches = [ruleset.match(e) for e in events]
+    found = correlate(ruleset, events, matches)
+    completing: dict[int, list] = {}
+    for f in found:
+        if f.completes is not None:
+            completing.setdefault(f.completes, []).append(f)
     results: list[AlertTriage] = []
-    scoreds = []
-    correlated = correlate(parsed)
-    for alert in parsed:
+    all_hits: list[list[SignatureHit]] = []
+    for alert, event, alert_matches in zip(parsed, events, matches):
         title = alert_title(alert)
         prose = head_text(alert)
         head_hits = context.run_technique_source(source, prose, status) if prose else []
         head_refs, head_rejected = context.techniques_from_hits(head_hits, "head")
-        rule_refs: list[TechniqueRef] = []
         rejected: list[RejectedEntity] = list(head_rejected)
-        scored = score_alert(alert, 0.0, correlated.get(alert.index))
-        for sig, _keys in scored.hits:
-            for tid in sig.techniques:
+        hits = [_hit(m, alert, event) for m in alert_matches]
+        levels = [m.rule.level for m in alert_matches]
+        caps = [m.rule.severity_cap for m in alert_matches]
+        for f in completing.get(alert.index, []):  # the alert that completed a temporal correlation carries it
+            hits.append(SignatureHit(id=f.rule.label, title=f.rule.title, score=LEVEL_SCORE[f.rule.level], rule_id=f.rule.id,
+                                     level=f.rule.level, source="correlation", techniques=list(f.rule.techniques),
+                                     falsepositives=list(f.rule.falsepositives), description=f.rule.description, path=f.rule.path))
+            levels.append(f.rule.level)
+            caps.append(None)
+        rule_refs: list[TechniqueRef] = []  # the techniques of the rules at the alert's top level
+        context_refs: list[TechniqueRef] = []  # those of lower-level rules: shown as candidates
+        top_rank = max((LEVEL_SCORE[h.level] for h in hits), default=0)
+        for h in hits:
+            for tid in h.techniques:
                 ref, bad = context.check_technique(tid, "rule")
                 if ref:
-                    rule_refs.append(ref)
+                    (rule_refs if LEVEL_SCORE[h.level] == top_rank else context_refs).append(ref)
                 if bad:
                     rejected.append(bad)
-        promoted, candidates = corroborate(head_refs, rule_refs, alert)
-        if promoted:  # the head agrees with the rules (or the alert names the technique): a little more weight
-            scored = score_alert(alert, max(t.score or 0.0 for t in promoted), correlated.get(alert.index))
-        techniques = context.merge_techniques(rule_refs, promoted)
+        rule_refs = _drop_covered_parents(context.merge_techniques(rule_refs))
+        for m in alert_matches:
+            for tag in m.rule.rejected_tags:
+                rejected.append(RejectedEntity(value=tag, kind="technique", reason=f"tag of rule {m.rule.label} unknown to the ATT&CK catalog",
+                                               source="rule"))
+        if hits:
+            promoted, candidates = corroborate(head_refs, rule_refs, alert)
+        else:  # no rule fired: the head's confident techniques are shown as such
+            promoted = [t.model_copy(update={"head_only": True}) for t in head_refs
+                        if t.score is None or t.score >= HEAD_MIN_SCORE][:MAX_CANDIDATES]
+            candidates = []
+        confirms = bool(hits) and any((t.score or 0.0) >= 0.6 for t in promoted)
+        scored = score_matches(levels, caps, alert, head_confirms=confirms)
+        techniques = _drop_covered_parents(context.merge_techniques(rule_refs, promoted))
+        asserted = {t.id for t in techniques}
+        candidates = context.merge_techniques([t for t in context_refs if t.id not in asserted], candidates)[:MAX_CANDIDATES * 2]
         evidence: list[Evidence] = []
         seen_keys: set[str] = set()
-        for _sig, keys in scored.hits:
-            for key in keys:
+        for h in hits:
+            for key in h.fields:
                 if key not in seen_keys:
                     seen_keys.add(key)
                     value = alert.fields[key]
@@ -239,24 +327,25 @@ def triage_alerts(
         if scored.source is not None and scored.source.field not in seen_keys:
             evidence.append(Evidence(field=scored.source.field, value=scored.source.value,
                                      verified=alert.value_in_input(scored.source.field, scored.source.value)))
-        severity = severity_for_score(scored.score)
         results.append(AlertTriage(
-            index=alert.index, line=alert.line, format=alert.family, title=title, severity=severity, score=scored.score,
-            signatures=[SignatureHit(id=s.id, title=s.title, score=s.score, fields=keys) for s, keys in scored.hits],
-            techniques=techniques, evidence=evidence, rationale=_rationale(title, scored, evidence, techniques),
-            candidate_techniques=candidates, next_steps=_next_steps(scored, techniques), rejected=rejected,
+            index=alert.index, line=alert.line, format=alert.family, title=title, severity=scored.severity, score=scored.score,
+            signatures=hits, techniques=techniques, evidence=evidence, logsource=event.logsource(),
+            rationale=_rationale(title, hits, scored, evidence, techniques),
+            candidate_techniques=candidates, next_steps=_next_steps(hits, alert_matches, techniques), rejected=rejected,
             warnings=injection_warnings(record_text(alert.fields), f"alert {alert.index + 1} (input line {alert.line})"),
         ))
-        scoreds.append(scored)
+        all_hits.append(hits)
         done += 1
         if progress:
             progress(done, total_steps)
 
+    findings = _findings(found, results)
+
     if store not in (None, False) and k > 0:
         try:
-            queries = [_query(a, r.title, s, r.techniques) for a, r, s in zip(parsed, results, scoreds)]
-            found = store.search_many(queries, k=k * 4, kind=["technique", "mitigation", "document"])
-            for result, refs in zip(results, found):
+            queries = [_query(a, r.title, h, r.techniques) for a, r, h in zip(parsed, results, all_hits)]
+            refs_found = store.search_many(queries, k=k * 4, kind=["technique", "mitigation", "document"])
+            for result, refs in zip(results, refs_found):
                 result.related_knowledge = _dedupe_refs(refs, k)
         except Exception as exc:  # noqa: BLE001 - retrieval is an addition, not a requirement
             knowledge = f"failed: {type(exc).__name__}: {exc}"[:300]
@@ -272,13 +361,67 @@ def triage_alerts(
         model_part = _model_step(parsed, results, engine, model, max_new_tokens, batch_size,
                                  lambda n: progress(len(parsed) + n, total_steps) if progress else None)
 
-    queue = sorted(results, key=lambda r: (SEVERITY_RANK[r.severity], -r.score, r.index))
     counts = {s: sum(r.severity == s for r in results) for s in SEVERITIES}
+    info = RulesInfo(rules=len(ruleset.rules) + len(ruleset.correlations), by_source=ruleset.counts(), snapshot=ruleset.snapshot,
+                     from_cache=ruleset.from_cache, load_seconds=ruleset.load_seconds, errors=len(ruleset.errors))
     return TriageResult(
-        alerts=results,
-        queue=[QueueEntry(rank=i + 1, index=r.index, severity=r.severity, score=r.score, title=r.title) for i, r in enumerate(queue)],
-        counts=counts, model=model_part, technique_source=status[0].removesuffix(" (failed)"), knowledge=knowledge,
+        alerts=results, queue=_queue(results, findings), counts=counts, model=model_part,
+        technique_source=status[0].removesuffix(" (failed)"), knowledge=knowledge, findings=findings, rules=info,
     )
+
+
+def _findings(found, results: list[AlertTriage]) -> list[CorrelationFinding]:
+    """The correlation findings as the result shows them (each alert lists the findings it is in)."""
+    from secfm.workflows.schemas import severity_for_score
+
+    out: list[CorrelationFinding] = []
+    for f in found:
+        refs = []
+        for tid in f.rule.techniques:
+            ref, _bad = context.check_technique(tid, "rule")
+            if ref:
+                refs.append(ref)
+        base = LEVEL_SCORE[f.rule.level]
+        member_top = max((results[i].score for i in f.alerts), default=0)
+        score = max(base, member_top) if f.kind == "grouping" else base
+        severity = severity_for_score(score)
+        if f.kind == "grouping":
+            title = f"{f.count} x {f.rule.title}"
+        else:
+            title = f.rule.title
+        out.append(CorrelationFinding(
+            id=f.rule.label, rule_id=f.rule.id, title=title, kind=f.kind, severity=severity, score=score, techniques=refs,
+            alerts=list(f.alerts), group={k: v for k, v in f.group.items() if v is not None}, count=f.count,
+            first_seen=_iso(f.first), last_seen=_iso(f.last), detail=f.detail, falsepositives=list(f.rule.falsepositives),
+            next_steps=list(f.rule.next_steps)))
+        for i in f.alerts:
+            results[i].findings.append(len(out) - 1)
+    return out
+
+
+def _queue(results: list[AlertTriage], findings: list[CorrelationFinding]) -> list[QueueEntry]:
+    """Alerts and findings ranked together. An alert folded into a finding at least as severe is
+    not queued again on its own (fifty failed logins: one entry)."""
+    entries: list[tuple] = []
+    folded: set[int] = set()
+    for n, f in enumerate(findings):
+        entries.append((SEVERITY_RANK[f.severity], -f.score, f.alerts[0], 0,
+                        QueueEntry(rank=0, index=f.alerts[0], severity=f.severity, score=f.score, title=f.title[:100],
+                                   kind="finding", finding=n, alerts=list(f.alerts))))
+        for i in f.alerts:
+            if SEVERITY_RANK[results[i].severity] >= SEVERITY_RANK[f.severity]:
+                folded.add(i)
+    for r in results:
+        if r.index not in folded:
+            entries.append((SEVERITY_RANK[r.severity], -r.score, r.index, 1,
+                            QueueEntry(rank=0, index=r.index, severity=r.severity, score=r.score, title=r.title)))
+    entries.sort(key=lambda e: e[:4])
+    queue = []
+    for rank, e in enumerate(entries, 1):
+        entry = e[4]
+        entry.rank = rank
+        queue.append(entry)
+    return queue
 
 
 def _dedupe_refs(refs: list[KnowledgeRef], k: int) -> list[KnowledgeRef]:

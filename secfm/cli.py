@@ -242,6 +242,7 @@ PACKAGE_COMMANDS = (
     "secfm.training.cli_cve",
     "secfm.workflows.cli_cve",
     "secfm.workflows.cli",
+    "secfm.workflows.cli_sigma",
     "secfm.workflows.cli_attack",
     "secfm.app.cli",
 )

@@ -511,6 +511,9 @@ def detect_format(text: str) -> str:
     if first.startswith("["):
         return "json"
     if first.startswith("{"):
+        others = [line for line in lines[1:] if not line.lstrip().startswith("{")]
+        if others and _whole_object(first) and all(parse_audit(line) or parse_syslog(line) for line in others[:50]):
+            return "lines"  # JSON records mixed with syslog or auditd lines (one export of several sources)
         if len(lines) > 1 and (all(line.lstrip().startswith("{") for line in lines) or _whole_object(first)):
             return "jsonl"  # one object per line (a bad line among them is reported as such)
         return "json"

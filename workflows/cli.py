@@ -145,8 +145,11 @@ def triage(
     max_new_tokens: MaxNewOpt = None,
     out: OutOpt = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip (and report) JSONL lines that are not JSON instead of stopping.")] = False,
+    rules: Annotated[Optional[list[Path]], typer.Option("--rules", help="A folder (or file) of your own Sigma rules, added to SigmaHQ's and secfm's; repeatable.")] = None,
+    pipeline: Annotated[Optional[list[Path]], typer.Option("--pipeline", help="pySigma processing pipeline YAML applied to your --rules (field mappings for your log schema); repeatable.")] = None,
 ) -> None:
-    """Triage alerts: severity and score, ATT&CK techniques, evidence, next steps, a ranked queue."""
+    """Triage alerts: Sigma rules (SigmaHQ's, secfm's, your --rules) give severity, ATT&CK techniques and evidence;
+    correlations fold bursts into findings; next steps, a ranked queue."""
     from secfm.workflows.context import DEFAULT
     from secfm.workflows.render import triage_md
     from secfm.workflows.triage import DEFAULT_MAX_NEW_TOKENS, triage_alerts
@@ -157,10 +160,14 @@ def triage(
 
     where = "standard input" if file == "-" else file
     parse_alerts(text, input_format, where, skip_bad)  # fail fast on malformed input, before loading anything
+    from secfm.workflows.sigma_rules import load_rules
+
+    with _console().status("loading the Sigma rules (the first load builds a cache)"):
+        ruleset = load_rules(rules or [], pipelines=pipeline or [])
     eng = _engine(no_model, model, adapter, engine, endpoint)
     with _progress("triage") as update:
         result = triage_alerts(text, input_format=input_format, use_model=not no_model, engine=eng, store=_store(no_kb),
-                               technique_source=None if no_head else DEFAULT, k=top_k,
+                               technique_source=None if no_head else DEFAULT, k=top_k, rules=ruleset,
                                max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=update, where=where,
                                skip_bad=skip_bad)
     _emit(result, fmt, triage_md, out, (file,))

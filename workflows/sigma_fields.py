@@ -58,11 +58,12 @@ class SigmaEvent:
     categories: frozenset[str]
     services: frozenset[str]
     view: EventView
-    names: dict[str, str]  # view name -> alert field key
+    names: dict[str, str]  # view name -> the alert field key of its first value
     time: float | None = None  # epoch seconds, when the alert says
     host: str | None = None
     user: str | None = None
     extra: dict = field(default_factory=dict)
+    keys: dict[str, list[str]] = field(default_factory=dict)  # view name -> the alert field key of each value
 
     def logsource(self) -> str:
         parts = [self.product or "-", ",".join(sorted(self.categories)) or "-", ",".join(sorted(self.services)) or "-"]
@@ -100,10 +101,13 @@ def _add(view: dict[str, list[str]], names: dict[str, str], name: str, value: st
     look for the very character normalising removes, e.g. a right-to-left override)."""
     low = name.lower()
     values = view.setdefault(low, [])
+    keys = names.setdefault("\0keys", {}).setdefault(low, [])
     norm = normalize_value(value)
     values.append(norm)
+    keys.append(key)
     if norm != value:
         values.append(value)
+        keys.append(key)
     names.setdefault(low, key)
 
 
@@ -267,7 +271,17 @@ def event_view(alert: Alert) -> SigmaEvent:
     frozen = EventView({k: tuple(v) for k, v in view.items()})
     host = _first(view, "secfm_host")
     user = _first(view, "secfm_user")
-    return SigmaEvent(product, frozenset(categories), frozenset(services), frozen, names, event_time(alert), host, user)
+    keys = names.pop("\0keys", {})
+    return SigmaEvent(product, frozenset(categories), frozenset(services), frozen, names, event_time(alert), host, user,
+                      keys=keys)
+
+
+def alert_key(event: SigmaEvent, name: str, index: int) -> str:
+    """The alert field that holds value ``index`` of view field ``name``."""
+    keys = event.keys.get(name)
+    if keys and index < len(keys):
+        return keys[index]
+    return event.names.get(name, name)
 
 
 def _dns_shape(view: dict[str, list[str]], names: dict[str, str]) -> None:
@@ -294,6 +308,7 @@ def _dns_shape(view: dict[str, list[str]], names: dict[str, str]) -> None:
     for name, value in derived.items():
         view[name] = [value]
         names[name] = key
+        names.setdefault("\0keys", {})[name] = [key]
 
 
 def _first(view: dict[str, list[str]], name: str) -> str | None:

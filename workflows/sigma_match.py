@@ -516,20 +516,23 @@ def positive_leaves(node: Node, negated: bool = False):
         yield node
 
 
-def evidence_fields(node: Node, view: EventView) -> list[str]:
-    """Which fields (lower case, as the view names them; ``"*"`` for a keyword) made a matched rule fire."""
-    found: list[str] = []
+def evidence_fields(node: Node, view: EventView) -> list[tuple[str, int]]:
+    """Which values made a matched rule fire: ``(field, index of the value)`` pairs (the field in
+    lower case as the view names it), for the leaves that are not under a NOT."""
+    found: list[tuple[str, int]] = []
     for leaf in positive_leaves(node):
-        if leaf[0] == "f":
-            name = leaf[1]
-            if name not in found and value_test(leaf[2])(view.fields.get(name), view.lowered(name), view) and name in view.fields:
-                found.append(name)
-        else:
-            test = value_test(leaf[1])
-            for fname, vals in view.fields.items():
-                if fname not in found and test(vals, tuple(v.lower() for v in vals), view):
-                    found.append(fname)
+        test = value_test(leaf[2] if leaf[0] == "f" else leaf[1])
+        names = [leaf[1]] if leaf[0] == "f" else list(view.fields)
+        for name in names:
+            values = view.fields.get(name)
+            if not values:
+                continue
+            for i, v in enumerate(values):
+                if (name, i) not in found and test((v,), (v.lower(),), view):
+                    found.append((name, i))
                     break
+            if leaf[0] == "k" and found and found[-1][0] == name:
+                break
     return found
 
 

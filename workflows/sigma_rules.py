@@ -116,7 +116,7 @@ class CompiledCorrelation:
 @dataclass
 class RuleMatch:
     rule: RuleMeta
-    fields: list[str]  # view names (lower case) the rule matched on
+    fields: list[tuple[str, int]]  # (view name, value index) of the values the rule matched on
 
 
 @dataclass

@@ -125,13 +125,13 @@ def score_matches(levels: list[str], caps: list[str | None], alert: Alert, head_
 def match_signatures(alert: Alert, rules=None) -> list[tuple[object, list[str]]]:
     """The Sigma rules that match one alert (default: the community and project rules), each
     with the alert fields it matched on: ``[(RuleMeta, [field keys])]``."""
-    from secfm.workflows.sigma_fields import event_view
+    from secfm.workflows.sigma_fields import alert_key, event_view
     from secfm.workflows.sigma_rules import load_rules
 
     ruleset = rules if rules is not None else load_rules()
     event = event_view(alert)
     out = []
     for m in ruleset.match(event):
-        keys = [k for k in dict.fromkeys(event.names.get(f, f) for f in m.fields) if k in alert.fields]
+        keys = [k for k in dict.fromkeys(alert_key(event, name, i) for name, i in m.fields) if k in alert.fields]
         out.append((m.rule, keys))
     return out

@@ -211,7 +211,9 @@ def resolve_rules(rules=None, pipelines=()):
 
 
 def _hit(match, alert: Alert, event) -> SignatureHit:
-    keys = [event.names.get(f, f) for f in match.fields]
+    from secfm.workflows.sigma_fields import alert_key
+
+    keys = [alert_key(event, name, i) for name, i in match.fields]
     keys = [k for k in dict.fromkeys(keys) if k in alert.fields]
     meta = match.rule
     return SignatureHit(id=meta.label, title=meta.title, score=LEVEL_SCORE[meta.level], fields=keys, rule_id=meta.id, level=meta.level,

@@ -162,6 +162,26 @@ def results(
     print(f"results index: {path}{' (up to date)' if check else ''}")
 
 
+def export_lm_eval(
+    out: Annotated[Path, typer.Argument(help="Folder for the task YAMLs (created).")],
+    data: Annotated[Optional[list[str]], typer.Option("--data", help="TASK=FILE: read that task from a local TSV instead of the hub (repeatable), e.g. cti-mcqa=cti-mcq.tsv.")] = None,
+) -> None:
+    """Write lm-evaluation-harness task YAMLs for the CTIBench tasks (run them with lm_eval --include_path OUT)."""
+    from secfm.errors import SecfmError
+    from secfm.evals.lm_eval_export import EXPORTED, export_tasks
+
+    files = {}
+    for item in data or []:
+        task, sep, path = item.partition("=")
+        if not sep or task not in EXPORTED:
+            raise SecfmError(f"--data expects TASK=FILE with TASK one of {', '.join(EXPORTED)} (got {item!r})")
+        if not Path(path).is_file():
+            raise SecfmError(f"--data {task}: file not found: {path}")
+        files[task] = path
+    for path in export_tasks(out, files):
+        print(path)
+
+
 def _group(app: typer.Typer, name: str, help_text: str) -> typer.Typer:
     """The sub-app ``name`` of ``app`` (shared with other packages), created on first use."""
     try:
@@ -182,6 +202,7 @@ def register(app: typer.Typer) -> None:
     for task, help_text in TASK_HELP.items():
         evals.command(task, help=help_text)(_task_command(task, help_text, with_labels=task == "cti-taa"))
     evals.command("report")(eval_report)
+    evals.command("export-lm-eval")(export_lm_eval)
     app.command("card")(card)
     app.command("results")(results)
     _group(app, "bench", BENCH_HELP).command("eval")(bench_eval)

@@ -369,6 +369,16 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
 
     metrics[PROVENANCE_KEY] = recorder.stamp()
     write_text(out / METRICS, json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
+    # the same run in lm-evaluation-harness's layout (results_<ts>.json, samples_<task>_<ts>.jsonl)
+    from secfm.evals.lm_eval_export import write_harness_results
+
+    if cfg.mode == "loglik":
+        requests = [prompts.loglik_request(spec, i, sel.shots) for i in sel.scored]
+    elif cfg.mode == "gen":
+        requests = [prompts.gen_messages(spec, i, sel.shots) for i in sel.scored]
+    else:
+        requests = [i.fields.get(spec.head.text_column, "") for i in sel.scored]
+    write_harness_results(out, spec, metrics, sel.scored, records, requests)
     return metrics
 
 

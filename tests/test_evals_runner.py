@@ -447,3 +447,24 @@ def test_head_trained_on_held_out_sources_is_refused(tmp_path):
                  engine=FeatureEngine(), progress=False)
     assert _lines(tmp_path / "ok" / "cti-ate")[0]["parsed"] == ["T1071"]  # sigmoid(1) passes 0.5, sigmoid(-1) not
     assert m["counts"]["parsed"] == 4
+
+
+def test_runs_are_also_written_in_the_harness_layout(runs):
+    results = sorted((runs / "mcq-loglik").glob("results_*.json"))
+    samples = sorted((runs / "mcq-loglik").glob("samples_cti_mcqa_*.jsonl"))
+    assert results and samples
+    payload = json.loads(results[-1].read_text())
+    metrics = json.loads((runs / "mcq-loglik" / "metrics.json").read_text())
+    task = payload["results"]["cti_mcqa"]
+    assert task["acc,none"] == metrics["figures"]["accuracy"] and task["acc_stderr,none"] > 0
+    assert payload["n-shot"] == {"cti_mcqa": 0} and payload["configs"]["cti_mcqa"]["output_type"] == "multiple_choice"
+    assert payload["n-samples"]["cti_mcqa"]["effective"] == metrics["n"] and payload["config"]["model"] == "secfm"
+    rows = [json.loads(line) for line in samples[-1].read_text().splitlines()]
+    assert len(rows) == metrics["n"]
+    for row in rows:
+        assert {"doc", "arguments", "resps", "filtered_resps", "target"} <= set(row)
+        assert len(row["arguments"]) == 4 and row["arguments"]["gen_args_0"]["arg_1"] == " A"
+        assert row["arguments"]["gen_args_0"]["arg_0"].endswith("Answer:") and len(row["filtered_resps"]) == 4
+        assert row["acc"] in (0.0, 1.0) and row["target"] in range(4)
+    gen = json.loads(sorted((runs / "rcm-gen").glob("results_*.json"))[-1].read_text())
+    assert "acc,none" in gen["results"]["cti_rcm"]

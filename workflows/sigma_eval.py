@@ -135,6 +135,7 @@ def run_sigma_bench(alerts: list[Path], regression: Path | None, repeat: int, ou
     from secfm.workflows.sigma_rules import _LOADED, load_rules
 
     texts = _replay_texts(alerts, regression)
+    texts = [("replay batch", "\n".join(text for _, text in texts))]  # one triage call over every alert (a SIEM export)
     data = [p for p in alerts] + ([regression] if regression else [])
     with recording(data_files=data, allow_busy=allow_busy) as rec:
         import os

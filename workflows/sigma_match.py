@@ -222,18 +222,22 @@ def _string(value: Any, cased: bool, stats: CompileStats, keyword: bool) -> tupl
 # intermediate form -> closures
 # ---------------------------------------------------------------------------------------------
 _NOT_RE2 = re.compile(r"\(\?[=!<]|\\[1-9]")
+#: a group with a quantifier inside that is itself repeated: the shape that backtracks badly
+_NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*][^()]*\)[+*{]")
 
 
 def _regex(pattern: str, flags: str):
-    """RE2 where it accepts the pattern (linear time on untrusted input), else Python's re."""
-    if not _NOT_RE2.search(pattern):
+    """Python's re (fast) unless the pattern has a repeated group with a quantifier inside, which
+    could backtrack badly on a crafted event: RE2 (linear time) then; Python's re again where RE2
+    lacks the syntax (lookaround, backreferences)."""
+    pyflags = (re.IGNORECASE if "i" in flags else 0) | (re.MULTILINE if "m" in flags else 0) | (re.DOTALL if "s" in flags else 0)
+    if _NESTED_QUANTIFIER.search(pattern) and not _NOT_RE2.search(pattern):
         try:
             import re2
 
             return re2.compile(f"(?{flags})" + pattern if flags else pattern).search
-        except Exception:  # noqa: BLE001 - RE2 lacks lookaround and backreferences
+        except Exception:  # noqa: BLE001 - RE2 lacks some syntax
             pass
-    pyflags = (re.IGNORECASE if "i" in flags else 0) | (re.MULTILINE if "m" in flags else 0) | (re.DOTALL if "s" in flags else 0)
     try:
         return re.compile(pattern, pyflags).search
     except re.error:

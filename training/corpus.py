@@ -571,6 +571,9 @@ def build_corpus(out: str | Path, config: CorpusConfig, force: bool = False,
 
     out = check_output_folder(out, inputs=config.inputs, force=force)
     started = time.time()
+    from secfm.provenance import Recorder
+
+    recorder = Recorder([str(f) for f in config.inputs], allow_busy=True, command=None)  # a data build: the load is recorded
     split = corpus_split(config)
     docs, steps = curate(config, progress, split)
     by_split = {name: [d for d in docs if d.split == name] for name in split.plan.names}
@@ -618,7 +621,8 @@ def build_corpus(out: str | Path, config: CorpusConfig, force: bool = False,
     with output_folder(out, inputs=config.inputs, force=force) as tmp:  # a fresh temporary name, moved into place
         save_dataset_folder(tmp, {name: table(ds) for name, ds in by_split.items()}, title="secfm corpus",
                             body="Continued-pretraining corpus built by `secfm data corpus`; see `data_card.md`.")
-        (tmp / "data_card.json").write_text(json.dumps(card, indent=2))
+        card["provenance"] = recorder.stamp()
+        (tmp / "data_card.json").write_text(json.dumps(card, indent=2, default=str))
         (tmp / "data_card.md").write_text(render_card(card))
     return card
 

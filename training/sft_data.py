@@ -439,6 +439,9 @@ def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = Fa
     from secfm.outputs import check_output_folder, output_folder
 
     out = check_output_folder(out, inputs=cfg.user_files, force=force)
+    from secfm.provenance import Recorder
+
+    recorder = Recorder([str(f) for f in cfg.user_files], allow_busy=True, command=None)  # a data build: the load is recorded
     rng = random.Random(cfg.seed)
     split = sft_split(cfg, kb)
     convs: list[Conversation] = []
@@ -511,7 +514,8 @@ def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = Fa
                                  "development set; test: reported once).")
         for name, filename in MCQ_FILES.items():
             (tmp / filename).write_text("".join(json.dumps(r) + "\n" for r in questions[name]))
-        (tmp / "data_card.json").write_text(json.dumps(card, indent=2))
+        card["provenance"] = recorder.stamp()
+        (tmp / "data_card.json").write_text(json.dumps(card, indent=2, default=str))
     return card
 
 

@@ -21,4 +21,19 @@ for stage in cpt sft; do
     sleep 5  # let a waiting job take the lock
   done
 done
-echo "chain done: runs/gemma-3-270m/sft-lora/adapter"
+# the record of the runs, next to the figures
+mkdir -p training/results
+for stage in cpt sft; do
+  cp runs/gemma-3-270m/$stage-lora/summary.json training/results/secfm-270m-$stage-summary.json
+  cp runs/gemma-3-270m/$stage-lora/loss_curve.png training/results/secfm-270m-$stage-loss.png 2>/dev/null || true
+done
+cp runs/data/corpus/data_card.md training/results/corpus-data-card.md
+cp runs/data/sft/data_card.json training/results/sft-data-card.json
+# the protocol's test figures, scored once (a rerun reads the same cached result), then the adapter ships
+if [ "${SECFM_SKIP_TEST_EVAL:-0}" != 1 ]; then
+  flock "$lock" nice -n 5 secfm train eval --split test --corpus runs/data/corpus --sft runs/data/sft --max-tokens 20000 \
+    --adapter runs/gemma-3-270m/sft-lora/adapter --out training/results/secfm-270m.json
+  python -m secfm.training.ship --adapter runs/gemma-3-270m/sft-lora/adapter
+  secfm results
+fi
+echo "chain done: runs/gemma-3-270m/sft-lora/adapter (shipped to secfm/adapters/secfm-270m)"

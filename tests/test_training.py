@@ -274,7 +274,7 @@ def test_smoke_recipes_run_end_to_end(tmp_path):
     assert card["sources"]["kb-attack"]["tokens"] > 0 and "dedup" in card["steps"]
     adapter = out / "cpt" / "adapter"
     cfg = json.loads((adapter / "adapter_config.json").read_text())
-    assert cfg["base_model_name_or_path"] == "gemma-3-270m" and cfg["peft_type"] == "LORA"
+    assert cfg["base_model_name_or_path"] == "google/gemma-3-270m" and cfg["peft_type"] == "LORA"
     assert not (adapter / "tokenizer.json").exists()  # the adapter alone
     merged = out / "merged"
     assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
@@ -522,7 +522,7 @@ def test_ship_copies_only_the_adapter_and_writes_a_card(tmp_path):
     target = ship_adapter(src, target=tmp_path / "shipped", results=tmp_path / "none.json", stages=())
     assert sorted(p.name for p in target.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     card = (target / "README.md").read_text()
-    assert card.startswith("---\nbase_model: gemma-3-270m") and "not measured yet" in card
+    assert card.startswith("---\nbase_model: google/gemma-3-270m") and "not measured yet" in card
     # with results: the shipped run is the one whose adapter was copied, and its gains are stated
     mcq = lambda acc: {"accuracy": acc, "questions": 4}  # noqa: E731
     results = {"mcq_questions": 4, "runs": {
@@ -535,7 +535,7 @@ def test_ship_copies_only_the_adapter_and_writes_a_card(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(results))
     card = (ship_adapter(src, target=tmp_path / "shipped", results=tmp_path / "results.json", stages=()) / "README.md").read_text()
     assert "**secfm-270m**" in card and "62.5% lower" in card
-    assert "letter +0.0 points (missed)" in card and "cloze +25.0 points (met)" in card
+    assert "MCQ cloze (the primary figure, fixed before scoring) +25.0 points" in card
     (src / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/abs/path"}))
     with pytest.raises(SecfmError, match="expected 'gemma-3-270m'"):
         ship_adapter(src, target=tmp_path / "x")
@@ -545,7 +545,7 @@ def test_shipped_secfm_270m_adapter():
     """The packaged adapter: small, names its registry base, has a model card."""
     adapter = ROOT / "secfm" / "adapters" / "secfm-270m"
     cfg = json.loads((adapter / "adapter_config.json").read_text())
-    assert cfg["base_model_name_or_path"] == "gemma-3-270m" and cfg["peft_type"] == "LORA"
+    assert cfg["base_model_name_or_path"] == "google/gemma-3-270m" and cfg["peft_type"] == "LORA"
     assert (adapter / "adapter_model.safetensors").stat().st_size <= 25_000_000
     assert "secfm-270m" in (adapter / "README.md").read_text()
     from secfm.registry import get_spec

@@ -537,8 +537,15 @@ def train_design(data: CveHeadData, design: Design, hidden: Callable[[str, tuple
     """Fit ``design`` on train (early stopping on validation) and predict ``splits``."""
     started = time.time()
     objective = "multiclass" if data.task == "cwe" else "groups"
-    vec = fit_vectorizer(data.texts["train"], design.max_features)
-    T = {s: vec.transform(data.texts[s]) for s in set(("train", "validation", *splits))}
+    cache = data.info.setdefault("_vectorizers", {})  # designs with the same vocabulary size share it
+    if design.max_features not in cache:
+        vec = fit_vectorizer(data.texts["train"], design.max_features)
+        cache[design.max_features] = (vec, {})
+    vec, matrices = cache[design.max_features]
+    for s in set(("train", "validation", *splits)):
+        if s not in matrices:
+            matrices[s] = vec.transform(data.texts[s])
+    T = {s: matrices[s] for s in set(("train", "validation", *splits))}
     X = {s: (hidden(s, design.layers) if design.layers else None) for s in T}
     module, history = fit(T["train"], X["train"], data.Y["train"], T["validation"], X["validation"], data.Y["validation"],
                           objective, data.labels, design.fit,
@@ -568,7 +575,7 @@ def manifest_for(trained: Trained, data: CveHeadData, model: str, metrics: dict,
         training_data_hash=hashlib.sha256("\n".join(sorted(data.ids["train"])).encode()).hexdigest(),
         trained_sources=[], excluded_sources=[], metrics=metrics,
         training={"design": d.describe(), "best_epoch": trained.history["best_epoch"], "command": command,
-                  "data": data.info},
+                  "data": {k: v for k, v in data.info.items() if not k.startswith("_")}},
         created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         text_features=text_feature_params(trained.vectorizer), uses_hidden=bool(layers), trained_cves=entry,
     )

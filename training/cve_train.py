@@ -125,7 +125,7 @@ def run_cve_training(task: str, cve_data: str | Path, *, out: str | Path | None 
         payload = {
             "task": task, "command": rec.provenance.command, "model": model,
             "data": {"cve_data": str(cve_data), "card": {k: read_card(cve_data).get(k) for k in ("splits", "steps", "near_duplicates")},
-                     **data.info},
+                     **{k: v for k, v in data.info.items() if not k.startswith("_")}},
             "selection": {"metric": "validation top-1" if task == "cwe" else "validation mean per-metric accuracy",
                           "tried": tried, "rule": "best validation score; the test split is scored once, after the choice"},
             "chosen": {"design": best.design.describe(), "best_epoch": best.history["best_epoch"]},

@@ -78,6 +78,23 @@ class ReviewIn(TextIn):
     use_model: bool = False
 
 
+class ConversationIn(BaseModel):
+    """What a follow-up needs from the previous answer's `conversation` (other fields are ignored)."""
+
+    entities: list[Annotated[str, Field(max_length=40)]] = Field(default_factory=list, max_length=20)
+    related: list[Annotated[str, Field(max_length=40)]] = Field(default_factory=list, max_length=20)
+    intents: list[Annotated[str, Field(max_length=20)]] = Field(default_factory=list, max_length=10)
+
+
+class ChatIn(BaseModel):
+    message: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS,
+                         description="A question, or a pasted alert, log, configuration or report (treated as data).")
+    conversation: ConversationIn | None = Field(
+        None, description="The `conversation` of the previous answer, for follow-up questions.")
+    use_model: bool = Field(True, description="Let the model phrase the facts (false: the tools' facts only).")
+    max_new_tokens: int = Field(64, ge=8, le=1024)
+
+
 def _dump(value: Any) -> Any:
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
@@ -141,7 +158,7 @@ def create_api(settings: ApiSettings) -> FastAPI:
     api = FastAPI(
         title="secfm API",
         version="0.1.0",
-        description="ATT&CK extraction, CWE mapping, alert triage, incident summaries and config review.",
+        description="ATT&CK extraction, CWE mapping, alert triage, incident summaries, config review and the grounded chat.",
     )
 
     api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -220,5 +237,21 @@ def create_api(settings: ApiSettings) -> FastAPI:
 
         engine = settings.engine() if body.use_model else None
         return _dump(review_config(body.text, kind=body.kind, engine=engine, use_model=body.use_model))
+
+    chat_pipelines: dict[bool, Any] = {}
+
+    @api.post("/v1/chat", dependencies=guarded)
+    def chat(body: ChatIn) -> dict:
+        """One grounded answer with its facts, sources and tool cards; pass `conversation` back for follow-ups."""
+        from secfm.workflows.chat import ChatPipeline
+        from secfm.workflows.chat_schemas import Conversation
+
+        conversation = Conversation(**(body.conversation.model_dump() if body.conversation else {}))
+        pipeline = chat_pipelines.get(body.use_model)
+        if pipeline is None:
+            pipeline = chat_pipelines[body.use_model] = ChatPipeline(settings.engine() if body.use_model else None,
+                                                                     use_model=body.use_model)
+        answer = pipeline.answer(body.message, conversation, max_new_tokens=body.max_new_tokens)
+        return {**answer.model_dump(mode="json"), "conversation": conversation.model_dump(mode="json")}
 
     return api

@@ -78,7 +78,7 @@ def api(
     api_key: Annotated[Optional[str], typer.Option("--api-key", help="Required beyond loopback (or set SECFM_API_KEY).")] = None,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="Largest request body accepted.")] = 1_000_000,
 ) -> None:
-    """HTTP API for heads and workflows: /v1/attack/extract, /v1/cwe/map, /v1/triage, /v1/summarize, /v1/review-config."""
+    """HTTP API for heads and workflows: /v1/attack/extract, /v1/cwe/map, /v1/triage, /v1/summarize, /v1/review-config, /v1/chat."""
     import uvicorn
 
     from secfm.app.api import ApiSettings, create_api

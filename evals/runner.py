@@ -427,4 +427,8 @@ def load_metrics(run_dir: str | Path) -> dict:
         raise SecfmError(f"{path} is not valid JSON") from exc
 
 
-__all__ = ["EvalConfig", "load_metrics", "read_predictions", "run_eval", "summary_line"]
+#: the run-folder claim, shared with the other harness users (``secfm eval chat``)
+claim_folder = _claim_folder
+
+__all__ = ["EvalConfig", "METRICS", "PREDICTIONS", "RUN", "claim_folder", "load_metrics", "read_predictions", "run_eval",
+           "summary_line"]

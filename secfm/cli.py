@@ -244,6 +244,7 @@ PACKAGE_COMMANDS = (
     "secfm.workflows.cli",
     "secfm.workflows.cli_sigma",
     "secfm.workflows.cli_attack",
+    "secfm.workflows.cli_chat",
     "secfm.app.cli",
 )
 

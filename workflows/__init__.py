@@ -10,6 +10,8 @@
 * :func:`extract_attack` (ATT&CK techniques from the classifier head; its own module);
 * :func:`analyze_cve` (a CVE id or vulnerability description -> CWE ids, CVSS vector and score,
   NVD's own facts; Pydantic in and out);
+* :class:`ChatPipeline` / :func:`answer_question` (the grounded analyst chat: tools first, every fact
+  with its source, the model's phrasing checked against what the tools returned);
 * the knowledge base: :func:`build_kb`, :class:`KnowledgeStore`.
 
 Each workflow is also a LangChain runnable (``triage_runnable()``, ``summarize_runnable()``,
@@ -39,6 +41,10 @@ _EXPORTS = {
     "analyze_cves": "secfm.workflows.cve_analysis",
     "CveAnalysis": "secfm.workflows.cve_analysis",
     "CveAnalysisRequest": "secfm.workflows.cve_analysis",
+    "ChatPipeline": "secfm.workflows.chat",
+    "answer_question": "secfm.workflows.chat",
+    "ChatAnswer": "secfm.workflows.chat_schemas",
+    "Conversation": "secfm.workflows.chat_schemas",
     "TriageResult": "secfm.workflows.schemas",
     "IncidentSummary": "secfm.workflows.schemas",
     "ConfigReview": "secfm.workflows.schemas",

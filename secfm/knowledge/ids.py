@@ -101,11 +101,20 @@ def find_ids(text: str) -> list[str]:
     only: nothing is looked up.
     """
     found: dict[str, None] = {}
+    for _start, _end, norm in id_spans(text):
+        found.setdefault(norm)
+    return list(found)
+
+
+def id_spans(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, normalized id)`` of every id mention in ``text`` (the spans ``find_ids``
+    reads), for code that must quote, link or remove the mention itself."""
+    spans = []
     for m in _FIND.finditer(text):
         parsed = normalize_id(m.group(0))
         if parsed:
-            found.setdefault(parsed[0])
-    return list(found)
+            spans.append((m.start(), m.end(), parsed[0]))
+    return spans
 
 
 def parent_technique(id: str) -> str | None:

@@ -34,7 +34,8 @@ def result_files(root: Path, dirs: Iterable[str] = RESULT_DIRS) -> list[Path]:
     for d in dirs:
         base = root / d
         if base.is_dir():
-            files += [p for p in sorted(base.rglob("*.json")) if p.name not in SKIP_NAMES]
+            files += [p for p in sorted(base.rglob("*.json")) if p.name not in SKIP_NAMES
+                      and not p.name.startswith("results_")]  # a run's harness-layout copy of its metrics.json
     return files
 
 

@@ -44,14 +44,17 @@ def default_designs(task: str, layers: Sequence[Sequence[int]] = ()) -> list[Des
     """The head designs tried on the validation split: recency weighting (NVD's CWE usage and
     scoring practice drift over the years), class weighting, hidden-state layers."""
     base = CveFitConfig(text_l2=1e-6)
+    # the shipped head stays small: vocabulary x classes int8 weights (CWE: ~20k x ~150 = 3 MB)
+    vocab = 20_000 if task == "cwe" else 50_000
+    k = f"{vocab // 1000}k"
     designs = [
-        Design("tfidf-50k-recency-0.15", 50_000, (), replace(base, recency=0.15)),
-        Design("tfidf-50k-recency-0.3", 50_000, (), replace(base, recency=0.3)),
+        Design(f"tfidf-{k}-recency-0.15", vocab, (), replace(base, recency=0.15)),
+        Design(f"tfidf-{k}-recency-0.3", vocab, (), replace(base, recency=0.3)),
     ]
     if task == "cwe":
-        designs.append(Design("tfidf-50k-recency-0.3-sqrt-weights", 50_000, (), replace(base, recency=0.3, class_weight="sqrt")))
+        designs.append(Design(f"tfidf-{k}-recency-0.3-sqrt-weights", vocab, (), replace(base, recency=0.3, class_weight="sqrt")))
     for lay in layers:
-        designs.append(Design(f"tfidf-50k-recency-0.3+layers-{'+'.join(map(str, lay))}", 50_000, tuple(lay),
+        designs.append(Design(f"tfidf-{k}-recency-0.3+layers-{'+'.join(map(str, lay))}", vocab, tuple(lay),
                               replace(base, recency=0.3)))
     return designs
 

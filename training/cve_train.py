@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 BASELINE_FEATURES = 200_000
 BASELINE_L2 = (1e-6, 3e-6)
+#: the largest text weight matrix (vocabulary x labels, int8 bytes) a head may carry
+MAX_TEXT_WEIGHTS = 8_000_000
 
 
 def default_designs(task: str, layers: Sequence[Sequence[int]] = ()) -> list[Design]:
@@ -118,9 +120,16 @@ def run_cve_training(task: str, cve_data: str | Path, *, out: str | Path | None 
                           "best_epoch": t.history["best_epoch"], "seconds": t.seconds})
             if best is None or t.val_score > best.val_score:
                 best = t
+        note = None
         if base_trained is not None and best.val_score <= base_trained.val_score:
-            say("no head design beats the baseline on validation: the head ships the baseline's configuration")
-            best = base_trained
+            size = len(base_trained.vectorizer.vocabulary_) * len(data.labels)
+            if size <= MAX_TEXT_WEIGHTS:
+                note = "no head design beat the baseline on validation: the head is the baseline's configuration"
+                best = base_trained
+            else:
+                note = (f"no head design beat the baseline on validation, and the baseline's configuration "
+                        f"({size / 1e6:.0f} MB of int8 weights) is too large to ship: the best head design is kept")
+            say(note)
         # the test split, once, for the chosen head and the baseline
         eval_splits = [s for s in ("validation", "test", "later_test") if data.texts[s]]
         chosen = _score(best, data, hidden, eval_splits, resamples)
@@ -131,7 +140,7 @@ def run_cve_training(task: str, cve_data: str | Path, *, out: str | Path | None 
                      **{k: v for k, v in data.info.items() if not k.startswith("_")}},
             "selection": {"metric": "validation top-1" if task == "cwe" else "validation mean per-metric accuracy",
                           "tried": tried, "rule": "best validation score; the test split is scored once, after the choice"},
-            "chosen": {"design": best.design.describe(), "best_epoch": best.history["best_epoch"]},
+            "chosen": {"design": best.design.describe(), "best_epoch": best.history["best_epoch"], "note": note},
             "head": chosen, "baseline": base,
             "baseline_config": base_trained.design.describe() if base_trained is not None else None,
             "seconds": round(time.time() - started, 1),

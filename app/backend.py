@@ -25,7 +25,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from secfm.errors import SecfmError
@@ -50,13 +50,12 @@ class Backend:
 
     @classmethod
     def from_options(cls, model: str | None = None, endpoint: str | None = None, *, engine: str = "transformers",
-                     adapter: str | None = None, context_tokens: int | None = None, **engine_options) -> Backend:
-        """Build the engine the app talks to: a registered model in process, or an endpoint."""
-        from secfm.engines import get_engine
+                     adapter: str | None = None, context_tokens: int | None = None) -> Backend:
+        """The engine the app talks to: the process's shared engine for a registered model in
+        process (the same one the heads, workflows and API use), or an endpoint."""
+        from secfm.engines import shared_engine
 
-        kind = "openai" if endpoint else engine
-        eng = get_engine(kind, model=model, adapter=adapter, endpoint=endpoint, **engine_options)
-        return cls(eng, context_tokens=context_tokens)
+        return cls(shared_engine(engine, model=model, adapter=adapter, endpoint=endpoint), context_tokens=context_tokens)
 
     def warm_up(self) -> None:
         """Load what the first triage, review or extraction would otherwise wait for: the ATT&CK
@@ -83,9 +82,7 @@ class Backend:
     def fast_model(self) -> bool:
         """Whether model-written workflow parts are quick enough to be on by default (a GPU or a
         served endpoint); on a CPU they take minutes, so the tabs leave them to the analyst."""
-        if getattr(self.engine, "kind", "") in ("vllm", "openai"):
-            return True
-        return str(getattr(self.engine, "device", "cpu")).startswith("cuda")
+        return bool(self.engine.fast_decoding)
 
     def describe(self) -> dict:
         info = dict(self.engine.describe())
@@ -122,16 +119,16 @@ class Backend:
                             system_prompt=self.system_prompt, render=render)
 
     def stream_chat(self, messages: list[dict[str, str]], max_new_tokens: int = 256, temperature: float = 0.0,
-                    stop: threading.Event | None = None) -> Iterator[str]:
-        """The engine's streamed answer; passes ``stop`` on when the engine can cancel."""
+                    stop: threading.Event | None = None, heartbeat: float | None = None):
+        """The engine's streamed answer (an ``Engine.Generation``: iterate for pieces; its
+        ``position`` is the place in the shared engine's queue). Decoding cannot loop
+        (``SamplingParams.loop_free``) and stops at the next turn marker. ``stop`` (the Stop
+        button's event) cancels it at once, queued or decoding, and frees its slot; with
+        ``heartbeat`` seconds, ``""`` pieces arrive while it waits so the UI can show its place."""
         from secfm.engines import SamplingParams
 
-        params = SamplingParams(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
-        kwargs = {}
-        if stop is not None and _accepts(self.engine.stream_chat, ("cancel", "stop_event")):
-            name = "cancel" if _accepts(self.engine.stream_chat, ("cancel",)) else "stop_event"
-            kwargs[name] = stop
-        return iter(self.engine.stream_chat(messages, params, **kwargs))
+        params = SamplingParams.loop_free(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
+        return self.engine.submit_chat(messages, params).watch(stop, heartbeat)
 
     # -- triage --------------------------------------------------------------------------------
     def triage(self, text: str, use_model: bool = False) -> dict:
@@ -152,7 +149,7 @@ class Backend:
 
     def _technique_kwargs(self) -> dict:
         """Let the workflows run the ATT&CK head on the app's engine (not a second model copy)."""
-        if getattr(self.engine, "kind", "") != "transformers":
+        if not self.engine.has_hidden_states:
             return {}
         from secfm.workflows.attack_extraction import extract_attack
 
@@ -210,7 +207,7 @@ class Backend:
     def _extract_hits(self, text: str):
         from secfm.workflows.attack_extraction import extract_attack
 
-        engine = self.engine if getattr(self.engine, "kind", "") != "openai" else None
+        engine = self.engine if self.engine.has_hidden_states else None
         try:
             with self._attack_lock:  # one extractor build at a time; the engine lock orders forwards
                 hits = extract_attack(text, engine=engine)
@@ -240,14 +237,6 @@ def _warm_store() -> None:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _accepts(fn, names: Sequence[str]) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return any(n in params for n in names)
-
-
 def _call(fn, *args, **kwargs):
     """Call a workflow with only the keyword arguments its signature takes."""
     try:

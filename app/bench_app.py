@@ -235,7 +235,7 @@ def _free_port() -> int:
 
 def bench_app(model: str | None = None, endpoint: str | None = None, sessions: int = 20,
               out: Path | str | None = DEFAULT_OUT, *, turns: int = 1, max_new_tokens: int = 16,
-              concurrency: int = 2, engine: str = "transformers", backend=None, timeout: float = 1800.0) -> dict:
+              concurrency: int = 32, engine: str = "transformers", backend=None, timeout: float = 1800.0) -> dict:
     """Start the app in process on a free loopback port, run :func:`run_app_bench`, stop it."""
     from secfm.app.backend import Backend
     from secfm.app.ui import launch_app

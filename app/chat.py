@@ -166,6 +166,8 @@ def stream_answer(pieces: Iterator[str], stop=None, stats: StreamStats | None = 
                 stats.stopped = True
                 break
             if not piece:
+                if stats.first_piece is None:
+                    yield piece  # a heartbeat while queued: the caller may show the place in the queue
                 continue
             if stats.first_piece is None:
                 stats.first_piece = time.monotonic()

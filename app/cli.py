@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -28,30 +26,34 @@ def serve(
     host: HostOpt = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     backend: Annotated[Optional[str], typer.Option("--backend", help="vllm or transformers (default: vllm when a GPU and vllm are present).")] = None,
-    api_key: Annotated[Optional[str], typer.Option("--api-key", help="Required beyond loopback (or set SECFM_API_KEY).")] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", help="Required beyond loopback (or set SECFM_API_KEY); clients send it as a Bearer token.")] = None,
+    max_batch: Annotated[Optional[int], typer.Option("--max-batch", min=1, max=512, help="CPU server: requests decoded together (continuous batching, default 32).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command and the memory estimate per GPU; start nothing.")] = False,
 ) -> None:
-    """Serve a model over the OpenAI-compatible API: vLLM on a GPU, transformers serve on a CPU."""
-    from secfm.serving import plan_serve
+    """Serve a model over the OpenAI-compatible API: vLLM on a GPU, secfm's continuously batched server on a CPU.
+
+    The server is a child of this command, started from the current interpreter (no activated
+    virtual environment needed); SIGTERM and SIGINT are passed on to it and it never outlives
+    this command.
+    """
+    from secfm.serving import plan_serve, run_child
 
     if backend not in (None, "vllm", "transformers"):
         raise SecfmError(f"unknown backend '{backend}': choose vllm or transformers")
-    plan = plan_serve(model, adapter or [], tensor_parallel_size, max_model_len, host, port, backend, api_key, merge=not dry_run)
+    plan = plan_serve(model, adapter or [], tensor_parallel_size, max_model_len, host, port, backend, api_key,
+                      merge=not dry_run, max_batch=max_batch)
     if plan.memory is not None:
         print(f"memory estimate {plan.memory.describe()}", file=sys.stderr)
     if dry_run:
         print(plan.shell_command())
         return
-    Path(plan.env.get("HF_HUB_CACHE", "")).mkdir(parents=True, exist_ok=True) if plan.env.get("HF_HUB_CACHE") else None
     print(f"serving {plan.served_model} ({plan.backend}) at {plan.base_url}", file=sys.stderr)
-    proc = subprocess.Popen(plan.argv, cwd=plan.cwd, env={**os.environ, **plan.env})
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=30)
+    code = run_child(plan)
     if code:
-        raise SecfmError(f"{plan.backend} server exited with status {code}")
+        raise SecfmError(f"the {plan.backend} server exited with status {code}")
+
+
+AllowBusyOpt = Annotated[bool, typer.Option("--allow-busy", help="Write the results even when the machine's load is above its cores (recorded).")]
 
 
 def bench_serve(
@@ -61,13 +63,37 @@ def bench_serve(
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 32,
     requests: Annotated[int, typer.Option("--requests", min=1, help="Requests per level at least (more when the concurrency is higher).")] = 8,
     out: Annotated[Path, typer.Option("--out", help="JSON results.")] = Path("app/results/bench-serve.json"),
+    allow_busy: AllowBusyOpt = False,
 ) -> None:
-    """Tokens/s and p50/p95 latency at 1, 8 and 32 concurrent requests against `secfm serve`."""
+    """Aggregate tokens/s, time to first token and latency p50/p95 at 1, 8 and 32 concurrent requests against `secfm serve`."""
     from secfm.app.bench_serve import run_serve_bench
 
     result = run_serve_bench(model=model, endpoint=endpoint, levels=concurrency or [1, 8, 32], max_tokens=max_tokens, out=out,
-                             min_requests=requests)
-    print(json.dumps(result, indent=2))
+                             min_requests=requests, allow_busy=allow_busy)
+    print(json.dumps({k: v for k, v in result.items() if k != "provenance"}, indent=2))
+
+
+def bench_app_command(
+    model: ModelOpt = None,
+    endpoint: EndpointOpt = None,
+    url: Annotated[Optional[str], typer.Option("--url", help="Measure an app that is already running at this URL.")] = None,
+    sessions: Annotated[int, typer.Option("--sessions", min=1, max=200, help="Concurrent analyst sessions.")] = 20,
+    turns: Annotated[int, typer.Option("--turns", min=1, max=10, help="Chat turns per session.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 16,
+    out: Annotated[Path, typer.Option("--out", help="JSON results.")] = Path("app/results/bench-app.json"),
+    allow_busy: AllowBusyOpt = False,
+) -> None:
+    """20 concurrent analyst chat sessions over Gradio's client: time to first token p50/p95, answers isolated per session."""
+    from secfm.app.bench_app import bench_app, run_app_bench
+    from secfm.provenance import recording
+
+    with recording(allow_busy=allow_busy) as rec:
+        if url:
+            result = run_app_bench(url, sessions, None, turns=turns, max_new_tokens=max_new_tokens)
+        else:
+            result = bench_app(model, endpoint, sessions, None, turns=turns, max_new_tokens=max_new_tokens)
+        result = rec.write_json(out, result)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("per_session", "provenance")}, indent=2))
 
 
 def api(
@@ -100,7 +126,7 @@ def app_command(
     host: HostOpt = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 7860,
     auth: Annotated[Optional[str], typer.Option("--auth", help="USER:PASS; required beyond loopback.")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Model calls at once across all sessions.")] = 2,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests handled at once across all sessions (the engine batches their model calls).")] = 32,
 ) -> None:
     """The analysts' app: streaming chat, triage, summaries, config review, ATT&CK extraction.
 
@@ -129,3 +155,4 @@ def register(app: typer.Typer) -> None:
     app.command("api")(api)
     bench = command_group(app, "bench", "Performance benchmarks; each writes its results to a file.")
     bench.command("serve")(bench_serve)
+    bench.command("app")(bench_app_command)

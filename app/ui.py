@@ -24,7 +24,7 @@ ASSETS = Path(__file__).parent / "assets"
 CSS_PATH = ASSETS / "app.css"
 TITLE = "secfm · analyst workbench"
 DEFAULT_PORT = 7860
-DEFAULT_CONCURRENCY = 2
+DEFAULT_CONCURRENCY = 32  # events at once across sessions; the engine batches their model calls and queues the rest
 DEFAULT_QUEUE_SIZE = 64
 DEFAULT_MAX_NEW_TOKENS = 256
 

@@ -85,8 +85,14 @@ def build_chat_tab(backend, state: gr.State, max_new_tokens: int = 256) -> dict:
         yield session.chat_view(), "", session, _status(waiting, "busy")
         stats = StreamStats()
         try:
-            pieces = backend.stream_chat(prompt.messages, n_new, float(temperature or 0.0), stop=session.stop)
+            pieces = backend.stream_chat(prompt.messages, n_new, float(temperature or 0.0), stop=session.stop,
+                                         heartbeat=0.5)
             for piece in stream_answer(pieces, session.stop, stats):
+                if not piece:  # still queued behind other analysts' answers
+                    place = getattr(pieces, "position", 0)
+                    if place:
+                        yield gr.skip(), gr.skip(), session, _status(f"Waiting for the model… {place} in the queue", "busy")
+                    continue
                 answer["content"] += piece
                 yield session.chat_view(), gr.skip(), session, _status(
                     f"Generating… {stats.pieces} pieces", "busy")

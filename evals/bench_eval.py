@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from secfm.engines.base import LoglikResult
-from secfm.errors import SecfmError
 from secfm.evals import prompts
 from secfm.evals.data import Item, load_dataset, select_items
 from secfm.evals.progress import progress_bar
@@ -78,15 +77,20 @@ def _measure(data, model: str, limit: int, seed: int, engine, progress: bool, wa
         sha = None
     items = select_items(items, limit, seed).scored
     if engine is None:
-        from secfm.engines import get_engine
+        from secfm.engines import shared_engine
 
-        engine = get_engine("transformers", model=model)
-    if getattr(engine, "kind", "") != "transformers":
-        raise SecfmError("secfm bench eval times the in-process transformers engine")
+        engine = shared_engine("transformers", model=model)
+    # the reference: the same weights loaded plainly, scored with one full forward per continuation
+    from secfm.engines.transformers_engine import load_causal_lm
+    from secfm.models import resolve, tokenizer_for
+
     import torch
 
+    device = "cpu"
+    reference = resolve(engine.model_name, engine.adapter)
+    tokenizer, lm = tokenizer_for(reference), load_causal_lm(reference, device)
+
     requests = [prompts.loglik_request(spec, item) for item in items]
-    tokenizer, lm, device = engine.tokenizer, engine.model, engine.device
 
     def fast(req):
         return engine.loglikelihood_many([req])[0]

@@ -88,15 +88,11 @@ def _load(variant: str, model: str):
         return scorer, scorer.decode
     import torch
 
-    from secfm.engines import SamplingParams
-    from secfm.engines.transformers_engine import TransformersEngine
+    from secfm.engines import SamplingParams, get_engine
 
     dtype = torch.bfloat16 if variant == "bf16" else torch.float32
-    engine = TransformersEngine(model=model, device="cpu", dtype=dtype)
-    if variant == "int8-dynamic":
-        from torch.ao.quantization import quantize_dynamic
-
-        engine.model = quantize_dynamic(engine.model, {torch.nn.Linear}, dtype=torch.qint8)
+    engine = get_engine("transformers", model=model, device="cpu", dtype=dtype,
+                        quantization="int8-dynamic" if variant == "int8-dynamic" else None)
 
     def decode(prompt: str, n: int) -> int:
         text = engine.generate([prompt], SamplingParams(max_new_tokens=n))[0]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from secfm.engines.base import POOLINGS
 from secfm.errors import SecfmError
 from secfm.settings import cache_dir
 
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 #: bump when the way features are computed changes (invalidates every cache entry)
 FEATURE_VERSION = 1
-POOLINGS = ("mean", "last")
 DEFAULT_MAX_LENGTH = 128
 
 
@@ -83,19 +83,8 @@ def engine_identity(engine) -> tuple[str, str | None]:
 
 
 # ---------------------------------------------------------------------------------------------
-# extraction: several layers, one forward, early stop
+# extraction: several layers, one forward, early stop (the engine's multi-layer hidden_states)
 # ---------------------------------------------------------------------------------------------
-class _Stop(Exception):
-    """Raised from the hook on the deepest wanted layer: later layers never run."""
-
-
-def _layer_index(layer: int, n: int) -> int:
-    index = n + layer + 1 if layer < 0 else layer
-    if not 0 <= index <= n:
-        raise SecfmError(f"layer {layer} is out of range for a model with {n} layers (use 0..{n} or -1..-{n})")
-    return index
-
-
 def extract(
     engine,
     texts: Sequence[str],
@@ -107,85 +96,19 @@ def extract(
 ) -> dict[tuple[int, str], np.ndarray]:
     """Pooled hidden states of ``texts`` at each of ``layers`` (1-based decoder layers, 0 the
     embeddings, negative from the end) for each pooling, from one forward per batch that stops
-    after the deepest layer. Returns ``{(layer, pooling): array (len(texts), hidden)}`` with
-    the layers as given. Texts are batched in length order (little padding) and returned in
-    input order. ``progress(n)`` is called after each batch with the number of texts done in it.
-
-    Needs an in-process engine with ``model``, ``tokenizer`` and ``_encode`` (transformers).
-    """
-    import torch
-
-    from secfm.engines.transformers_engine import _decoder_layers
-
-    poolings = tuple(dict.fromkeys(poolings))
+    after the deepest layer (``Engine.hidden_states(layers=...)``). Returns
+    ``{(layer, pooling): array (len(texts), hidden)}``. ``progress(n)`` is called after each batch."""
+    poolings = list(dict.fromkeys(poolings))
     for p in poolings:
         if p not in POOLINGS:
             raise SecfmError(f"pooling must be 'mean' or 'last', not {p!r}")
-    if not hasattr(engine, "model") or not hasattr(engine, "_encode"):
-        raise SecfmError(f"the {getattr(engine, 'kind', '?')} engine cannot give hidden states in process; use the transformers engine")
-    inner, blocks = _decoder_layers(engine.model)
-    n = len(blocks)
     wanted = list(dict.fromkeys(layers))
     if not wanted:
         raise SecfmError("no layer asked for")
-    index_of = {layer: _layer_index(layer, n) for layer in wanted}
-    deepest = max(index_of.values())
-    hidden = engine.hidden_size()
-    out = {(layer, p): np.zeros((len(texts), hidden), dtype=np.float32) for layer in wanted for p in poolings}
-    if not texts:
-        return out
-
-    captured: dict[int, object] = {}
-
-    def make_hook(index: int):
-        def hook(_module, _inputs, output):
-            captured[index] = output[0] if isinstance(output, tuple) else output
-            if index == deepest:
-                raise _Stop
-
-        return hook
-
-    handles = []
-    for index in sorted(set(index_of.values())):
-        module = inner.embed_tokens if index == 0 else blocks[index - 1]
-        handles.append(module.register_forward_hook(make_hook(index)))
-    tokenizer = engine.tokenizer
-    # length order: batches of similar length waste little compute on padding
-    lengths = [len(t) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    bos = tokenizer.bos_token_id
-    try:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = engine._encode([texts[i] for i in rows], padding_side="right", max_length=max_length)
-            mask = batch["attention_mask"]
-            captured.clear()
-            with engine._lock, torch.inference_mode():
-                try:
-                    engine.model(**batch, use_cache=False, logits_to_keep=1)
-                except _Stop:
-                    pass
-                weights = mask.clone().float()
-                if bos is not None and bool((batch["input_ids"][:, 0] == bos).all()):
-                    # the BOS position is an attention sink with a huge norm; leave it out of the mean
-                    weights[:, 0] = torch.where(mask.sum(dim=1) > 1, 0.0, 1.0)
-                denom = weights.sum(dim=1, keepdim=True)
-                last = mask.sum(dim=1) - 1
-                arange = torch.arange(mask.shape[0], device=mask.device)
-                for layer, index in index_of.items():
-                    states = captured[index].float()
-                    for p in poolings:
-                        if p == "mean":
-                            vectors = (states * weights.unsqueeze(-1)).sum(dim=1) / denom
-                        else:
-                            vectors = states[arange, last]
-                        out[(layer, p)][rows] = vectors.cpu().numpy()
-            if progress is not None:
-                progress(len(rows))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return out
+    if not engine.has_hidden_states:
+        raise SecfmError(f"the {engine.kind} engine cannot give hidden states in process; use the transformers engine")
+    return engine.hidden_states(list(texts), pooling=poolings, batch_size=batch_size, max_length=max_length,
+                                layers=wanted, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +195,13 @@ class _Bar:
 
             if sys.stderr.isatty():
                 from rich.console import Console
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeRemainingColumn,
+                )
 
                 self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                           TimeRemainingColumn(), console=Console(stderr=True), transient=True)
@@ -352,9 +281,9 @@ def features(
             if engine_factory is not None:
                 engine = engine_factory()
             else:
-                from secfm.engines import get_engine
+                from secfm.engines import shared_engine
 
-                engine = get_engine("transformers", model=model_name, adapter=adapter)
+                engine = shared_engine("transformers", model=model_name, adapter=adapter)
         # unique texts only (the same text twice is computed once)
         first_of: dict[str, int] = {}
         for i in todo:
@@ -412,16 +341,10 @@ def head_layers(manifest) -> list[int]:
 def head_features(engine, texts: Sequence[str], manifest, batch_size: int = 16) -> np.ndarray:
     """The input of the head described by ``manifest`` for ``texts``: its pooling over each of
     its layers, concatenated in manifest order, from one forward per batch that stops after the
-    deepest of them. Engines without in-process hidden states fall back to their
-    ``hidden_states`` (one call per layer)."""
+    deepest of them."""
     layers = head_layers(manifest)
     texts = list(texts)
     if not texts:
         return np.zeros((0, manifest.input_dim), dtype=np.float32)
-    if hasattr(engine, "model") and hasattr(engine, "_encode"):
-        got = extract(engine, texts, layers, [manifest.pooling], batch_size=batch_size, max_length=manifest.max_length)
-    else:
-        got = {(layer, manifest.pooling): engine.hidden_states(texts, layer=layer, pooling=manifest.pooling,
-                                                                batch_size=batch_size, max_length=manifest.max_length)
-               for layer in dict.fromkeys(layers)}
+    got = extract(engine, texts, layers, [manifest.pooling], batch_size=batch_size, max_length=manifest.max_length)
     return stack_layers(got, layers, manifest.pooling)

@@ -1,15 +1,20 @@
 """`secfm serve`: one OpenAI-compatible protocol everywhere.
 
-On a GPU the server is vLLM's (`vllm serve`), adapters as named LoRA models; on a CPU it is
-`transformers serve` over the same weights (base + adapter merged into one folder). This module
-only plans the command and estimates memory; the CLI runs it.
+On a GPU the server is vLLM's (its OpenAI server), adapters as named LoRA models; on a CPU it is
+this project's own (``secfm.serving_api``) over the continuously batched transformers engine.
+Either runs as a child of `secfm serve` started from the current interpreter (``sys.executable
+-m ...``, so it works outside an activated virtual environment); :func:`run_child` forwards
+SIGTERM and SIGINT to it and the kernel ends it if the parent dies (``PR_SET_PDEATHSIG``), so it
+never outlives `secfm serve`. This module plans the command, estimates memory and supervises.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -75,10 +80,12 @@ def is_loopback(host: str | None) -> bool:
 
 
 def detect_backend() -> Backend:
+    import importlib.util
+
     try:
         import torch
 
-        if torch.cuda.is_available() and shutil.which("vllm"):
+        if torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None:
             return "vllm"
     except ImportError:  # pragma: no cover
         pass
@@ -106,8 +113,8 @@ class ServePlan:
     def shell_command(self) -> str:
         import shlex
 
-        redacted = ["***" if i > 0 and self.argv[i - 1] == "--api-key" else a for i, a in enumerate(self.argv)]
-        return f"cd {shlex.quote(str(self.cwd))} && " + " ".join(shlex.quote(a) for a in redacted)
+        key = " ".join(f"{k}=***" for k in self.env if k.endswith("API_KEY"))
+        return f"cd {shlex.quote(str(self.cwd))} && " + (key + " " if key else "") + " ".join(shlex.quote(a) for a in self.argv)
 
 
 def _chat_template_file(resolved: ResolvedModel) -> Path | None:
@@ -140,6 +147,7 @@ def plan_serve(
     backend: Backend | None = None,
     api_key: str | None = None,
     merge: bool = True,
+    max_batch: int | None = None,
 ) -> ServePlan:
     """Decide what to run. ``merge=False`` skips building the merged folder (for --dry-run)."""
     adapters = adapters or []
@@ -154,9 +162,12 @@ def plan_serve(
     length = max_model_len or min(resolved.context_length, 8192)
     memory = estimate_serving_memory(resolved.spec.arch, length, tensor_parallel_size) if resolved.spec and resolved.spec.arch else None
     if backend == "vllm":
-        argv = ["vllm", "serve", str(resolved.weights_dir), "--served-model-name", served,
-                "--tensor-parallel-size", str(tensor_parallel_size), "--max-model-len", str(length),
-                "--host", host, "--port", str(port)]
+        from secfm.engines.vllm_engine import NGRAM_PROCESSOR, lora_rank_limit
+
+        argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(resolved.weights_dir),
+                "--served-model-name", served, "--tensor-parallel-size", str(tensor_parallel_size),
+                "--max-model-len", str(length), "--host", host, "--port", str(port),
+                "--logits-processors", NGRAM_PROCESSOR]
         template = _chat_template_file(resolved)
         if template is not None:
             argv += ["--chat-template", str(template)]
@@ -166,40 +177,68 @@ def plan_serve(
             modules = []
             for path in all_adapters:
                 name = Path(path).name
-                if not (Path(path) / "adapter_config.json").is_file():
-                    raise SecfmError(f"adapter {path} is not a PEFT adapter folder (no adapter_config.json)")
                 lora_names.append(name)
                 modules.append(f"{name}={path}")
-            argv += ["--enable-lora", "--max-lora-rank", "64", "--lora-modules", *modules]
-        if api_key:
-            argv += ["--api-key", api_key]
-        return ServePlan("vllm", argv, Path.cwd(), served, host, port, api_key, lora_names, memory)
-    # CPU: transformers serve pins one folder; base + adapter are merged into one first.
+            argv += ["--enable-lora", "--max-lora-rank", str(lora_rank_limit(all_adapters)), "--lora-modules", *modules]
+        env = {"VLLM_API_KEY": api_key} if api_key else {}
+        return ServePlan("vllm", argv, Path.cwd(), served, host, port, api_key, lora_names, memory, env)
+    # CPU: this project's server over the continuously batched transformers engine (adapter applied with PEFT)
     if len(adapters) > 1 or (adapters and resolved.adapter_dir):
-        raise SecfmError("on a CPU `secfm serve` serves one adapter (merged into the base); vLLM on a GPU serves several")
-    if api_key and not is_loopback(host):
-        raise SecfmError("transformers serve has no API keys: on a CPU bind to 127.0.0.1 (put `secfm api` in front to expose it)")
+        raise SecfmError("on a CPU `secfm serve` serves one adapter; vLLM on a GPU serves several")
+    argv = [sys.executable, "-m", "secfm.serving_api", "--model", model, "--served-model-name", served,
+            "--host", host, "--port", str(port)]
     if adapters:
-        resolved = resolve(model, adapter=adapters[0], auto_pull=merge)
-    weights = resolved.weights_dir
-    if resolved.adapter_dir is not None and merge:
-        from secfm.merge import merge_adapter
+        if merge:
+            resolve(model, adapter=adapters[0], auto_pull=True)  # a bad adapter fails here, with one line
+        argv += ["--adapter", adapters[0]]
+    if max_batch:
+        argv += ["--max-batch", str(max_batch)]
+    env = {"HF_HUB_OFFLINE": "1"}
+    if api_key:
+        env["SECFM_API_KEY"] = api_key
+    return ServePlan("transformers", argv, Path.cwd(), served, host, port, api_key, [], memory, env)
 
-        weights = merge_adapter(resolved)
-    # transformers serve names the model by the path it was given: serve "<served>" from a folder
-    # holding a link of that name, so clients ask for the registry name.
-    from secfm.settings import cache_dir
 
-    serve_root = cache_dir("serve")
-    link = serve_root / served
-    if merge:
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(weights, target_is_directory=True)
-    argv = ["transformers", "serve", served, "--host", host, "--port", str(port), "--device", "cpu", "--dtype", "float32"]
-    hub_cache = Path(os.environ.get("HF_HUB_CACHE") or Path.home() / ".cache" / "huggingface" / "hub")
-    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache)}
-    return ServePlan("transformers", argv, serve_root, served, host, port, None, [], memory, env)
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask the kernel to SIGTERM this process when its parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run_child(plan: ServePlan) -> int:
+    """Run the planned server as a child and supervise it: SIGTERM and SIGINT are forwarded,
+    the child dies with this process, and this returns the child's exit status."""
+    env = {**os.environ, **plan.env}
+    proc = subprocess.Popen(plan.argv, cwd=plan.cwd, env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    forwarded: list[int] = []
+
+    def forward(signum, _frame):
+        forwarded.append(signum)
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=60 if forwarded else None)
+                break
+            except subprocess.TimeoutExpired:  # asked to stop a minute ago and still running
+                proc.kill()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if forwarded and code in (0, -signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGINT):
+        return 0
+    return code
 
 
 def free_port() -> int:
@@ -210,7 +249,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_ready(base_url: str, model: str, timeout: float = 300.0, proc=None) -> None:
+def wait_until_ready(base_url: str, model: str, timeout: float = 300.0, proc=None, api_key: str | None = None) -> None:
     """Poll the server with a one-token completion until it answers (or fail clearly)."""
     import time
 
@@ -222,7 +261,9 @@ def wait_until_ready(base_url: str, model: str, timeout: float = 300.0, proc=Non
         if proc is not None and proc.poll() is not None:
             raise SecfmError(f"the server exited with status {proc.returncode} before it was ready")
         try:
-            r = httpx.post(f"{base_url}/completions", json={"model": model, "prompt": "ok", "max_tokens": 1}, timeout=60)
+            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+            r = httpx.post(f"{base_url}/completions", json={"model": model, "prompt": "ok", "max_tokens": 1},
+                           headers=headers, timeout=60)
             if r.status_code == 200:
                 return
             last = f"HTTP {r.status_code}"
@@ -232,16 +273,16 @@ def wait_until_ready(base_url: str, model: str, timeout: float = 300.0, proc=Non
     raise SecfmError(f"the server at {base_url} was not ready after {timeout:.0f}s ({last})")
 
 
-def start_local_server(model: str = "gemma-3-270m", port: int | None = None, log_path: Path | None = None):
-    """Start `secfm serve` on loopback in a child process; returns (process, base_url, served_model)."""
-    import subprocess
-    import sys
-
+def start_local_server(model: str = "gemma-3-270m", port: int | None = None, log_path: Path | None = None,
+                       argv0: list[str] | None = None, env: dict | None = None):
+    """Start `secfm serve` on loopback in a child process; returns (process, base_url, served_model).
+    ``argv0`` replaces ``[python, -m, secfm.cli]`` (e.g. the venv's ``secfm`` script run without
+    the venv activated); ``env`` replaces the environment."""
     port = port or free_port()
-    plan = plan_serve(model, port=port)
+    plan = plan_serve(model, port=port, merge=False)
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "secfm.cli", "serve", "--model", model, "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([*(argv0 or [sys.executable, "-m", "secfm.cli"]), "serve", "--model", model, "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         wait_until_ready(plan.base_url, plan.served_model, proc=proc)
     except BaseException:
@@ -251,8 +292,6 @@ def start_local_server(model: str = "gemma-3-270m", port: int | None = None, log
 
 
 def stop_server(proc) -> None:
-    import signal
-
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -11,7 +11,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def engine():
-    """The real gemma-3-270m on the transformers engine (pulled into $SECFM_HOME on first use)."""
-    from secfm.engines import get_engine
+    """The real gemma-3-270m on the transformers engine (pulled into $SECFM_HOME on first use); the
+    process's shared engine, so heads and workflows that ask ``shared_engine`` reuse it."""
+    from secfm.engines import shared_engine
 
-    return get_engine("transformers", model="gemma-3-270m")
+    return shared_engine("transformers", model="gemma-3-270m")

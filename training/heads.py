@@ -823,7 +823,7 @@ def train_joint(cfg: HarnessConfig, out: str | Path, init_head: str | Path | Non
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from secfm.engines.transformers_engine import _decoder_layers, load_causal_lm
+    from secfm.engines.transformers_engine import decoder_layers, load_causal_lm
     from secfm.heads import load_head
     from secfm.models import resolve, tokenizer_for
     from secfm.registry import default_model_name
@@ -862,7 +862,7 @@ def train_joint(cfg: HarnessConfig, out: str | Path, init_head: str | Path | Non
     config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.05,
                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], modules_to_save=["secfm_head"])
     peft_model = get_peft_model(lm, config)
-    inner, blocks = _decoder_layers(peft_model)
+    inner, blocks = decoder_layers(peft_model)
     target = blocks[layer - 1] if layer > 0 else blocks[len(blocks) + layer]
     captured = {}
 

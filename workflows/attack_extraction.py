@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -204,19 +203,11 @@ def split_sentences(text: str, max_chars: int = DEFAULT_WINDOW_CHARS, overlap: i
 # ---------------------------------------------------------------------------------------------
 # engines shared between predictors (one model load per process)
 # ---------------------------------------------------------------------------------------------
-_ENGINES: dict[tuple[str, str | None], object] = {}
-_ENGINES_LOCK = threading.Lock()
-
-
 def shared_engine(model: str, adapter: str | None = None):
-    """One transformers engine per (model, adapter) for all heads in this process."""
-    key = (model, adapter)
-    with _ENGINES_LOCK:
-        if key not in _ENGINES:
-            from secfm.engines import get_engine
+    """The process's one transformers engine for (model, adapter) (``secfm.engines.shared_engine``)."""
+    from secfm.engines import shared_engine as engines_shared
 
-            _ENGINES[key] = get_engine("transformers", model=model, adapter=adapter)
-        return _ENGINES[key]
+    return engines_shared("transformers", model, adapter)
 
 
 class _HeadRunner:

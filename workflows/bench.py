@@ -164,11 +164,8 @@ def run_workflows_bench(
             engine = default_engine(model)
             sample = gold[:model_alerts]
             log(f"triage with generation: {len(sample)} alerts on {engine.model_name}")
-            from secfm.workflows.structured import tokenizer_data
-
             t = time.time()
-            if getattr(engine, "kind", "") == "transformers":
-                tokenizer_data(engine)  # one-off per process: lm-format-enforcer's vocabulary tables
+            engine.prepare_json()  # one-off per process (lm-format-enforcer's vocabulary tables on transformers)
             setup_s = time.time() - t
             t = time.time()
             res = triage_alerts(sample, use_model=True, engine=engine, store=store, technique_source=source)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,25 +24,12 @@ DEFAULT: Any = object()
 
 TechniqueSource = Callable[[str], Iterable[Any]]
 
-_ENGINES: dict[tuple, Any] = {}
-_ENGINE_LOCK = threading.Lock()
-
-
 def default_engine(model: str | None = None, engine: str = "transformers", adapter: str | None = None, endpoint: str | None = None):
-    """One engine per (engine, model, adapter, endpoint) per process, shared with the heads, the
-    API and the app (``secfm.engines.shared_engine``)."""
-    import secfm.engines as engines
+    """The process's shared engine for (engine, model, adapter, endpoint), the one the heads, the
+    API and the app use (``secfm.engines.shared_engine``)."""
+    from secfm.engines import shared_engine
 
-    if endpoint and engine == "transformers":
-        engine = "openai"
-    shared = getattr(engines, "shared_engine", None)
-    if shared is not None:
-        return shared(engine, model, adapter, endpoint)
-    key = (model, engine, adapter, endpoint)
-    with _ENGINE_LOCK:
-        if key not in _ENGINES:
-            _ENGINES[key] = engines.get_engine(engine, model=model, adapter=adapter, endpoint=endpoint)
-        return _ENGINES[key]
+    return shared_engine(engine, model, adapter, endpoint)
 
 
 def resolve_engine(engine, use_model: bool, model: str | None = None):
@@ -80,7 +66,7 @@ def default_technique_source(engine=None) -> tuple[TechniqueSource | None, str]:
     fn = getattr(module, "extract_attack", None)
     if fn is None:
         return None, "none: secfm.workflows.attack_extraction has no extract_attack"
-    if engine is not None and getattr(engine, "kind", "") == "transformers":
+    if engine is not None and engine.has_hidden_states:
         return (lambda text: fn(text, engine=engine)), "head"
     return fn, "head"
 

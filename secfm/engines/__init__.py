@@ -1,13 +1,59 @@
-"""One engine interface, three implementations; ``get_engine`` picks one by name."""
+"""One engine interface, several implementations, found through a registry of lazy entries.
+
+``ENGINES`` maps an engine name to ``"module:Class"`` (in the spirit of lm-evaluation-harness's
+model registry): nothing is imported until an engine of that name is built, so a GPU-only
+backend costs nothing on a CPU machine. ``register_engine`` adds one (a plug-in backend is one
+line); ``get_engine`` builds one; ``shared_engine`` keeps one per (name, model, adapter,
+endpoint) per process, which heads, workflows, the API and the app all share.
+"""
 
 from __future__ import annotations
 
+import importlib
 import threading
 
-from secfm.engines.base import Engine, LoglikResult, Message, SamplingParams, truncate_at_stop
+from secfm.engines.base import (
+    LOOP_FREE,
+    Engine,
+    EngineUnsupported,
+    Generation,
+    LoglikResult,
+    Message,
+    SamplingParams,
+    truncate_at_stop,
+)
 from secfm.errors import SecfmError
 
-ENGINE_KINDS = ("transformers", "vllm", "openai")
+#: engine name -> "module:Class" (imported on first use)
+ENGINES: dict[str, str] = {
+    "transformers": "secfm.engines.transformers_engine:TransformersEngine",
+    "vllm": "secfm.engines.vllm_engine:VllmEngine",
+    "openai": "secfm.engines.openai_engine:OpenAIEngine",
+}
+#: the names above, for option help texts (kept in registry order)
+ENGINE_KINDS = tuple(ENGINES)
+
+
+def register_engine(name: str, target: str) -> None:
+    """Add (or replace) an engine: ``target`` is ``"package.module:ClassName"``."""
+    if ":" not in target:
+        raise SecfmError(f"engine target {target!r} must look like 'package.module:ClassName'")
+    ENGINES[name] = target
+    global ENGINE_KINDS
+    ENGINE_KINDS = tuple(ENGINES)
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The class registered under ``name`` (imported now)."""
+    target = ENGINES.get(name)
+    if target is None:
+        raise SecfmError(f"unknown engine '{name}': choose one of {', '.join(ENGINES)}")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SecfmError(f"the {name} engine cannot be imported ({exc})") from exc
+    return getattr(module, class_name)
 
 
 def get_engine(
@@ -17,27 +63,14 @@ def get_engine(
     endpoint: str | None = None,
     **options,
 ) -> Engine:
-    """Build an engine: ``transformers`` (default), ``vllm`` (GPU) or ``openai`` (``endpoint`` URL)."""
+    """Build an engine by registry name: ``transformers`` (default), ``vllm`` (GPU) or ``openai``
+    (``endpoint`` URL; an endpoint given with the default kind means ``openai``)."""
     from secfm.registry import default_model_name
 
     if endpoint and kind == "transformers":
         kind = "openai"
-    model = model or default_model_name()
-    if kind == "transformers":
-        from secfm.engines.transformers_engine import TransformersEngine
-
-        return TransformersEngine(model=model, adapter=adapter, **options)
-    if kind == "vllm":
-        from secfm.engines.vllm_engine import VllmEngine
-
-        return VllmEngine(model=model, adapter=adapter, **options)
-    if kind == "openai":
-        from secfm.engines.openai_engine import OpenAIEngine
-
-        if not endpoint:
-            raise SecfmError("the openai engine needs --endpoint URL (an OpenAI-compatible server)")
-        return OpenAIEngine(endpoint=endpoint, model=model, **options)
-    raise SecfmError(f"unknown engine '{kind}': choose one of {', '.join(ENGINE_KINDS)}")
+    cls = engine_class(kind)
+    return cls.build(model=model or default_model_name(), adapter=adapter, endpoint=endpoint, **options)
 
 
 _SHARED: dict[tuple, Engine] = {}
@@ -47,12 +80,32 @@ _SHARED_LOCK = threading.Lock()
 def shared_engine(kind: str = "transformers", model: str | None = None, adapter: str | None = None,
                   endpoint: str | None = None) -> Engine:
     """One engine per (kind, model, adapter, endpoint) in this process: heads, workflows, the API
-    and the app share it instead of loading the same weights twice."""
-    key = (kind, model, adapter, endpoint)
+    and the app share it instead of loading the same weights twice. ``model=None`` is the
+    registry's default model (the same entry as naming it)."""
+    from secfm.registry import default_model_name
+
+    if endpoint and kind == "transformers":
+        kind = "openai"
+    key = (kind, model or (None if endpoint else default_model_name()), adapter, endpoint)
     with _SHARED_LOCK:
         if key not in _SHARED:
             _SHARED[key] = get_engine(kind, model=model, adapter=adapter, endpoint=endpoint)
         return _SHARED[key]
 
 
-__all__ = ["ENGINE_KINDS", "Engine", "LoglikResult", "Message", "SamplingParams", "get_engine", "shared_engine", "truncate_at_stop"]
+__all__ = [
+    "ENGINES",
+    "ENGINE_KINDS",
+    "LOOP_FREE",
+    "Engine",
+    "EngineUnsupported",
+    "Generation",
+    "LoglikResult",
+    "Message",
+    "SamplingParams",
+    "engine_class",
+    "get_engine",
+    "register_engine",
+    "shared_engine",
+    "truncate_at_stop",
+]

@@ -5,12 +5,33 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 
-from secfm.engines.base import Engine, LoglikResult, Message, SamplingParams, truncate_at_stop
+from secfm.engines.base import (
+    Engine,
+    EngineUnsupported,
+    Generation,
+    LoglikResult,
+    Message,
+    SamplingParams,
+    truncate_at_stop,
+)
 from secfm.errors import SecfmError
 
 
 class OpenAIEngine(Engine):
     kind = "openai"
+    json_backend = "openai-json-schema"
+
+    @classmethod
+    def build(cls, model: str | None, adapter: str | None = None, endpoint: str | None = None, **options) -> Engine:
+        if not endpoint:
+            raise SecfmError("the openai engine needs --endpoint URL (an OpenAI-compatible server)")
+        if adapter:
+            raise SecfmError("the openai engine serves what the server serves: name the adapter's served model with --model")
+        return cls(endpoint=endpoint, model=model, **options)
+
+    @property
+    def fast_decoding(self) -> bool:
+        return True
 
     def __init__(
         self,
@@ -59,6 +80,14 @@ class OpenAIEngine(Engine):
             kwargs["seed"] = params.seed
         if params.stop:
             kwargs["stop"] = list(params.stop)
+        extra = {}
+        if params.repetition_penalty != 1.0:
+            extra["repetition_penalty"] = params.repetition_penalty  # vLLM's and `secfm serve`'s field
+        if params.no_repeat_ngram_size:
+            extra["no_repeat_ngram_size"] = params.no_repeat_ngram_size  # `secfm serve`
+            extra["vllm_xargs"] = {"no_repeat_ngram_size": params.no_repeat_ngram_size}  # vLLM's logits processor
+        if extra:
+            kwargs["extra_body"] = extra
         return kwargs
 
     # -- generation ----------------------------------------------------------------------------
@@ -92,6 +121,9 @@ class OpenAIEngine(Engine):
             out.append(truncate_at_stop(resp.choices[0].message.content or "", params.stop))
         return out
 
+    def submit_chat(self, messages: Sequence[Message], params: SamplingParams | None = None) -> Generation:
+        return Generation(self.stream_chat(messages, params))
+
     def stream_chat(self, messages: Sequence[Message], params: SamplingParams | None = None) -> Iterator[str]:
         params = params or SamplingParams()
         events = self._call(
@@ -104,6 +136,26 @@ class OpenAIEngine(Engine):
         for event in events:
             if event.choices and event.choices[0].delta and event.choices[0].delta.content:
                 yield event.choices[0].delta.content
+
+    def generate_json(self, conversations, schema, params: SamplingParams | None = None) -> list[str]:
+        """``response_format={"type": "json_schema", ...}``; a server that refuses it raises
+        :class:`EngineUnsupported` (the caller falls back to validate-and-retry)."""
+        conversations = [list(c) for c in conversations]
+        schemas = [schema] * len(conversations) if isinstance(schema, dict) else list(schema)
+        params = params or SamplingParams()
+        out = []
+        for messages, sch in zip(conversations, schemas):
+            try:
+                resp = self.client.chat.completions.create(
+                    model=self.model_name, messages=messages, **{**self._sampling(params), "temperature": 0},
+                    response_format={"type": "json_schema", "json_schema": {"name": "secfm_output", "schema": sch}},
+                )
+            except self._openai.BadRequestError as exc:
+                raise EngineUnsupported(f"the server at {self.endpoint} refuses response_format: {exc.message}") from exc
+            except self._openai.APIConnectionError as exc:
+                raise SecfmError(f"cannot reach the model server at {self.endpoint}: {exc}") from exc
+            out.append(resp.choices[0].message.content or "")
+        return out
 
     # -- scoring -------------------------------------------------------------------------------
     def loglikelihood(self, context: str, continuations: Sequence[str]) -> list[LoglikResult]:

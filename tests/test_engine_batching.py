@@ -109,3 +109,23 @@ def test_multi_layer_hidden_states_in_one_pass(engine):
     assert set(together) == {(2, "mean"), (2, "last"), (-1, "mean"), (-1, "last")}
     for (layer, pooling), array in together.items():
         np.testing.assert_allclose(array, engine.hidden_states(texts, layer=layer, pooling=pooling), atol=1e-5)
+
+
+def test_a_shared_prompt_prefix_is_reused_and_changes_nothing(engine):
+    import torch
+
+    system = "You are a security analyst. Answer in one short paragraph and cite ATT&CK technique ids."
+    questions = ["What is credential dumping?", "How is PsExec used for lateral movement?", "What does T1059 cover?"]
+    prompts = [engine.apply_chat_template([{"role": "system", "content": system}, {"role": "user", "content": q}])
+               for q in questions]
+    params = SamplingParams(max_new_tokens=10)
+    reference = []
+    for p in prompts:  # plain transformers generate, no scheduler, no reuse
+        batch = engine._encode([p])
+        with torch.inference_mode():
+            out = engine.model.generate(**batch, max_new_tokens=10, do_sample=False, pad_token_id=engine.tokenizer.pad_token_id,
+                                        eos_token_id=engine._eos_ids)
+        reference.append(engine.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True))
+    engine.generate([prompts[0]], params)  # its prompt is kept; the system part is shared by the others
+    assert engine._scheduler._prefixes
+    assert engine.generate(prompts, params) == reference

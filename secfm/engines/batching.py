@@ -27,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -163,6 +163,7 @@ class Scheduler:
         self._mask = None  # attention mask (rows, columns) of the running batch
         self._positions = None  # next position id of each running row
         self._last = None  # last token of each running row, fed at the next step
+        self._prefixes: OrderedDict[tuple[int, ...], list] = OrderedDict()  # prompt -> per-layer (keys, values)
         self.steps = 0
         self.forward_s = 0.0  # time in decode forwards (the rest of a step is sampling and bookkeeping)
 
@@ -227,23 +228,46 @@ class Scheduler:
                 self._running, self._cache = [], None
 
     def _prefill(self, requests: list[Request]) -> None:
-        """One left-padded forward over the new prompts; their caches join the running batch."""
+        """One left-padded forward over the new prompts; their caches join the running batch. When
+        every new prompt starts with a prompt prefix computed before (the app's system prompt),
+        its keys and values are reused and only the rest is computed."""
         import torch
         from transformers import DynamicCache
 
-        width = max(len(r.prompt_ids) for r in requests)
+        shared, length = self._shared_prefix(requests)
+        # Row i reuses the first cached_i = max(0, len_i - width) prefix tokens, right-aligned in
+        # ``length`` cache columns, and computes the rest of its prompt right-aligned in ``width``
+        # input columns: every row is [padding | its tokens], never a gap inside (sliding-window
+        # layers count columns).
+        width = max(len(r.prompt_ids) - length for r in requests)
+        cached = [max(0, len(r.prompt_ids) - width) for r in requests]
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.full((len(requests), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(requests), width), dtype=torch.long)
-        for row, r in enumerate(requests):
-            ids[row, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[row, width - len(r.prompt_ids):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.zeros((len(requests), length + width), dtype=torch.long)
+        positions = torch.zeros((len(requests), width), dtype=torch.long)
+        for row, (r, c) in enumerate(zip(requests, cached)):
+            rest = r.prompt_ids[c:]
+            ids[row, width - len(rest):] = torch.tensor(rest)
+            positions[row, width - len(rest):] = torch.arange(c, len(r.prompt_ids))
+            mask[row, length - c:length] = 1
+            mask[row, length + width - len(rest):] = 1
+        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
         cache = DynamicCache()
+        if shared is not None:  # the kept prefix's keys and values, right-aligned per row
+            for index, (keys, values) in enumerate(shared):
+                k = keys.new_zeros((len(requests), keys.shape[1], length, keys.shape[3]))
+                v = values.new_zeros((len(requests), values.shape[1], length, values.shape[3]))
+                for row, c in enumerate(cached):
+                    if c:
+                        k[row, :, length - c:] = keys[0, :, :c]
+                        v[row, :, length - c:] = values[0, :, :c]
+                cache.update(k, v, index)
+        else:
+            mask = mask[:, length:]
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                          use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1, :].float()
+        self._remember_prefix(requests[0].prompt_ids, cache, mask[0])
         self._join(cache, mask, mask.sum(-1))
         self._running.extend(requests)
         chosen = [self._choose(r, logits[row]) for row, r in enumerate(requests)]
@@ -251,6 +275,34 @@ class Scheduler:
         for offset, (r, token) in enumerate(zip(requests, chosen)):
             r.started.set()
             self._accept(r, token, start + offset)
+
+    #: prompts whose keys and values are kept for reuse, and the shortest prefix worth reusing
+    PREFIX_ENTRIES, MIN_PREFIX = 8, 16
+
+    def _shared_prefix(self, requests: list[Request]):
+        """(per-layer keys/values, length) of the longest kept prompt prefix that every request
+        starts with (leaving each at least one token to compute), or (None, 0)."""
+        best, best_len = None, 0
+        for key, layers in self._prefixes.items():
+            length = min(_common_prefix(key, r.prompt_ids) for r in requests)
+            length = min(length, min(len(r.prompt_ids) for r in requests) - 1)
+            if length > best_len:
+                best, best_len = (key, layers), length
+        if best is None or best_len < self.MIN_PREFIX:
+            return None, 0
+        self._prefixes.move_to_end(best[0])
+        return best[1], best_len
+
+    def _remember_prefix(self, prompt_ids: list[int], cache, row_mask) -> None:
+        """Keep the first request's prompt keys/values (its real columns only) for later prompts."""
+        key = tuple(prompt_ids)
+        if len(key) < self.MIN_PREFIX or key in self._prefixes:
+            return
+        columns = row_mask.nonzero().flatten()
+        self._prefixes[key] = [(layer.keys[:1, :, columns].clone(), layer.values[:1, :, columns].clone())
+                               for layer in cache.layers]
+        while len(self._prefixes) > self.PREFIX_ENTRIES:
+            self._prefixes.popitem(last=False)
 
     def _join(self, cache, mask, lengths) -> None:
         """Append the new rows' cache to the running one, both right-aligned (padded on the left)."""
@@ -435,6 +487,15 @@ class Scheduler:
         for layer in self._cache.layers:
             layer.keys = layer.keys[index, :, first:]
             layer.values = layer.values[index, :, first:]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def run_all(handles: Sequence[BatchedGeneration]) -> list[str]:

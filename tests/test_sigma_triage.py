@@ -214,3 +214,33 @@ def test_kb_update_sigma_from_a_local_server_and_offline(home, tmp_path):
     assert stats["by_source"]["sigmahq"] == 1 and stats["sources"][0]["path"].startswith(str(tmp_path))
     proc = run("kb", "update", "sigma", "--url", f"http://127.0.0.1:{server.server_address[1]}/gone.zip", "--timeout", "2")
     one_line_error(proc, "cannot update the Sigma rules", "unreachable", "shipped rule set stays in use")
+
+
+def test_a_parent_technique_is_refined_by_a_lower_rules_sub_technique():
+    from secfm.workflows.schemas import TechniqueRef
+    from secfm.workflows.sigma_eval import _covered
+    from secfm.workflows.triage import _refine_parents
+
+    ref = lambda tid: TechniqueRef(id=tid, name=tid, source="rule")  # noqa: E731
+    asserted, lower = _refine_parents([ref("T1078"), ref("T1110.001")], [ref("T1078.003"), ref("T1087.001"), ref("T1110")])
+    assert [t.id for t in asserted] == ["T1078", "T1110.001", "T1078.003"] and [t.id for t in lower] == ["T1087.001", "T1110"]
+    assert _covered({"T1134", "T1134.003"}, ["T1134.003"]) and not _covered({"T1134.003"}, ["T1134"])
+
+
+def test_eval_sigma_scores_a_regression_layout_and_a_benign_file(tmp_path):
+    from secfm.workflows.sigma_eval import run_sigma_eval
+
+    lsass = (HERE / "issue_alerts.txt").read_text().splitlines()[0]
+    case = tmp_path / "regression" / "rules" / "windows" / "process_access" / "lsass_user_writable"
+    case.mkdir(parents=True)
+    (case / "info.yml").write_text("rule_metadata:\n  - id: 0ecc53cd-547b-5d1f-96e3-29bb4ec49788\n    title: LSASS read\n")
+    (case / "0ecc53cd-547b-5d1f-96e3-29bb4ec49788.json").write_text(json.dumps(json.loads(lsass), indent=2))
+    benign = tmp_path / "benign.jsonl"
+    benign.write_text(json.dumps({"EventID": 4624, "Channel": "Security", "LogonType": 2, "TargetUserName": "alice"}) + "\n"
+                      + lsass + "\n")
+    out = tmp_path / "eval-sigma.json"
+    run_sigma_eval(tmp_path / "regression", [benign], out, allow_busy=True)
+    written = json.loads(out.read_text())
+    assert written["regression"]["recall"] == 1.0 and written["regression"]["level_and_tags"] == 1.0
+    assert written["benign"]["events"] == 2 and written["benign"]["fp_rate"] == 0.5  # the LSASS read counts against it
+    assert written["headline"]["benign_high_or_critical_rate"] == 0.5 and written["provenance"]["command"]

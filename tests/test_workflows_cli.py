@@ -74,7 +74,7 @@ def test_triage_json_md_and_stdin(home, tmp_path):
                input=b"May 12 03:14:07 b sshd[1]: Failed password for root from 1.2.3.4 port 2 ssh2\n")
     assert proc.returncode == 0, proc.stderr.decode()
     text = out.read_text()
-    assert text.startswith("# Alert triage") and "SSH authentication failure" in text and "Recommended next steps" in text
+    assert text.startswith("# Alert triage") and "SSH Authentication Failure" in text and "Recommended next steps" in text
 
 
 def test_triage_bad_input_names_the_line(home, tmp_path):

@@ -100,7 +100,8 @@ def test_batch_correlation_escalates_login_after_failures():
     r = triage(lines)
     login, other = r.alerts[12], r.alerts[13]
     assert login.severity == "critical" and "secfm-corr-ssh-login-after-brute-force" in [s.id for s in login.signatures]
-    assert {"T1110.001", "T1078"} <= {t.id for t in login.techniques}
+    assert {"T1110.001", "T1078.003"} <= {t.id for t in login.techniques}  # the correlation's T1078, refined by the root login rule
+    assert "T1078" not in {t.id for t in login.techniques}
     assert other.severity == "medium"  # a root login, no brute force before it
     kinds = {f.id: f for f in r.findings}
     assert kinds["secfm-corr-ssh-brute-force"].count == 12 and kinds["secfm-corr-ssh-brute-force"].severity == "high"

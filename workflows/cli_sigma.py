@@ -75,13 +75,14 @@ def eval_sigma(
 
 
 def bench_sigma(
-    alerts: Annotated[Optional[list[Path]], typer.Option("--alerts", help="Alert files to replay (default: the regression events and the benign set given).")] = None,
+    alerts: Annotated[Optional[list[Path]], typer.Option("--alerts", help="Alert files to replay, repeatable (e.g. the benign sets in workflows/data/benign/).")] = None,
     regression: Annotated[Optional[Path], typer.Option("--regression", help="SigmaHQ's regression_data folder (its events are replayed).")] = None,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Replay the alerts this many times.")] = 5,
     out: Annotated[Path, typer.Option("--out", "-o", help="JSON results.")] = Path("workflows/results/bench-sigma.json"),
     allow_busy: AllowBusyOpt = False,
 ) -> None:
-    """Rule-set load time (cold, then from the cache) and triage alerts/s with every rule loaded."""
+    """Rule-set load time (cold, then from the cache) and triage alerts/s with every rule loaded
+    (end to end, and the rule matching alone), replaying the alerts given as one batch."""
     from secfm.workflows.sigma_eval import run_sigma_bench
 
     result = run_sigma_bench(alerts or [], regression, repeat, out, allow_busy=allow_busy)

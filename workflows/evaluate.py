@@ -309,8 +309,13 @@ def run_workflow_eval(settings: EvalSettings, progress: Callable[[int, int], Non
     gold_dir = Path(settings.gold) if settings.gold else GOLD_DIR
     from secfm.outputs import claim_folder, write_text
 
+    from secfm.provenance import PROVENANCE_KEY, Recorder
+
     out = claim_folder(Path(settings.out), ours_if=(RUN,))  # never a user's folder (their metrics.json stays)
     started = time.time()
+    # accuracy figures do not depend on the machine's load: recorded, never refused
+    recorder = Recorder([gold_dir / name for name in ("alerts.jsonl", "configs.jsonl", "incidents.jsonl")], allow_busy=True,
+                        command=settings.command())
     n_alerts = len(_load_jsonl(gold_dir / "alerts.jsonl", settings.limit))
     n_configs = len(_load_jsonl(gold_dir / "configs.jsonl", settings.limit))
     n_incidents = len(_load_jsonl(gold_dir / "incidents.jsonl", settings.limit))
@@ -368,7 +373,14 @@ def run_workflow_eval(settings: EvalSettings, progress: Callable[[int, int], Non
         "timings": {**timings, "total_s": round(time.time() - started, 1)},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_text(out / METRICS, json.dumps(metrics, indent=2))
+    metrics["headline"] = {"triage_severity_accuracy": triage_metrics["severity_accuracy"],
+                           "triage_technique_f1": triage_metrics["technique"]["f1"],
+                           "triage_technique_f1_parent": triage_metrics["technique_parent"]["f1"],
+                           "config_finding_f1": config_metrics["finding"]["f1"],
+                           "incident_ioc_recall": incident_metrics["ioc_extraction"]["recall"],
+                           "use_model": settings.use_model, "use_head": settings.use_head}
+    metrics[PROVENANCE_KEY] = recorder.stamp()
+    write_text(out / METRICS, json.dumps(metrics, indent=2, default=str))
     return metrics
 
 

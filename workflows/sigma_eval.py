@@ -50,6 +50,14 @@ def _triage(text: str, ruleset, where: str):
     return triage_alerts(text, use_model=False, store=False, technique_source=None, rules=ruleset, where=where, k=0)
 
 
+def _covered(tags: set[str], found: list[str]) -> bool:
+    """Every tag is among the alert's techniques; a parent tag beside its own sub-technique
+    (T1134 and T1134.003) is covered by the sub-technique, which triage lists in its place."""
+    have = set(found)
+    parents = {t.split(".")[0] for t in have if "." in t}
+    return all(t in have or ("." not in t and t in parents) for t in tags)
+
+
 def evaluate_regression(cases: list[dict], ruleset) -> tuple[list[dict], dict]:
     by_id = ruleset.by_id()
     items = []
@@ -62,9 +70,9 @@ def evaluate_regression(cases: list[dict], ruleset) -> tuple[list[dict], dict]:
         tags = set(rule.techniques) if rule else set()
         at_level = any(a.severity == want for a in fired)
         at_least = any(RANK[a.severity] >= RANK[want] for a in fired) if want else False
-        with_tags = any(a.severity == want and tags <= {t.id for t in a.techniques} | {t.id for t in a.candidate_techniques}
+        with_tags = any(a.severity == want and _covered(tags, [t.id for t in a.techniques] + [t.id for t in a.candidate_techniques])
                         for a in fired)
-        asserted_tags = any(a.severity == want and tags <= {t.id for t in a.techniques} for a in fired)
+        asserted_tags = any(a.severity == want and _covered(tags, [t.id for t in a.techniques]) for a in fired)
         items.append({"folder": case["folder"], "rule_id": case["rule_id"], "title": case["title"], "in_rule_set": rule is not None,
                       "level": level, "fired": bool(fired), "severity": [a.severity for a in fired] or [a.severity for a in result.alerts],
                       "at_level": at_level, "at_least_level": at_least, "level_and_tags": with_tags, "level_and_asserted_tags": asserted_tags,
@@ -110,11 +118,15 @@ def run_sigma_eval(regression: Path, benign: list[Path], out: Path, allow_busy: 
         items, metrics = evaluate_regression(cases, ruleset)
         payload = {"regression": metrics, "rule_set": {k: v for k, v in describe(ruleset).items() if k != "sources"},
                    "items": items}
+        headline = {"regression_cases": metrics["cases"], "named_rule_fires": metrics["recall"],
+                    "at_its_level": metrics["at_level"], "at_its_level_with_its_tags": metrics["level_and_tags"],
+                    "at_least_its_level": metrics["at_least_level"]}
         if benign:
             fp_items, fp_metrics = evaluate_benign(benign, ruleset)
             payload["benign"] = fp_metrics
             payload["benign_items"] = fp_items
-        rec.write_json(out, payload)
+            headline.update(benign_events=fp_metrics["events"], benign_high_or_critical_rate=fp_metrics["fp_rate"])
+        rec.write_json(out, {"kind": "sigma triage on events nobody here wrote", "headline": headline, **payload})
     return payload
 
 
@@ -127,15 +139,38 @@ def _replay_texts(alerts: list[Path], regression: Path | None) -> list[tuple[str
     return texts
 
 
+def _as_jsonl(text: str) -> str:
+    """A file of JSON records (pretty-printed objects one after another, an array, or JSON lines)
+    as JSON lines; any other text as it is."""
+    decoder = json.JSONDecoder()
+    records, pos = [], 0
+    try:
+        while True:
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos >= len(text):
+                break
+            value, pos = decoder.raw_decode(text, pos)
+            records += value if isinstance(value, list) else [value]
+    except ValueError:
+        return text
+    return "\n".join(json.dumps(r, ensure_ascii=False) for r in records)
+
+
 def run_sigma_bench(alerts: list[Path], regression: Path | None, repeat: int, out: Path, allow_busy: bool = False) -> dict:
+    """Load time of the rule set (cold: an empty cache; cached: from the pickle), then the replay
+    of every alert given as one batch (a SIEM export), ``repeat`` times: end-to-end deterministic
+    triage, and the rule matching alone (field mapping and the indexed match). Nothing is cached
+    between replays but the compiled rules (the warm-up builds the matchers a replay meets)."""
     import tempfile
 
     from secfm.provenance import recording
     from secfm.workflows.alerts import parse_alerts
+    from secfm.workflows.sigma_fields import event_view
     from secfm.workflows.sigma_rules import _LOADED, load_rules
 
     texts = _replay_texts(alerts, regression)
-    texts = [("replay batch", "\n".join(text for _, text in texts))]  # one triage call over every alert (a SIEM export)
+    batch = "\n".join(_as_jsonl(text) for _, text in texts)  # one triage call over every alert, as a SIEM exports them
     data = [p for p in alerts] + ([regression] if regression else [])
     with recording(data_files=data, allow_busy=allow_busy) as rec:
         import os
@@ -158,18 +193,30 @@ def run_sigma_bench(alerts: list[Path], regression: Path | None, repeat: int, ou
                 else:
                     os.environ["SECFM_HOME"] = home
         assert warm.from_cache and not cold.from_cache
-        n_alerts = sum(len(parse_alerts(text, where=where)) for where, text in texts)
-        _triage(texts[0][1], warm, texts[0][0])  # warm-up: builds the matchers the replay meets first
+        parsed = parse_alerts(batch, where="replay batch")
+        n_alerts = len(parsed)
+        _triage(batch, warm, "replay batch")  # warm-up: builds the matchers the replay meets
         t = time.perf_counter()
         for _ in range(repeat):
-            for where, text in texts:
-                _triage(text, warm, where)
+            _triage(batch, warm, "replay batch")
         triage_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(repeat):
+            for alert in parsed:
+                warm.match(event_view(alert))
+        match_s = time.perf_counter() - t
         total = n_alerts * repeat
-        payload = {"rules": len(warm.rules), "correlations": len(warm.correlations), "load_cold_s": round(cold_s, 3),
-                   "load_cached_s": round(warm_s, 3), "alerts": total, "triage_s": round(triage_s, 3),
-                   "alerts_per_s": round(total / triage_s, 1), "repeat": repeat, "inputs": len(texts),
-                   "what": "deterministic triage (Sigma rules, correlation, scoring, next steps); no head, model or retrieval"}
+        payload = {"benchmark": "sigma triage",
+                   "headline": {"alerts_per_s": round(total / triage_s, 1), "match_alerts_per_s": round(total / match_s, 1),
+                                "rules": len(warm.rules), "load_cold_s": round(cold_s, 2), "load_cached_s": round(warm_s, 3)},
+                   "rules": len(warm.rules), "correlations": len(warm.correlations), "load_cold_s": round(cold_s, 3),
+                   "load_cached_s": round(warm_s, 3), "alerts": total, "alerts_per_replay": n_alerts, "repeat": repeat,
+                   "triage_s": round(triage_s, 3), "alerts_per_s": round(total / triage_s, 1),
+                   "match_s": round(match_s, 3), "match_alerts_per_s": round(total / match_s, 1),
+                   "inputs": [str(p) for p in alerts] + ([f"{regression} ({len(texts) - len(alerts)} regression cases)"] if regression else []),
+                   "what": "alerts_per_s: deterministic triage end to end (parsing, Sigma rules, correlation, scoring, "
+                           "evidence, next steps, injection scan; no head, model or retrieval); match_alerts_per_s: the "
+                           "field mapping and the indexed rule match alone"}
         rec.note(threads="python, one process")
         rec.write_json(out, payload)
     return payload

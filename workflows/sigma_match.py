@@ -446,17 +446,29 @@ def _cheap_first(nodes: tuple) -> list:
 
 
 def gate(node: Node) -> frozenset | None:
-    """A necessary condition of a condition, for the index: a set of ``("eq", field, value)`` and
-    ``("base", field, last path component)`` keys of which a matching event has at least one
-    (lower case), or None when no such set exists (a NOT, a keyword, a regex...)."""
+    """A necessary condition of a condition, for the index: a set of keys of which a matching
+    event has at least one, or None when no such set exists (a NOT alone, ``exists``, a number
+    comparison...). Keys (values lower case):
+
+    * ``("eq", field, value)``: the field has this value;
+    * ``("base", field, name)``: a value's last path component is ``name`` (``endswith \\cmd.exe``);
+    * ``("sub", field, literal)``: a value contains ``literal`` (contains, startswith, endswith,
+      the literal parts of wildcards and regular expressions; field ``*`` for keywords, which
+      search every value). Values are read as :func:`secfm.text.literals.fold_case` has them
+      too, the folding of a case-insensitive regex.
+
+    Of the gates an ``and`` offers, the most selective is kept (exact values before substrings,
+    long literals before short ones)."""
     kind = node[0]
     if kind == "f":
         return _gate_value(node[1], node[2])
+    if kind == "k":
+        return _gate_value("*", node[1])
     if kind == "and":
         best = None
         for n in node[1]:
             g = gate(n)
-            if g is not None and (best is None or len(g) < len(best)):
+            if g is not None and (best is None or gate_cost(g) < gate_cost(best)):
                 best = g
         return best
     if kind == "or":
@@ -472,18 +484,48 @@ def gate(node: Node) -> frozenset | None:
     return None
 
 
+def gate_cost(keys: frozenset) -> int:
+    """How often a gate lets an event through, roughly: an exact value costs 1, a substring more
+    the shorter it is."""
+    cost = 0
+    for key in keys:
+        if key[0] == "sub":
+            n = len(key[2])
+            cost += 1 if n >= 6 else 2 if n >= 4 else 4 if n == 3 else 8
+        else:
+            cost += 1
+    return cost
+
+
 def _gate_value(name: str, vm: tuple) -> frozenset | None:
     kind = vm[0]
-    if kind == "eq" and not vm[2]:
-        return frozenset({("eq", name, vm[1])})
-    if kind == "num" and vm[1] == int(vm[1]):
+    exact = name != "*"  # eq and base keys are per field; a keyword searches every field
+    if kind == "eq":
+        return frozenset({("eq", name, vm[1].lower())}) if exact else frozenset({("sub", name, vm[1].lower())})
+    if kind == "num" and vm[1] == int(vm[1]) and exact:
         return frozenset({("eq", name, str(int(vm[1])))})
-    if kind == "suf" and not vm[2]:
-        text = vm[1]
+    if kind in ("pre", "sub"):
+        return frozenset({("sub", name, vm[1].lower())})
+    if kind == "suf":
+        text = vm[1].lower()
         cut = max(text.rfind("\\"), text.rfind("/"))
-        if cut >= 0 and cut < len(text) - 1:
+        if exact and not vm[2] and 0 <= cut < len(text) - 1:
             return frozenset({("base", name, text[cut + 1:])})
-        return None
+        return frozenset({("sub", name, text)})
+    if kind in ("glob", "re"):
+        from secfm.text.literals import any_of, requirement
+
+        if kind == "glob":
+            pattern, flags = vm[1], (re.DOTALL if vm[2] else re.DOTALL | re.IGNORECASE)
+        else:
+            pattern = vm[1]
+            flags = (re.IGNORECASE if "i" in vm[2] else 0) | (re.MULTILINE if "m" in vm[2] else 0) | (re.DOTALL if "s" in vm[2] else 0)
+        try:
+            re.compile(pattern, flags)
+        except re.error:
+            return frozenset()  # never matches (value_test gives up on it too)
+        literals = any_of(requirement(pattern, flags))
+        return None if literals is None else frozenset(("sub", name, lit) for lit in literals)
     if kind == "any":
         out: set = set()
         for sub in vm[1]:

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from secfm.errors import SecfmError
+from secfm.text.literals import fold_case
 from secfm.workflows.sigma_match import (
     IR_VERSION,
     CompileStats,
@@ -181,7 +182,7 @@ class RuleSet:
         for bucket in self.candidates(event):
             if keys is None:
                 keys = event_keys(view)
-            for rule, tests in bucket.candidates(keys):
+            for rule, tests in bucket.candidates(keys, view):
                 for n, test in enumerate(tests):
                     try:
                         fired = test(view)
@@ -194,14 +195,18 @@ class RuleSet:
 
 
 class _Bucket:
-    """The rules of one logsource: those with a gate (a set of field values one of which a
-    matching event must have) are looked up by the event's keys; the others are always tried."""
+    """The rules of one logsource. A rule with a gate (keys one of which a matching event must
+    have, :func:`~secfm.workflows.sigma_match.gate`) is tried only on events that have one of its
+    keys: exact values and path names are looked up in a dict, substrings found by one
+    Aho-Corasick pass per field over the event's values (lower-cased, and case-folded as a
+    case-insensitive regex folds them where that differs). Rules without a gate are always tried."""
 
     def __init__(self, rules: list[CompiledRule]):
         self.rules = rules
         self.tests: list[tuple | None] = [None] * len(rules)
         self.ungated: list[int] = []
         self.by_key: dict[tuple, list[int]] = {}
+        literals: dict[str, dict[str, set[int]]] = {}  # field -> literal -> rules
         for i, rule in enumerate(rules):
             gates = [gate(c) for c in rule.conditions]
             if any(g is None for g in gates):
@@ -209,9 +214,15 @@ class _Bucket:
                 continue
             for g in gates:
                 for key in g:
-                    self.by_key.setdefault(key, []).append(i)
+                    if key[0] == "sub":
+                        literals.setdefault(key[1], {}).setdefault(key[2], set()).add(i)
+                    else:
+                        self.by_key.setdefault(key, []).append(i)
+        self.automata: list[tuple[str, Any, list[tuple[int, ...]]]] = []
+        for name, table in literals.items():
+            self.automata.append((name, *_automaton(table)))
 
-    def candidates(self, keys: set):
+    def candidates(self, keys: set, view):
         chosen = set(self.ungated)
         by_key = self.by_key
         if len(keys) < len(by_key):
@@ -223,11 +234,37 @@ class _Bucket:
             for key, got in by_key.items():
                 if key in keys:
                     chosen.update(got)
+        for name, automaton, owners in self.automata:
+            values = view.all_lowered() if name == "*" else view.low.get(name)
+            if not values:
+                continue
+            found = set()
+            for n, v in enumerate(values):
+                found.update(i for _end, i in automaton.iter(v))
+                if not v.isascii():  # as a case-insensitive regex sees the value
+                    raw = (view.all_values() if name == "*" else view.fields[name])[n]
+                    found.update(i for _end, i in automaton.iter(fold_case(raw)))
+            for i in found:
+                chosen.update(owners[i])
         for i in sorted(chosen):
             tests = self.tests[i]
             if tests is None:
                 tests = self.tests[i] = tuple(build(c) for c in self.rules[i].conditions)
             yield self.rules[i], tests
+
+
+def _automaton(table: dict[str, set[int]]):
+    """An Aho-Corasick automaton over the literals of one field (value: the literal's number) and,
+    per number, the rules it gates."""
+    import ahocorasick
+
+    automaton = ahocorasick.Automaton()
+    owners: list[tuple[int, ...]] = []
+    for literal, rules in table.items():
+        automaton.add_word(literal, len(owners))
+        owners.append(tuple(sorted(rules)))
+    automaton.make_automaton()
+    return automaton, owners
 
 
 # ---------------------------------------------------------------------------------------------

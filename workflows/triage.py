@@ -199,6 +199,18 @@ def _drop_covered_parents(refs: list[TechniqueRef]) -> list[TechniqueRef]:
     return [t for t in refs if "." in t.id or t.id not in subs]
 
 
+def _refine_parents(asserted: list[TechniqueRef], lower: list[TechniqueRef]) -> tuple[list[TechniqueRef], list[TechniqueRef]]:
+    """A parent technique the top-level rules name is refined by the sub-technique a lower-level
+    rule on the same alert names (a correlation's T1078 and the root login rule's T1078.003 give
+    T1078.003): the sub-technique is asserted, and the parent then dropped as covered."""
+    parents = {t.id for t in asserted if "." not in t.id}
+    refining = [t for t in lower if "." in t.id and t.id.split(".")[0] in parents]
+    if not refining:
+        return asserted, lower
+    ids = {t.id for t in refining}
+    return asserted + refining, [t for t in lower if t.id not in ids]
+
+
 def resolve_rules(rules=None, pipelines=()):
     """The rule set: a loaded :class:`~secfm.workflows.sigma_rules.RuleSet`, or folders of a team's
     own rules to add to the default set (community + project), or None for the default set."""
@@ -302,6 +314,7 @@ def triage_alerts(
                     (rule_refs if LEVEL_SCORE[h.level] == top_rank else context_refs).append(ref)
                 if bad:
                     rejected.append(bad)
+        rule_refs, context_refs = _refine_parents(rule_refs, context_refs)
         rule_refs = _drop_covered_parents(context.merge_techniques(rule_refs))
         for m in alert_matches:
             for tag in m.rule.rejected_tags:

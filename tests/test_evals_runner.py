@@ -468,3 +468,13 @@ def test_runs_are_also_written_in_the_harness_layout(runs):
         assert row["acc"] in (0.0, 1.0) and row["target"] in range(4)
     gen = json.loads(sorted((runs / "rcm-gen").glob("results_*.json"))[-1].read_text())
     assert "acc,none" in gen["results"]["cti_rcm"]
+
+
+def test_the_embedded_models_card_loads_and_names_no_local_file_as_ctibench():
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(Path(__file__).resolve().parents[1] / "model_card" / "gemma-3-270m" / "README.md")
+    assert card.data.base_model == "google/gemma-3-270m" and card.data.library_name and card.data.pipeline_tag
+    assert card.data.eval_results
+    for result in card.data.eval_results:  # every run read a local file: none may be filed under the benchmark
+        assert result.dataset_type != "AI4Sec/cti-bench" and "not CTIBench" in result.dataset_name

@@ -188,3 +188,19 @@ def test_cve_bench_writes_results_with_provenance(heads, tmp_path):
                         analyzer=CveAnalyzer.load(heads["cwe"], heads["cvss"]))
     assert res["single"]["p50_ms"] > 0 and res["uses_hidden_states"] is False and "provenance" in res
     assert "1 description per call" in (tmp_path / "b.md").read_text()
+
+
+def test_shipped_cve_heads_load_offline_and_answer_the_issue_example():
+    from secfm.heads import load_head, shipped_head_path, trained_cves
+    from secfm.workflows.cve_analysis import CveAnalyzer
+
+    analyzer = CveAnalyzer.load()
+    assert not analyzer.cwe_head.needs_hidden and not analyzer.cvss_head.needs_hidden  # no model needed
+    cwe = analyzer.predict_cwe([SQLI])[0]
+    cvss = analyzer.predict_cvss([SQLI])[0]
+    assert cwe[0].id == "CWE-89" and cvss.vector.startswith("CVSS:3.1/AV:N/") and cvss.base_score >= 7.0
+    for task in ("cwe", "cvss"):
+        path = shipped_head_path(task, "gemma-3-270m")
+        assert sum(f.stat().st_size for f in path.iterdir()) < 5_000_000
+        seen = trained_cves(load_head(path))
+        assert len(seen) > 50_000 and all(c[4:8] <= "2021" for c in seen)  # trained on CVEs published up to 2020

@@ -49,7 +49,7 @@ def test_reads_api_20_pages_and_prefers_nvd_primary(tmp_path):
     assert recs[0].cwes == ("CWE-89",) and recs[0].cwe_source == "nvd@nist.gov"
     assert recs[0].cvss_score == 9.8 and recs[0].cvss_source == "nvd@nist.gov"
     assert recs[1].cwe_source == "cna@example.com"
-    assert recs[0].description.startswith("SQL injection")   # the English description, not the Spanish one
+    assert "SQL injection" in recs[0].description   # the English description, not the Spanish one
     assert recs[2].rejected
     by_id, report = nvd.read_feeds([path])
     assert set(by_id) == {recs[0].id, recs[1].id} and report.rejected == 1

@@ -420,16 +420,16 @@ def cwe_metrics(P: np.ndarray, labels: Sequence[str], gold: Sequence[tuple[str, 
             in_gold[where[c]] = True
 
     def macro(sel: np.ndarray) -> float:
+        # over the CWE ids with gold in the whole split (fixed, so resamples measure the same
+        # thing); in a resample, an id neither in gold nor predicted is left out
         k = len(classes)
         tp = np.bincount(gold_idx[sel][hit1[sel] > 0], minlength=k)
         fp = np.bincount(pred_idx[sel][hit1[sel] == 0], minlength=k)
         fn = np.bincount(gold_idx[sel][hit1[sel] == 0], minlength=k)
-        support = np.zeros(k, dtype=bool)
-        support[np.unique(gold_idx[sel])] = True
-        support &= in_gold
         denom = 2 * tp + fp + fn
+        use = in_gold & (denom > 0)
         f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-        return float(f1[support].mean()) if support.any() else 0.0
+        return float(f1[use].mean()) if use.any() else 0.0
 
     rng = np.random.default_rng(seed)
     boots = [macro(rng.integers(0, n, n)) for _ in range(min(resamples, 300))]

@@ -295,7 +295,8 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
         if cfg.mode == "gen":
             _check_context(engine, spec, todo, sel.shots, max_new)
         run["engine_info"] = engine.describe() if engine is not None else {
-            "model": None, "engine": None, "note": f"{spec.head.kind} head on TF-IDF text features: no language model runs"}
+            "model": f"secfm {spec.head.kind} head (TF-IDF)", "engine": None,
+            "note": f"{spec.head.kind} head on TF-IDF text features: no language model runs"}
         (out / RUN).write_text(json.dumps(run, indent=2), encoding="utf-8")
         with progress_bar(progress) as bar, pred_path.open("a", encoding="utf-8") as sink:
             task_id = bar.add_task(f"{spec.name} {cfg.mode}", total=len(sel.scored), completed=resumed)

@@ -416,11 +416,19 @@ def _save_core_head(path, task, labels, weight_rows, trained_sources=()):
 class FeatureEngine(ScriptedEngine):
     """Hidden states: [SQL?, script?, traversal?, 1] per text."""
 
-    def hidden_states(self, texts, layer=-1, pooling="mean", batch_size=8, max_length=512):
+    has_hidden_states = True
+
+    def hidden_states(self, texts, layer=-1, pooling="mean", batch_size=8, max_length=512, *,
+                      layers=None, progress=None):
         import numpy as np
 
-        return np.array([[5.0 * ("SQL" in t), 5.0 * ("script" in t), 5.0 * ("traversal" in t), 1.0] for t in texts],
-                        dtype=np.float32)
+        X = np.array([[5.0 * ("SQL" in t), 5.0 * ("script" in t), 5.0 * ("traversal" in t), 1.0] for t in texts],
+                     dtype=np.float32)
+        if layers is None:
+            return X
+        if isinstance(pooling, str):
+            return {lay: X for lay in layers}
+        return {(lay, p): X for lay in layers for p in pooling}
 
 
 def test_head_mode_with_a_core_head(tmp_path):

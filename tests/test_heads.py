@@ -262,16 +262,19 @@ def test_old_manifest_without_layers_loads(tmp_path):
 
 
 def test_head_features_concatenate_the_layers_in_manifest_order():
-    """The one helper inference uses: each layer's pooled states side by side (an engine
-    without in-process hidden states answers per layer)."""
+    """The one helper inference uses: each layer's pooled states side by side, from one
+    multi-layer ``Engine.hidden_states(layers=...)`` call."""
     from secfm.features import head_features, head_layers
 
     class FakeEngine:
-        calls = []
+        kind = "fake"
+        has_hidden_states = True
 
-        def hidden_states(self, texts, layer, pooling, batch_size, max_length):
-            self.calls.append((layer, pooling, max_length))
-            return np.full((len(texts), 2), float(layer), dtype=np.float32)
+        def hidden_states(self, texts, layer=-1, pooling="mean", batch_size=8, max_length=512, *,
+                          layers=None, progress=None):
+            assert layers is not None and not isinstance(pooling, str)
+            return {(lay, p): np.full((len(texts), 2), float(lay), dtype=np.float32)
+                    for lay in layers for p in pooling}
 
     m = _multi_layer_manifest(2, (1, 3, 6))
     X = head_features(FakeEngine(), ["a", "b"], m)

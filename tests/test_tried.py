@@ -31,8 +31,12 @@ def _triage(record: dict):
 def test_invisible_or_lookalike_characters_do_not_hide_mimikatz(command):
     clean = _triage(MIMIKATZ)
     evasive = _triage({**MIMIKATZ, "CommandLine": command})
-    assert (evasive.severity, evasive.score) == (clean.severity, clean.score) == ("critical", 95)
-    assert [s.id for s in evasive.signatures] == [s.id for s in clean.signatures]
+    assert clean.severity == evasive.severity == "critical" and evasive.score >= clean.score >= 95
+    # every rule that fires on the plain command fires on the evasive one (SigmaHQ's homoglyph rule
+    # may add itself on top)
+    evasive_ids = [s.id for s in evasive.signatures]
+    assert evasive_ids[:len(clean.signatures)] == [s.id for s in clean.signatures]
+    assert set(evasive_ids[len(clean.signatures):]) <= {"32e280f1-8ad4-46ef-9e80-910657611fbc"}
     assert evasive.evidence[0].value == command  # evidence quotes what was written
 
 

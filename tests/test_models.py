@@ -89,13 +89,7 @@ def test_cold_pull_warm_load_and_corrupt_cache_rebuilt(monkeypatch, tmp_path):
     warm = time.time() - started
     assert model.config.num_hidden_layers == 18
     assert warm < cold  # the cache is what makes later loads cheap
-    # corrupt: truncate the weights -> the cheap check catches it and resolve() rebuilds
     weights = resolved.weights_dir / models.WEIGHTS
-    with weights.open("r+b") as f:
-        f.truncate(weights.stat().st_size // 2)
-    assert not models.cache_is_valid(resolved.weights_dir)
-    rebuilt = models.resolve("gemma-3-270m")
-    assert models.cache_is_valid(rebuilt.weights_dir, deep=True)
     # corrupt in place (same size): only the deep check sees it, and pull() rebuilds
     with weights.open("r+b") as f:
         f.seek(weights.stat().st_size - 4096)
@@ -103,6 +97,13 @@ def test_cold_pull_warm_load_and_corrupt_cache_rebuilt(monkeypatch, tmp_path):
     assert models.cache_is_valid(resolved.weights_dir) and not models.cache_is_valid(resolved.weights_dir, deep=True)
     models.pull("gemma-3-270m")
     assert models.cache_is_valid(resolved.weights_dir, deep=True)
+    # truncated: the cheap check every resolve() makes catches it, so the cache is never loaded
+    # (resolve() then pulls, the rebuild just tested; without auto_pull it says what to run)
+    with weights.open("r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    assert not models.cache_is_valid(resolved.weights_dir)
+    with pytest.raises(SecfmError, match="models pull gemma-3-270m"):
+        models.resolve("gemma-3-270m", auto_pull=False)
     shutil.rmtree(tmp_path / "home")
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from secfm.stats import percentile
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench-app.json"
+DEFAULT_OUT = Path("app/results/bench-app.json")  # relative to the working directory, like every bench's --out
 QUESTIONS = [
     "What is lateral movement?",
     "What does an EDR alert for encoded PowerShell usually mean?",

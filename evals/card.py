@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import string
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
@@ -17,7 +18,7 @@ from secfm.evals.report import fmt, fmt_ci
 from secfm.evals.runner import load_metrics
 from secfm.evals.specs import get_task
 
-MODEL_CARD_DIR = Path(__file__).resolve().parent.parent / "model_card"
+MODEL_CARD_DIR = Path(str(files("secfm.model_card")))  # card.yaml and template.md (package data)
 CTIBENCH = "AI4Sec/cti-bench"
 
 

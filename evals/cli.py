@@ -151,11 +151,12 @@ def bench_eval(
 def results(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the index (default: RESULTS.md at the repository root).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Do not write: exit 1 when the index is not what the results files give.")] = False,
+    root: Annotated[Optional[Path], typer.Option("--root", help="Repository whose */results/ folders to index (default: the checkout secfm runs from).")] = None,
 ) -> None:
     """The results index: every results file's headline figures and how each was made (command, commit, load)."""
     from secfm.evals.results_index import write_index
 
-    path, current = write_index(out, check=check)
+    path, current = write_index(out, root=root, check=check)
     if check and not current:
         print(f"{path} is out of date: run `secfm results`")
         raise typer.Exit(1)

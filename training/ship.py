@@ -14,8 +14,9 @@ import shutil
 from pathlib import Path
 
 from secfm.errors import SecfmError
+from secfm.registry import PACKAGE_DIR
 
-PACKAGE_ADAPTERS = Path(__file__).resolve().parents[1] / "secfm" / "adapters"
+PACKAGE_ADAPTERS = PACKAGE_DIR / "adapters"  # secfm/adapters/, package data beside registry.yaml
 MAX_BYTES = 25 * 1000 * 1000
 
 

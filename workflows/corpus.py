@@ -178,7 +178,7 @@ def pdf_to_text(path: Path) -> str:
     try:
         import pypdf
     except ImportError as exc:
-        raise SecfmError(f"{path}: reading PDF needs pypdf (pip install pypdf), which is not installed") from exc
+        raise SecfmError(f"{path}: reading PDF needs pypdf (pip install 'secfm[pdf]'), which is not installed") from exc
     try:
         reader = pypdf.PdfReader(str(path))
         pages = [page.extract_text() or "" for page in reader.pages]

@@ -16,13 +16,14 @@ its parent), ``multiclass`` (softmax; CWE) and ``groups`` (one softmax per label
 spelled ``GROUP:VALUE``; the eight CVSS base metrics: ``AV:N``, ``AV:L``, ...).
 
 Text features (format 3): a head may also read TF-IDF features of the text itself
-(``manifest.text_features``: vocabulary in ``text_vocab.json``, idf and the int8-quantized
+(``manifest.text_features``: vocabulary in ``text_vocab.json.gz`` (older heads: ``text_vocab.json``), idf and the int8-quantized
 weight matrix in ``head.safetensors``); its logits are the hidden-state part plus the text part.
 A head with ``uses_hidden: false`` reads the text alone and needs no model at all.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -42,6 +43,8 @@ TEXT_FORMAT = 3
 #: the newest format this secfm reads
 READ_FORMAT = TEXT_FORMAT
 VOCAB_FILE = "text_vocab.json"
+#: the vocabulary as new heads write it (gzip of VOCAB_FILE; a 200k-term vocabulary is ~1 MB, not ~3 MB)
+VOCAB_GZ_FILE = VOCAB_FILE + ".gz"
 WEIGHTS_FILE = "head.safetensors"
 MANIFEST_FILE = "head.json"
 HEAD_KINDS = ("linear", "mlp")
@@ -80,6 +83,9 @@ class HeadManifest:
     text_features: dict | None = None  # TF-IDF parameters (see TEXT_FEATURE_KEYS) and vocabulary_size
     uses_hidden: bool = True  # False: the head reads the text features alone (input_dim 0, no model)
     trained_cves: dict | None = None  # {file: trained_cves.txt.gz, count, sha256}: the CVE ids it trained on
+    temperatures: list[float] | None = None  # softmax temperature per label group (multiclass: one), fitted on validation
+    decoding: str = "argmax"  # groups (CVSS): argmax per group, or expected-score (see training/cve_heads.py)
+    decoding_tolerance: float = 0.0  # expected-score: score points of slack for the likelier vector
 
     def __post_init__(self) -> None:
         from secfm.features import deepest_layer
@@ -99,6 +105,10 @@ class HeadManifest:
             self.format = max(self.format, TEXT_FORMAT)
         if not self.uses_hidden and self.input_dim:
             raise SecfmError("a head without hidden-state input must have input_dim 0")
+        if self.temperatures is not None:
+            groups = len(self.label_groups()) if self.objective == "groups" else 1
+            if self.objective == "multilabel" or len(self.temperatures) != groups or min(self.temperatures) <= 0:
+                raise SecfmError(f"head temperatures {self.temperatures} do not fit a {self.objective} head with {groups} group(s)")
 
     @property
     def text_dim(self) -> int:
@@ -232,6 +242,7 @@ class Head:
     def logits(self, X: np.ndarray | None, texts=None) -> np.ndarray:
         import torch
 
+        m = self.manifest
         if X is None:
             if self.needs_hidden:
                 raise SecfmError("this head needs hidden-state features")
@@ -239,11 +250,11 @@ class Head:
                 raise SecfmError("this head needs the texts")
             X = np.zeros((len(texts), 0), dtype=np.float32)
         X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.manifest.input_dim:
-            raise SecfmError(f"features have shape {X.shape}; this head takes (n, {self.manifest.input_dim})")
+        if X.ndim != 2 or X.shape[1] != m.input_dim:
+            raise SecfmError(f"features have shape {X.shape}; this head takes (n, {m.input_dim})")
         with torch.inference_mode():
             z = self.module(torch.from_numpy(X)).numpy()
-        if self.needs_text:
+        if m.text_features:
             if texts is None:
                 raise SecfmError("this head reads the texts too (TF-IDF features): pass texts=")
             if len(texts) != len(X):
@@ -255,12 +266,20 @@ class Head:
         """Probabilities (n, labels): sigmoid (multilabel, parents lifted), softmax, or one
         softmax per label group. Heads with text features need ``texts`` too."""
         z = self.logits(X, texts)
+        temps = self.manifest.temperatures
         if self.manifest.objective == "multiclass":
+            if temps:
+                z = z / temps[0]
             z = z - z.max(axis=1, keepdims=True)
             e = np.exp(z)
             return e / e.sum(axis=1, keepdims=True)
         if self.manifest.objective == "groups":
-            return group_softmax(z, self.manifest.label_groups())
+            groups = self.manifest.label_groups()
+            if temps:
+                z = np.array(z, copy=True)
+                for (_, idx), t in zip(groups, temps):
+                    z[:, idx] /= t
+            return group_softmax(z, groups)
         p = 1.0 / (1.0 + np.exp(-z))
         return lift_parents(p, self._parents) if (lift and self._parents is not None) else p
 
@@ -353,7 +372,9 @@ def save_head(path: str | os.PathLike, module, manifest: HeadManifest, dtype: st
             raise SecfmError("a head with text features is saved with its fitted vectorizer")
         vocab = [t for t, _ in sorted(vectorizer.vocabulary_.items(), key=lambda kv: kv[1])]
         tensors["text_idf"] = torch.from_numpy(np.asarray(vectorizer.idf_, dtype=np.float32))
-        (path / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False) + "\n", encoding="utf-8")
+        with open(path / VOCAB_GZ_FILE, "wb") as raw_file, gzip.GzipFile(fileobj=raw_file, mode="wb", mtime=0) as gz:
+            gz.write((json.dumps(vocab, ensure_ascii=False) + "\n").encode("utf-8"))
+        (path / VOCAB_FILE).unlink(missing_ok=True)  # a re-saved head keeps one vocabulary
     save_file(tensors, str(path / WEIGHTS_FILE), metadata={"format": str(manifest.format), "task": manifest.task})
     os.chmod(path / WEIGHTS_FILE, 0o644)  # safetensors writes 0600; shipped heads must be readable by all
     (path / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2) + "\n", encoding="utf-8")
@@ -399,10 +420,14 @@ def load_head(path: str | os.PathLike, model: str | None = None, adapter: str | 
         raise SecfmError(f"{weights} does not match its manifest: {str(exc).splitlines()[0]}") from exc
     head = Head(manifest, module, path)
     if manifest.text_features:
-        vocab_file = path / VOCAB_FILE
-        if text_weight is None or idf is None or not vocab_file.is_file():
+        vocab_file = next((path / f for f in (VOCAB_GZ_FILE, VOCAB_FILE) if (path / f).is_file()), None)
+        if text_weight is None or idf is None or vocab_file is None:
             raise SecfmError(f"{path} is a head with text features but lacks its weights or {VOCAB_FILE}")
-        vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+        try:
+            raw_vocab = gzip.decompress(vocab_file.read_bytes()) if vocab_file.suffix == ".gz" else vocab_file.read_bytes()
+            vocab = json.loads(raw_vocab.decode("utf-8"))
+        except (OSError, EOFError, ValueError) as exc:
+            raise SecfmError(f"{vocab_file} is not a readable vocabulary: {exc}") from exc
         if len(vocab) != manifest.text_dim or text_weight.shape != (len(vocab), len(manifest.labels)):
             raise SecfmError(f"{path}: the text vocabulary or weights do not match the manifest")
         head.set_text_features(text_vectorizer(manifest.text_features, vocab, idf), text_weight)

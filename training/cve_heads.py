@@ -43,6 +43,10 @@ CVSS_METRICS = {
 CVSS_LABELS = [f"{m}:{v}" for m, values in CVSS_METRICS.items() for v in values]
 TOKEN_PATTERN = r"(?u)\b[\w][\w.\-]*[\w]\b|\b\w\b"
 BOOTSTRAP = 1000
+CLASS_WEIGHTS = ("none", "sqrt", "inverse")
+#: how a CVSS head turns its eight distributions into one vector: each metric's most likely
+#: value, or the vector whose base score has the least expected deviation from the true one
+CVSS_DECODINGS = ("argmax", "expected-score")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,10 +228,12 @@ class CveFitConfig:
     text_l2: float = 1e-6  # L2 on the text weights (per example, added to the loss)
     hidden_l2: float = 1e-4
     dropout: float = 0.1  # on the hidden-state part
-    class_weight: str = "none"  # none or sqrt (inverse frequency)
+    class_weight: str = "none"  # none, sqrt (square root of inverse frequency) or inverse (inverse frequency)
     recency: float = 0.0  # weight of a training row: exp(recency * (year - last year))
     patience: int = 2
     seed: int = 0
+    kind: str = "linear"  # the hidden-state part: linear or mlp (one hidden layer)
+    hidden_dim: int = 512  # mlp width
 
     def describe(self) -> dict:
         return asdict(self)
@@ -289,7 +295,7 @@ def fit(T_train, X_train: np.ndarray | None, Y_train: np.ndarray, T_val, X_val: 
     n, V = T_train.shape
     d = 0 if X_train is None else X_train.shape[1]
     C = Y_train.shape[1]
-    hidden_part = build_module(d, C, "linear", None, cfg.dropout)
+    hidden_part = build_module(d, C, cfg.kind if d else "linear", cfg.hidden_dim, cfg.dropout)
     if d:
         mu, scale = standardization(X_train)
         hidden_part.mu.copy_(torch.from_numpy(mu))
@@ -298,9 +304,12 @@ def fit(T_train, X_train: np.ndarray | None, Y_train: np.ndarray, T_val, X_val: 
     nn.init.zeros_(text.weight)
     groups = _groups(labels) if objective == "groups" else None
     w = np.ones(n, dtype=np.float32)
-    if cfg.class_weight == "sqrt" and objective == "multiclass":
+    if cfg.class_weight not in CLASS_WEIGHTS:
+        raise SecfmError(f"class weighting must be one of {', '.join(CLASS_WEIGHTS)}, not {cfg.class_weight!r}")
+    if cfg.class_weight != "none" and objective == "multiclass":
         freq = np.maximum(Y_train.sum(axis=0), 1.0)
-        cw = np.clip(np.sqrt(freq.mean() / freq), 0.2, 10.0)
+        power = 0.5 if cfg.class_weight == "sqrt" else 1.0
+        cw = np.clip((freq.mean() / freq) ** power, 0.2, 10.0 if power == 0.5 else 30.0)
         w *= (Y_train / np.maximum(Y_train.sum(axis=1, keepdims=True), 1) * cw).sum(axis=1)
     if cfg.recency and years is not None:
         w *= np.exp(cfg.recency * (years - years.max())).astype(np.float32)
@@ -365,13 +374,17 @@ def fit(T_train, X_train: np.ndarray | None, Y_train: np.ndarray, T_val, X_val: 
             if bad >= cfg.patience:
                 break
     state, text_weight = best[1] if best[1] is not None else (hidden_part.state_dict(), text.weight.detach())
-    module = build_module(d, C, "linear", None, cfg.dropout, text_dim=V)
+    module = build_module(d, C, cfg.kind if d else "linear", cfg.hidden_dim, cfg.dropout, text_dim=V)
     module.load_state_dict({**state, "text_weight": text_weight}, strict=True)
     module.eval()
     return module, {"best_epoch": best[2], "best_val": round(best[0], 4), "epochs_run": len(history), "curve": history}
 
 
 def predict(module, T, X: np.ndarray | None, objective: str, labels: Sequence[str], batch: int = 4096) -> np.ndarray:
+    return probabilities(predict_logits(module, T, X, labels, batch), objective, labels)
+
+
+def predict_logits(module, T, X: np.ndarray | None, labels: Sequence[str], batch: int = 4096) -> np.ndarray:
     import torch
 
     out = []
@@ -381,8 +394,7 @@ def predict(module, T, X: np.ndarray | None, objective: str, labels: Sequence[st
             xb = torch.from_numpy(np.ascontiguousarray(X[s : s + batch], dtype=np.float32)) if X is not None \
                 else torch.zeros((tb.shape[0], 0))
             out.append(module(xb, tb).numpy())
-    z = np.concatenate(out) if out else np.zeros((0, len(labels)), dtype=np.float32)
-    return probabilities(z, objective, labels)
+    return np.concatenate(out) if out else np.zeros((0, len(labels)), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,8 +443,13 @@ def cwe_metrics(P: np.ndarray, labels: Sequence[str], gold: Sequence[tuple[str, 
         f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
         return float(f1[use].mean()) if use.any() else 0.0
 
+    # stratified by the CVE's (scored) gold CWE: every class keeps its number of gold CVEs in each
+    # resample (a plain resample drops the rare classes at random, and with them their zeros, which
+    # biased the interval above the estimate)
     rng = np.random.default_rng(seed)
-    boots = [macro(rng.integers(0, n, n)) for _ in range(min(resamples, 300))]
+    strata = [np.flatnonzero(gold_idx == k) for k in np.unique(gold_idx)]
+    boots = [macro(np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata]))
+             for _ in range(min(resamples, 300))] or [float("nan")]
     return {
         "n": n, "top1": round(float(hit1.mean()), 4), "top1_ci": _interval(hit1, seed, resamples),
         "top5": round(float(hit5.mean()), 4), "top5_ci": _interval(hit5, seed, resamples),
@@ -454,27 +471,154 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
     return float(total)
 
 
-def cvss_predictions(P: np.ndarray, labels: Sequence[str]) -> list[tuple[str, dict[str, tuple[str, float]]]]:
-    """For each row: (vector, {metric: (value, probability)}) with the most likely value of each metric."""
+
+# ---------------------------------------------------------------------------------------------
+# calibration (fitted on the validation split)
+# ---------------------------------------------------------------------------------------------
+def label_groups(objective: str, labels: Sequence[str]) -> list[tuple[str, list[int]]]:
+    """The softmax groups of a head: the CVSS metrics, or one group of every label (CWE)."""
+    return _groups(labels) if objective == "groups" else [("all", list(range(len(labels))))]
+
+
+def fit_temperatures(z: np.ndarray, Y: np.ndarray, objective: str, labels: Sequence[str]) -> list[float]:
+    """One temperature per softmax group minimizing the negative log-likelihood of the (soft)
+    targets ``Y`` under ``softmax(z / T)`` (temperature scaling; it never changes a ranking)."""
+    from scipy.optimize import minimize_scalar
+
+    out = []
+    for _, idx in label_groups(objective, labels):
+        zg, yg = np.asarray(z[:, idx], dtype=np.float64), np.asarray(Y[:, idx], dtype=np.float64)
+        yg = yg / np.maximum(yg.sum(axis=1, keepdims=True), 1e-12)
+
+        def nll(log_t: float, zg=zg, yg=yg) -> float:
+            a = zg / np.exp(log_t)
+            a = a - a.max(axis=1, keepdims=True)
+            logp = a - np.log(np.exp(a).sum(axis=1, keepdims=True))
+            return float(-(yg * logp).sum(axis=1).mean())
+
+        res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+        out.append(round(float(np.exp(res.x)), 4))
+    return out
+
+
+def apply_temperatures(z: np.ndarray, temperatures: Sequence[float] | None, objective: str, labels: Sequence[str]) -> np.ndarray:
+    if not temperatures:
+        return z
+    z = np.array(z, dtype=np.float32, copy=True)
+    for (_, idx), t in zip(label_groups(objective, labels), temperatures):
+        z[:, idx] /= t
+    return z
+
+
+# ---------------------------------------------------------------------------------------------
+# one head from several trained designs, each label group from its own (CVSS: per metric)
+# ---------------------------------------------------------------------------------------------
+def merge_by_group(modules: dict[str, object], choice: dict[str, str], labels: Sequence[str]):
+    """A head module whose label group ``g`` is ``modules[choice[g]]``'s: its text weights and,
+    for the one design with a hidden-state input if any, its
+    dense part; a text-only design contributes zero dense-output weights and its bias. The
+    designs must share the text vocabulary."""
+    import copy
+
+    import torch
+
+    groups = dict(_groups(labels))
+    if set(choice) != set(groups):
+        raise SecfmError(f"a choice for each of {sorted(groups)} is needed, got {sorted(choice)}")
+    parts = {name: modules[name] for name in set(choice.values())}
+    dense = [n for n, m in parts.items() if int(m.mu.shape[0])]
+    if len(dense) > 1:
+        raise SecfmError(f"at most one design with a dense input can be merged per label group, not {sorted(dense)}")
+    if len({tuple(m.text_weight.shape) for m in parts.values()}) != 1:
+        raise SecfmError("designs merged per label group must share their text vocabulary")
+    merged = copy.deepcopy(parts[dense[0]] if dense else next(iter(parts.values())))
+    state = merged.state_dict()
+    last = None
+    if dense:
+        last = max((k for k in state if k.startswith("net.") and k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
+    with torch.no_grad():
+        for group, name in choice.items():
+            src, idx = parts[name].state_dict(), torch.as_tensor(groups[group])
+            state["text_weight"][:, idx] = src["text_weight"][:, idx]
+            if dense and name != dense[0]:
+                state[last][idx] = 0.0
+                state[last.replace(".weight", ".bias")][idx] = src["bias"][idx]
+            elif not dense:
+                state["bias"][idx] = src["bias"][idx]
+    merged.load_state_dict(state, strict=True)
+    return merged.eval()
+
+
+def _vector_table(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(label index of each metric's value for every CVSS 3.1 base vector, (2592, 8); their base scores)."""
+    from itertools import product
+
+    from secfm.evals.metrics import all_base_scores
+    from secfm.evals.parsers import BASE_METRICS
+
+    where = {label: i for i, label in enumerate(labels)}
+    keys = list(BASE_METRICS)
+    if keys != list(CVSS_METRICS):
+        raise SecfmError("the CVSS metric order differs between the evaluator and the heads")
+    rows = [[where[f"{k}:{v}"] for k, v in zip(keys, values)] for values in product(*(BASE_METRICS[k] for k in keys))]
+    return np.asarray(rows, dtype=np.int64), np.asarray(all_base_scores(), dtype=np.float64)
+
+
+def decode_vectors(P: np.ndarray, labels: Sequence[str], decoding: str = "argmax", tolerance: float = 0.0,
+                   batch: int = 2048) -> np.ndarray:
+    """For each row, the label indexes (n, 8) of the chosen value of each metric.
+
+    ``argmax``: each metric's most likely value. ``expected-score``: the metrics are taken as
+    independent, each of the 2,592 vectors gets the product of its values' probabilities, and
+    the chosen vector is the most likely one among those whose base score comes within
+    ``tolerance`` score points of the least expected absolute deviation from the true base
+    score (0: a median of the score distribution; a large tolerance gives back argmax)."""
+    groups = _groups(labels)
+    if decoding == "argmax":
+        return np.stack([np.asarray(idx)[P[:, idx].argmax(axis=1)] for _, idx in groups], axis=1) if len(P) \
+            else np.zeros((0, len(groups)), dtype=np.int64)
+    if decoding != "expected-score":
+        raise SecfmError(f"CVSS decoding must be one of {', '.join(CVSS_DECODINGS)}, not {decoding!r}")
+    table, scores = _vector_table(labels)
+    values, inverse = np.unique(scores, return_inverse=True)
+    cost = np.abs(values[:, None] - values[None, :])  # (K, K) |x - y|
+    out = np.zeros((len(P), table.shape[1]), dtype=np.int64)
+    logP = np.log(np.clip(np.asarray(P, dtype=np.float64), 1e-12, 1.0))
+    for s in range(0, len(P), batch):
+        lp = logP[s : s + batch][:, table].sum(axis=2)  # (b, 2592) log-probability of each vector
+        pv = np.exp(lp - lp.max(axis=1, keepdims=True))
+        pv /= pv.sum(axis=1, keepdims=True)
+        by_score = np.zeros((len(pv), len(values)))
+        np.add.at(by_score.T, inverse, pv.T)  # probability of each base-score value
+        expected = by_score @ cost  # (b, K) expected |x - true score| for each candidate score x
+        best = expected <= expected.min(axis=1, keepdims=True) + tolerance + 1e-9
+        allowed = best[:, inverse]  # vectors whose score is an optimum
+        pick = np.where(allowed, lp, -np.inf).argmax(axis=1)
+        out[s : s + batch] = table[pick]
+    return out
+
+
+def cvss_predictions(P: np.ndarray, labels: Sequence[str], decoding: str = "argmax",
+                     tolerance: float = 0.0) -> list[tuple[str, dict[str, tuple[str, float]]]]:
+    """For each row: (vector, {metric: (value, probability)}), the vector decoded by ``decoding``."""
     out = []
     groups = _groups(labels)
-    for row in P:
+    for row, chosen in zip(P, decode_vectors(P, labels, decoding, tolerance)):
         values = {}
-        for metric, idx in groups:
-            j = max(idx, key=lambda k: row[k])
+        for (metric, _), j in zip(groups, chosen):
             values[metric] = (labels[j].split(":", 1)[1], float(row[j]))
         out.append((build_vector({m: v for m, (v, _) in values.items()}), values))
     return out
 
 
 def cvss_metrics(P: np.ndarray, labels: Sequence[str], gold: Sequence[tuple[str, ...]], seed: int = 0,
-                 resamples: int = BOOTSTRAP) -> dict:
+                 resamples: int = BOOTSTRAP, decoding: str = "argmax", tolerance: float = 0.0) -> dict:
     from secfm.evals.metrics import cvss_base_score
 
     n = len(gold)
     if n == 0:
         return {"n": 0}
-    preds = cvss_predictions(P, labels)
+    preds = cvss_predictions(P, labels, decoding, tolerance)
     per_metric = {m: [] for m in CVSS_METRICS}
     exact, dev = [], []
     for (vector, values), (g,) in zip(preds, gold):
@@ -489,11 +633,15 @@ def cvss_metrics(P: np.ndarray, labels: Sequence[str], gold: Sequence[tuple[str,
         "exact_vector": round(float(exact.mean()), 4), "exact_vector_ci": _interval(exact, seed, resamples),
         "per_metric_accuracy": {m: round(float(np.mean(v)), 4) for m, v in per_metric.items()},
         "mean_metric_accuracy": round(float(np.mean([np.mean(v) for v in per_metric.values()])), 4),
+        "decoding": decoding if decoding == "argmax" else f"{decoding} (tolerance {tolerance:g})",
     }
 
 
-def task_metrics(task: str, P: np.ndarray, labels: Sequence[str], gold, seed: int = 0, resamples: int = BOOTSTRAP) -> dict:
-    return (cwe_metrics if task == "cwe" else cvss_metrics)(P, labels, gold, seed, resamples)
+def task_metrics(task: str, P: np.ndarray, labels: Sequence[str], gold, seed: int = 0, resamples: int = BOOTSTRAP,
+                 decoding: str = "argmax", tolerance: float = 0.0) -> dict:
+    if task == "cwe":
+        return cwe_metrics(P, labels, gold, seed, resamples)
+    return cvss_metrics(P, labels, gold, seed, resamples, decoding, tolerance)
 
 
 def selection_score(task: str, P: np.ndarray, data: CveHeadData, split: str = "validation") -> float:
@@ -518,7 +666,14 @@ class Design:
     fit: CveFitConfig = field(default_factory=CveFitConfig)
 
     def describe(self) -> dict:
-        return {"name": self.name, "max_features": self.max_features, "layers": list(self.layers), "fit": self.fit.describe()}
+        return {"name": self.name, "max_features": self.max_features, "layers": list(self.layers),
+                "fit": self.fit.describe()}
+
+
+def design_inputs(design: Design, data: CveHeadData, hidden, split: str) -> np.ndarray | None:
+    """The dense input of ``design`` on ``split``: the hidden states of its layers (``hidden(split,
+    layers)``), None for a text-only design."""
+    return hidden(split, tuple(design.layers)) if design.layers else None
 
 
 @dataclass
@@ -529,7 +684,27 @@ class Trained:
     history: dict
     val_score: float
     seconds: float
-    P: dict[str, np.ndarray] = field(default_factory=dict)
+    P: dict[str, np.ndarray] = field(default_factory=dict)  # probabilities (temperatures applied)
+    Z: dict[str, np.ndarray] = field(default_factory=dict)  # logits
+    temperatures: list[float] | None = None  # one per softmax group, fitted on validation
+    decoding: str = "argmax"  # CVSS: how the vector is read from the eight distributions
+    decoding_tolerance: float = 0.0
+    group_choice: dict[str, str] | None = None  # CVSS: the design each metric comes from
+    task: str = "cwe"
+
+    @property
+    def objective(self) -> str:
+        return "groups" if self.task == "cvss" else "multiclass"
+
+    def calibrate(self, data: CveHeadData, split: str = "validation") -> list[float]:
+        """Fit the temperatures on ``split`` (validation) and re-derive every split's probabilities."""
+        self.temperatures = fit_temperatures(self.Z[split], data.Y[split], self.objective, data.labels)
+        self.refresh(data.labels)
+        return self.temperatures
+
+    def refresh(self, labels: Sequence[str]) -> None:
+        for s, z in self.Z.items():
+            self.P[s] = probabilities(apply_temperatures(z, self.temperatures, self.objective, labels), self.objective, labels)
 
 
 def train_design(data: CveHeadData, design: Design, hidden: Callable[[str, tuple[int, ...]], np.ndarray] | None = None,
@@ -546,13 +721,14 @@ def train_design(data: CveHeadData, design: Design, hidden: Callable[[str, tuple
         if s not in matrices:
             matrices[s] = vec.transform(data.texts[s])
     T = {s: matrices[s] for s in set(("train", "validation", *splits))}
-    X = {s: (hidden(s, design.layers) if design.layers else None) for s in T}
+    X = {s: design_inputs(design, data, hidden, s) for s in T}
     module, history = fit(T["train"], X["train"], data.Y["train"], T["validation"], X["validation"], data.Y["validation"],
                           objective, data.labels, design.fit,
                           val_score=lambda P: selection_score(data.task, P, data), years=data.years["train"])
-    trained = Trained(design, vec, module, history, history["best_val"], 0.0)
+    trained = Trained(design, vec, module, history, history["best_val"], 0.0, task=data.task)
     for s in splits:
-        trained.P[s] = predict(module, T[s], X[s], objective, data.labels)
+        trained.Z[s] = predict_logits(module, T[s], X[s], data.labels)
+    trained.refresh(data.labels)
     trained.seconds = round(time.time() - started, 1)
     log.info("design %s: val %.4f (%ss)", design.name, trained.val_score, trained.seconds)
     return trained
@@ -566,16 +742,20 @@ def manifest_for(trained: Trained, data: CveHeadData, model: str, metrics: dict,
     d = trained.design
     layers = list(d.layers)
     input_dim = int(trained.module.mu.shape[0])
+    kind = d.fit.kind if input_dim else "linear"
+    hidden_dim = d.fit.hidden_dim if kind == "mlp" else None
     entry = write_trained_cves(out, data.ids["train"])
     return HeadManifest(
-        task=data.task, kind="linear", objective="multiclass" if data.task == "cwe" else "groups",
+        task=data.task, kind=kind, objective="multiclass" if data.task == "cwe" else "groups",
         base_model=model, adapter=None, layer=max(layers) if layers else 1, layers=layers or None,
-        pooling="mean", max_length=max_length, input_dim=input_dim, hidden_dim=None, labels=list(data.labels),
+        pooling="mean", max_length=max_length, input_dim=input_dim, hidden_dim=hidden_dim, labels=list(data.labels),
         top_k=5, cwe_version=load_cwe().version if data.task == "cwe" else None,
         training_data_hash=hashlib.sha256("\n".join(sorted(data.ids["train"])).encode()).hexdigest(),
         trained_sources=[], excluded_sources=[], metrics=metrics,
         training={"design": d.describe(), "best_epoch": trained.history["best_epoch"], "command": command,
+                  "group_choice": trained.group_choice,
                   "data": {k: v for k, v in data.info.items() if not k.startswith("_")}},
+        temperatures=trained.temperatures, decoding=trained.decoding, decoding_tolerance=trained.decoding_tolerance,
         created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         text_features=text_feature_params(trained.vectorizer), uses_hidden=bool(layers), trained_cves=entry,
     )
@@ -589,6 +769,7 @@ def save_trained(trained: Trained, data: CveHeadData, model: str, metrics: dict,
     return save_head(out, trained.module, manifest, vectorizer=trained.vectorizer)
 
 
-__all__ = ["CVSS_LABELS", "CVSS_METRICS", "CveFitConfig", "CveHeadData", "Design", "Trained", "build_vector",
-           "cvss_metrics", "cvss_predictions", "cwe_metrics", "ece", "prepare", "save_trained", "train_design",
-           "vector_metrics"]
+__all__ = ["CVSS_DECODINGS", "CVSS_LABELS", "CVSS_METRICS", "CveFitConfig", "CveHeadData", "Design", "Trained",
+           "apply_temperatures", "build_vector", "cvss_metrics", "cvss_predictions", "cwe_metrics", "decode_vectors",
+           "design_inputs", "ece", "fit_temperatures", "merge_by_group", "predict_logits", "prepare", "save_trained",
+           "train_design", "vector_metrics"]

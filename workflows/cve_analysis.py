@@ -221,7 +221,8 @@ class CveAnalyzer:
 
         P = self._scores(self.cvss_head, list(texts))
         out = []
-        for vector, values in cvss_predictions(P, self.cvss_head.labels):
+        for vector, values in cvss_predictions(
+                P, self.cvss_head.labels, self.cvss_head.manifest.decoding, self.cvss_head.manifest.decoding_tolerance):
             score = cvss_base_score(vector)
             metrics = [CvssMetricValue(metric=m, name=METRIC_NAMES[m], value=v, value_name=VALUE_NAMES[m][v],
                                        score=round(p, 4)) for m, (v, p) in values.items()]
@@ -235,6 +236,7 @@ class CveAnalyzer:
                 m = h.manifest
                 out[task] = {"path": str(h.path), "labels": len(m.labels), "uses_hidden": m.uses_hidden,
                              "layers": list(m.layers) if m.uses_hidden else [], "text_features": bool(m.text_features),
+                             **({"decoding": m.decoding, "decoding_tolerance": m.decoding_tolerance} if task == "cvss" else {}),
                              "trained_cves": (m.trained_cves or {}).get("count"), "created": m.created}
         return out
 

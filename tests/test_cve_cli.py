@@ -118,6 +118,14 @@ def test_eval_head_modes_refuse_seen_cves(heads, tmp_path):
     m = run_eval(EvalConfig(task="cti-vsp", mode="head", data=str(vsp), head=str(heads["cvss"]), out=str(tmp_path / "v1"), bootstrap=50),
                  progress=False)
     assert m["n"] == 6 and m["figures"]["mad"] < 1.5 and m["contaminated"] is False
+    seen_vsp = sorted(trained_cves(heads["cvss"]))[:3]
+    vsp_mixed = _official_tsv(tmp_path / "vsp-mixed.tsv", vsp_rows + [(s, "A SQL injection in a login form.",
+                                                                           "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H") for s in seen_vsp],
+                              "Analyze the following CVE description and calculate the CVSS v3.1 Base Score.")
+    with pytest.raises(SecfmError, match="trained on the CVEs of 3 of the 9 items"):
+        run_eval(EvalConfig(task="cti-vsp", mode="head", data=str(vsp_mixed), head=str(heads["cvss"]), out=str(tmp_path / "v3")),
+                 progress=False)
+    assert not (tmp_path / "v3").exists()
     runner = CliRunner()
     res = runner.invoke(app, ["eval", "cti-vsp", "--mode", "head", "--data", str(vsp), "--head", str(heads["cvss"]),
                               "--out", str(tmp_path / "v2"), "--bootstrap", "20"])

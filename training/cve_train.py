@@ -421,21 +421,21 @@ def _score(t: Trained, data, splits, resamples: int, readout=None, calibrated: b
 
 
 def headline(r: dict) -> dict:
-    """The figures `secfm results` shows for this file."""
+    """The figures `secfm results` shows for this file (at most 8 keys)."""
     key = "top1" if r["task"] == "cwe" else "mad"
+    ci = lambda m, k: f"{m[k]:.3f} [{m[k + '_ci'][0]:.3f}, {m[k + '_ci'][1]:.3f}]"  # noqa: E731
     h, b = r["head"]["test"], (r.get("baseline") or {}).get("test") or {}
-    out = {f"test {key}": f"{h[key]:.3f} [{h[key + '_ci'][0]:.3f}, {h[key + '_ci'][1]:.3f}]"}
+    hv, bv = r["head"]["validation"], (r.get("baseline") or {}).get("validation") or {}
+    out = {f"test {key}": ci(h, key)}
     if b:
-        out[f"baseline test {key}"] = f"{b[key]:.3f} [{b[key + '_ci'][0]:.3f}, {b[key + '_ci'][1]:.3f}]"
-    if r["task"] == "cvss":
-        out["exact vector"] = h["exact_vector"]
-        if b:
-            out["baseline exact vector"] = b["exact_vector"]
-        out["decoding"] = h.get("decoding")
-    else:
-        out["ECE"] = h["ece"]
-        if b:
-            out["baseline ECE"] = b["ece"]
+        out[f"baseline test {key}"] = ci(b, key)
+    second = "ece" if r["task"] == "cwe" else "exact_vector"
+    out[f"test {second}"] = h[second]
+    if b:
+        out[f"baseline test {second}"] = b[second]
+    out[f"validation {key} (head / baseline)"] = f"{hv[key]:.3f} / {bv[key]:.3f}" if bv else f"{hv[key]:.3f}"
+    if r.get("comparison", {}).get("test"):
+        out["figures where the head is worse than the baseline (test)"] = ", ".join(r["comparison"]["test"]["head_loses_on"]) or "none"
     out["n"] = h["n"]
     out["chosen on"] = "validation (2021); test (2022) scored once"
     return out

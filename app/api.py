@@ -41,9 +41,7 @@ class ApiSettings:
     def engine(self):
         from secfm.engines import shared_engine
 
-        if self.endpoint:
-            return shared_engine("openai", model=self.model, endpoint=self.endpoint)
-        return shared_engine("transformers", model=self.model or "gemma-3-270m")
+        return shared_engine(model=self.model, endpoint=self.endpoint)
 
 
 class TextIn(BaseModel):

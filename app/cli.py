@@ -38,8 +38,6 @@ def serve(
     """
     from secfm.serving import plan_serve, run_child
 
-    if backend not in (None, "vllm", "transformers"):
-        raise SecfmError(f"unknown backend '{backend}': choose vllm or transformers")
     plan = plan_serve(model, adapter or [], tensor_parallel_size, max_model_len, host, port, backend, api_key,
                       merge=not dry_run, max_batch=max_batch)
     if plan.memory is not None:

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-new-tokens", type=int, default=24)
     args = parser.parse_args(argv)
 
-    engine = get_engine("openai" if args.endpoint else "transformers", model=args.model, endpoint=args.endpoint)
+    engine = get_engine(model=args.model, endpoint=args.endpoint)  # an endpoint means the openai engine
     params = SamplingParams(max_new_tokens=args.max_new_tokens)
 
     # 1. plain completion, batched

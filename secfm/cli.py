@@ -79,9 +79,9 @@ def _root(
 
 
 def build_engine(model: str | None, adapter: str | None = None, engine: str = "transformers", endpoint: str | None = None):
-    from secfm.engines import get_engine
+    from secfm.engines import engine_name, get_engine
 
-    with console().status(f"loading {model or 'the default model'} ({engine if not endpoint else 'openai'} engine)"):
+    with console().status(f"loading {model or 'the default model'} ({engine_name(engine, endpoint)} engine)"):
         return get_engine(engine, model=model, adapter=adapter, endpoint=endpoint)
 
 

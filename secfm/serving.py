@@ -17,7 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from secfm.errors import SecfmError
 from secfm.models import ResolvedModel, resolve
@@ -151,6 +151,8 @@ def plan_serve(
 ) -> ServePlan:
     """Decide what to run. ``merge=False`` skips building the merged folder (for --dry-run)."""
     adapters = adapters or []
+    if backend is not None and backend not in get_args(Backend):
+        raise SecfmError(f"unknown backend '{backend}': choose {' or '.join(get_args(Backend))}")
     backend = backend or detect_backend()
     api_key = api_key or os.environ.get("SECFM_API_KEY")
     if not is_loopback(host) and not api_key:

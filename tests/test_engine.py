@@ -147,6 +147,16 @@ def test_chat_template_from_the_registry(engine):
     assert len(answer) == 1 and isinstance(answer[0], str)
 
 
+def test_special_tokens_reach_the_defusing_of_untrusted_text(engine):
+    from secfm.workflows.untrusted import KNOWN_CONTROL_STRINGS, control_strings
+
+    specials = engine.special_tokens()
+    assert "<start_of_turn>" in specials and "<end_of_turn>" in specials and all(len(t) > 1 for t in specials)
+    controls = control_strings(engine)
+    assert set(specials) | set(KNOWN_CONTROL_STRINGS) == set(controls)
+    assert [len(c) for c in controls] == sorted((len(c) for c in controls), reverse=True)  # longest first
+
+
 def test_sampling_params_reject_nonsense():
     with pytest.raises(ValueError):
         SamplingParams(max_new_tokens=0)

@@ -52,6 +52,9 @@ class FakeEngine:
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)
 
+    def special_tokens(self) -> tuple[str, ...]:
+        return ()
+
     def describe(self) -> dict:
         return {"engine": self.kind, "model": self.model_name}
 

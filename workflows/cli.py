@@ -74,9 +74,10 @@ def _read(path: str, what: str) -> str:
 def _engine(no_model: bool, model, adapter, engine, endpoint):
     if no_model:
         return None
+    from secfm.engines import engine_name
     from secfm.workflows.context import default_engine
 
-    with _console().status(f"loading {model or 'the default model'} ({engine if not endpoint else 'openai'} engine)"):
+    with _console().status(f"loading {model or 'the default model'} ({engine_name(engine, endpoint)} engine)"):
         return default_engine(model, engine, adapter, endpoint)
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from secfm.engines import DEFAULT_ENGINE
 from secfm.errors import SecfmError
 from secfm.workflows.schemas import SEVERITY_RANK
 
@@ -39,7 +40,7 @@ class EvalSettings:
     out: str
     model: str | None = None
     adapter: str | None = None
-    engine: str = "transformers"
+    engine: str = DEFAULT_ENGINE
     endpoint: str | None = None
     use_model: bool = True
     use_kb: bool = True
@@ -53,7 +54,7 @@ class EvalSettings:
                             ("--limit", self.limit), ("--gold", self.gold)):
             if value is not None:
                 parts += [flag, str(value)]
-        if self.engine != "transformers":
+        if self.engine != DEFAULT_ENGINE:
             parts += ["--engine", self.engine]
         if not self.use_model:
             parts.append("--no-model")

@@ -234,7 +234,7 @@ def _model_reviews(items: list[dict], engine, model, store, max_new_tokens: int)
         for it in items:
             it["part"] = ModelPart(status="failed", detail=f"no model: {exc}"[:300])
         return
-    controls = control_strings(getattr(engine, "tokenizer", None))
+    controls = control_strings(engine)
     budget = min(MAX_PROMPT_TOKENS, max(256, int(getattr(engine, "max_context", 4096)) - max_new_tokens - 700))
     prompts = []
     for it in items:

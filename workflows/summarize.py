@@ -254,7 +254,7 @@ def _map_reduce_many(engine, texts: list[str], audiences: list[str], chunk_token
     generation, then every final step in another. Returns (final JSON or None, chunks) each."""
     from secfm.workflows.structured import generate_structured
 
-    controls = control_strings(getattr(engine, "tokenizer", None))
+    controls = control_strings(engine)
     budget = _budget(engine, chunk_tokens, max_new_tokens)
     chunked = [_chunks(engine, t, budget) for t in texts]
     planned = sum(len(c) + (1 if len(c) > 1 else 0) for c in chunked)

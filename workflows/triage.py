@@ -473,7 +473,7 @@ def _model_step(parsed: list[Alert], results: list[AlertTriage], engine, model, 
         engine = context.resolve_engine(engine, True, model)
     except Exception as exc:  # noqa: BLE001 - no model: keep the deterministic triage
         return ModelPart(status="failed", detail=f"no model: {exc}"[:300])
-    controls = control_strings(getattr(engine, "tokenizer", None))
+    controls = control_strings(engine)
     part = ModelPart(status="ok", model=context.model_name_of(engine))
     failures = repaired = 0
     done = 0

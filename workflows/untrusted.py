@@ -80,18 +80,11 @@ class InjectionSpan:
     line_text: str = ""  # the whole input line (at most 400 characters)
 
 
-def control_strings(tokenizer=None) -> tuple[str, ...]:
-    """Control strings to defuse: the known chat markers plus the tokenizer's special tokens."""
+def control_strings(engine=None) -> tuple[str, ...]:
+    """Control strings to defuse: the known chat markers plus the engine's special tokens."""
     found: dict[str, None] = dict.fromkeys(KNOWN_CONTROL_STRINGS)
-    if tokenizer is not None:
-        for token in getattr(tokenizer, "all_special_tokens", None) or ():
-            if isinstance(token, str) and len(token) > 1:
-                found.setdefault(token)
-        decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
-        for added in decoder.values():
-            content = getattr(added, "content", None)
-            if getattr(added, "special", False) and isinstance(content, str) and len(content) > 1:
-                found.setdefault(content)
+    if engine is not None:
+        found.update(dict.fromkeys(engine.special_tokens()))
     return tuple(sorted(found, key=len, reverse=True))
 
 

@@ -32,6 +32,8 @@ ENGINES: dict[str, str] = {
 }
 #: the names above, for option help texts (kept in registry order)
 ENGINE_KINDS = tuple(ENGINES)
+#: the engine a command uses unless told otherwise
+DEFAULT_ENGINE = "transformers"
 
 
 def register_engine(name: str, target: str) -> None:
@@ -56,8 +58,14 @@ def engine_class(name: str) -> type[Engine]:
     return getattr(module, class_name)
 
 
+def engine_name(kind: str = DEFAULT_ENGINE, endpoint: str | None = None) -> str:
+    """The engine that ``kind`` with ``endpoint`` builds: an endpoint given with the default kind
+    means ``openai`` (what status lines and run records name)."""
+    return "openai" if endpoint and kind == DEFAULT_ENGINE else kind
+
+
 def get_engine(
-    kind: str = "transformers",
+    kind: str = DEFAULT_ENGINE,
     model: str | None = None,
     adapter: str | None = None,
     endpoint: str | None = None,
@@ -67,9 +75,7 @@ def get_engine(
     (``endpoint`` URL; an endpoint given with the default kind means ``openai``)."""
     from secfm.registry import default_model_name
 
-    if endpoint and kind == "transformers":
-        kind = "openai"
-    cls = engine_class(kind)
+    cls = engine_class(engine_name(kind, endpoint))
     return cls.build(model=model or default_model_name(), adapter=adapter, endpoint=endpoint, **options)
 
 
@@ -77,15 +83,14 @@ _SHARED: dict[tuple, Engine] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_engine(kind: str = "transformers", model: str | None = None, adapter: str | None = None,
+def shared_engine(kind: str = DEFAULT_ENGINE, model: str | None = None, adapter: str | None = None,
                   endpoint: str | None = None) -> Engine:
     """One engine per (kind, model, adapter, endpoint) in this process: heads, workflows, the API
     and the app share it instead of loading the same weights twice. ``model=None`` is the
     registry's default model (the same entry as naming it)."""
     from secfm.registry import default_model_name
 
-    if endpoint and kind == "transformers":
-        kind = "openai"
+    kind = engine_name(kind, endpoint)
     key = (kind, model or (None if endpoint else default_model_name()), adapter, endpoint)
     with _SHARED_LOCK:
         if key not in _SHARED:
@@ -94,6 +99,7 @@ def shared_engine(kind: str = "transformers", model: str | None = None, adapter:
 
 
 __all__ = [
+    "DEFAULT_ENGINE",
     "ENGINES",
     "ENGINE_KINDS",
     "LOOP_FREE",
@@ -104,6 +110,7 @@ __all__ = [
     "Message",
     "SamplingParams",
     "engine_class",
+    "engine_name",
     "get_engine",
     "register_engine",
     "shared_engine",

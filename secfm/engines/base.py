@@ -288,6 +288,12 @@ class Engine(ABC):
         ``<end_of_turn>`` for Gemma): a chat answer stops at the first of them."""
         return ()
 
+    def special_tokens(self) -> tuple[str, ...]:
+        """The tokenizer's special tokens longer than one character (``<start_of_turn>``, ``<eos>``...):
+        untrusted text carrying one is defused before it reaches a prompt. Engines that do not hold
+        the tokenizer (a remote server) know none."""
+        return ()
+
     def chat_params(self, params: SamplingParams | None) -> SamplingParams:
         """``params`` with a stop on the next turn marker (what every chat call decodes with)."""
         return (params or SamplingParams()).with_stop(self.turn_markers())

@@ -171,6 +171,9 @@ class TransformersEngine(Engine):
             self._specials = found
         return self._specials
 
+    def special_tokens(self) -> tuple[str, ...]:
+        return tuple(t for t in self._special_tokens() if isinstance(t, str) and len(t) > 1)
+
     def turn_markers(self) -> tuple[str, ...]:
         """The special tokens the chat template writes around turns (BOS and padding left out)."""
         template = self.tokenizer.chat_template or ""

@@ -138,6 +138,12 @@ class VllmEngine(Engine):
         bos = self.tokenizer.bos_token
         return TokensPrompt(prompt_token_ids=self.tokenizer(prompt[len(bos):] if bos and prompt.startswith(bos) else prompt)["input_ids"])
 
+    def special_tokens(self) -> tuple[str, ...]:
+        tok = self.tokenizer
+        found = dict.fromkeys(t.content for t in getattr(tok, "added_tokens_decoder", {}).values() if getattr(t, "special", False))
+        found.update(dict.fromkeys(tok.all_special_tokens))
+        return tuple(t for t in found if isinstance(t, str) and len(t) > 1)
+
     def turn_markers(self) -> tuple[str, ...]:
         template = self.tokenizer.chat_template or ""
         skip = {self.tokenizer.bos_token, self.tokenizer.pad_token, self.tokenizer.eos_token}

@@ -20,7 +20,6 @@ View shapes (what the tabs rely on):
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import logging
 import re
@@ -133,12 +132,10 @@ class Backend:
     # -- triage --------------------------------------------------------------------------------
     def triage(self, text: str, use_model: bool = False) -> dict:
         text = _check(text, "alerts")
-        try:
-            from secfm.workflows import triage_alerts
-        except ImportError as exc:
-            raise SecfmError(f"alert triage is not available in this build: {exc}") from exc
-        result = _call(triage_alerts, text, engine=self.engine if use_model else None, use_model=use_model,
-                       **self._technique_kwargs())
+        from secfm.workflows import triage_alerts
+
+        result = triage_alerts(text, engine=self.engine if use_model else None, use_model=use_model,
+                               **self._technique_kwargs())
         try:
             from secfm.workflows import parse_alerts
 
@@ -158,38 +155,26 @@ class Backend:
     # -- summarize -----------------------------------------------------------------------------
     def summarize(self, text: str, audience: str = "analyst", use_model: bool = True) -> dict:
         text = _check(text, "incident text")
-        try:
-            from secfm.workflows import summarize_incident
-        except (ImportError, AttributeError) as exc:
-            raise SecfmError(f"incident summaries are not available in this build: {exc}") from exc
-        result = _call(summarize_incident, text, audience=audience, use_model=use_model,
-                       engine=self.engine if use_model else None, **self._technique_kwargs())
+        from secfm.workflows import summarize_incident
+
+        result = summarize_incident(text, audience=audience, use_model=use_model,
+                                    engine=self.engine if use_model else None, **self._technique_kwargs())
         return summary_view(result)
 
     # -- config review -------------------------------------------------------------------------
     def review(self, text: str, kind: str = "auto", use_model: bool = True, filename: str | None = None) -> dict:
         text = _check(text, "configuration")
-        try:
-            from secfm.workflows import review_config
-        except (ImportError, AttributeError) as exc:
-            raise SecfmError(f"configuration review is not available in this build: {exc}") from exc
-        result = _call(review_config, text, kind=kind or "auto", use_model=use_model, filename=filename,
-                       engine=self.engine if use_model else None)
+        from secfm.workflows import review_config
+
+        result = review_config(text, kind=kind or "auto", use_model=use_model, filename=filename,
+                               engine=self.engine if use_model else None)
         return review_view(result)
 
     def config_kinds(self) -> list[str]:
         """'auto' and the configuration kinds the review rules know."""
-        try:
-            import importlib
+        from secfm.workflows.config_rules import KINDS
 
-            rules = importlib.import_module("secfm.workflows.config_rules")
-            kinds = getattr(rules, "KINDS", None) or getattr(rules, "CONFIG_KINDS", None)
-            if kinds:
-                kinds = list(kinds.keys() if isinstance(kinds, dict) else kinds)
-                return ["auto", *[k for k in kinds if k != "auto"]]
-        except Exception:  # noqa: BLE001 - the list is a convenience; 'auto' always works
-            pass
-        return ["auto"]
+        return ["auto", *KINDS]
 
     # -- ATT&CK extraction ---------------------------------------------------------------------
     def extract(self, text: str) -> dict:
@@ -237,17 +222,6 @@ def _warm_store() -> None:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _call(fn, *args, **kwargs):
-    """Call a workflow with only the keyword arguments its signature takes."""
-    try:
-        params = inspect.signature(fn).parameters
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            kwargs = {k: v for k, v in kwargs.items() if k in params}
-    except (TypeError, ValueError):
-        pass
-    return fn(*args, **kwargs)
-
-
 def _check(text: str | None, what: str) -> str:
     text = (text or "").strip("\ufeff")
     if not text.strip():

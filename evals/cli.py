@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from secfm.cli_groups import command_group
+
 EVAL_HELP = "Evaluate a model on CTIBench (cti-mcqa, cti-rcm, cti-ate, cti-vsp, cti-taa) and compare runs."
 BENCH_HELP = "Performance benchmarks; each writes its results to a file."
 
@@ -183,27 +185,13 @@ def export_lm_eval(
         print(path)
 
 
-def _group(app: typer.Typer, name: str, help_text: str) -> typer.Typer:
-    """The sub-app ``name`` of ``app`` (shared with other packages), created on first use."""
-    try:
-        from secfm.cli_groups import command_group
-    except ImportError:  # pragma: no cover - an older core
-        for group in app.registered_groups:
-            if group.name == name and group.typer_instance is not None:
-                return group.typer_instance
-        sub = typer.Typer(help=help_text, no_args_is_help=True)
-        app.add_typer(sub, name=name)
-        return sub
-    return command_group(app, name, help_text)
-
-
 def register(app: typer.Typer) -> None:
     """Add `eval TASK`, `eval report`, `card` and `bench eval` to the secfm CLI."""
-    evals = _group(app, "eval", EVAL_HELP)
+    evals = command_group(app, "eval", EVAL_HELP)
     for task, help_text in TASK_HELP.items():
         evals.command(task, help=help_text)(_task_command(task, help_text, with_labels=task == "cti-taa"))
     evals.command("report")(eval_report)
     evals.command("export-lm-eval")(export_lm_eval)
     app.command("card")(card)
     app.command("results")(results)
-    _group(app, "bench", BENCH_HELP).command("eval")(bench_eval)
+    command_group(app, "bench", BENCH_HELP).command("eval")(bench_eval)

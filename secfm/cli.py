@@ -12,10 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-try:  # typer >= 0.26 vendors click
-    from typer._click import exceptions as click_exceptions
-except ImportError:  # pragma: no cover - older typer uses click itself
-    from click import exceptions as click_exceptions
+from typer._click import exceptions as click_exceptions  # typer >= 0.26 vendors click
 
 from secfm.errors import SecfmError
 from secfm.formats import FormatOpt, JsonAlias
@@ -53,13 +50,10 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console(), show_path=False)], format="%(message)s")
     logging.getLogger("secfm").setLevel(logging.DEBUG if verbose else logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def _print_version(value: bool) -> None:

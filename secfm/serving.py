@@ -82,13 +82,10 @@ def is_loopback(host: str | None) -> bool:
 def detect_backend() -> Backend:
     import importlib.util
 
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None:
-            return "vllm"
-    except ImportError:  # pragma: no cover
-        pass
+    if torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None:
+        return "vllm"
     return "transformers"
 
 

@@ -31,7 +31,7 @@ import time
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -95,12 +95,6 @@ class CorpusConfig:
             return SplitPlan.standard(self.validation_fraction, test, self.split_salt)
         except ValueError as exc:
             raise SecfmError(f"corpus split: {exc}") from exc
-
-
-@dataclass
-class Stats:
-    read: Counter = field(default_factory=Counter)  # per source
-    steps: dict = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------

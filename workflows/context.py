@@ -9,7 +9,6 @@ installed.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -53,19 +52,10 @@ _HEAD_STATUS: dict[str, str] = {}
 
 
 def default_technique_source(engine=None) -> tuple[TechniqueSource | None, str]:
-    """``extract_attack`` from the classifier-head module when it is installed (run on ``engine``
-    when that is an in-process transformers engine, so the weights are not loaded twice)."""
-    try:
-        module = importlib.import_module("secfm.workflows.attack_extraction")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("secfm.workflows.attack_extraction",):
-            return None, "none: the ATT&CK classifier head (secfm.workflows.attack_extraction) is not installed"
-        return None, f"none: cannot import the ATT&CK classifier head ({exc})"
-    except Exception as exc:  # noqa: BLE001 - a broken optional module must not break triage
-        return None, f"none: cannot import the ATT&CK classifier head ({type(exc).__name__}: {exc})"
-    fn = getattr(module, "extract_attack", None)
-    if fn is None:
-        return None, "none: secfm.workflows.attack_extraction has no extract_attack"
+    """``extract_attack``, the ATT&CK classifier head (run on ``engine`` when that engine has hidden
+    states in process, so the weights are not loaded twice)."""
+    from secfm.workflows.attack_extraction import extract_attack as fn
+
     if engine is not None and engine.has_hidden_states:
         return (lambda text: fn(text, engine=engine)), "head"
     return fn, "head"

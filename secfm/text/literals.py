@@ -17,12 +17,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-try:  # the parser moved in Python 3.11 (sre_parse is its deprecated alias)
-    from re import _constants as _C
-    from re import _parser as _P
-except ImportError:  # pragma: no cover - Python < 3.11
-    import sre_constants as _C  # type: ignore[no-redef]
-    import sre_parse as _P  # type: ignore[no-redef]
+from re import _constants as _C  # Python's own regex parser (3.11+; sre_parse is its deprecated alias)
+from re import _parser as _P
 
 #: the non-ASCII letters Python's re.IGNORECASE matches to ASCII ones that str.lower() leaves
 #: apart (U+0130 lowers to "i" plus a combining dot; U+212A lowers to "k" already)

@@ -27,9 +27,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from secfm.errors import SecfmError
-
 from secfm.app.chat import SYSTEM_PROMPT, Prompt, build_prompt
+from secfm.errors import SecfmError
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from secfm.errors import SecfmError
-
 from secfm.app.sessions import SessionError
+from secfm.errors import SecfmError
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from secfm.app.ui_common import (
     user_errors,
 )
 
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
 

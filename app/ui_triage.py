@@ -67,7 +67,7 @@ def detail_html(alert: dict | None) -> str:
     parts.append(_list("ATT&amp;CK techniques", [
         f"<code>{esc(t.get('id'))}</code> {esc(t.get('name') or '')}"
         f" <span class='muted'>({esc(', '.join(t.get('tactics') or []))}; {esc(t.get('source', ''))}"
-        f"{'; score %.2f' % t['score'] if isinstance(t.get('score'), (int, float)) else ''})</span>"
+        f"{'; score ' + format(t['score'], '.2f') if isinstance(t.get('score'), (int, float)) else ''})</span>"
         for t in alert["techniques"]]))
     if alert["evidence"]:
         rows = "".join(_evidence_row(e) for e in alert["evidence"])

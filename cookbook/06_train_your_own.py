@@ -72,7 +72,7 @@ def train_head(args, engine) -> dict:
         threshold=float(threshold), attack_version=load_attack().version,
         training_data_hash=hashlib.sha256(args.data.read_bytes()).hexdigest(),
         metrics={"val": {"micro_f1": round(float(val_f1), 4)}}, training={"fit": fit.describe(), "data": str(args.data)},
-        created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     head_dir = save_head(args.out / "head", module, manifest)
     print(f"saved: {head_dir} ({', '.join(sorted(p.name for p in head_dir.iterdir()))})")

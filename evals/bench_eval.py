@@ -81,10 +81,10 @@ def _measure(data, model: str, limit: int, seed: int, engine, progress: bool, wa
 
         engine = shared_engine("transformers", model=model)
     # the reference: the same weights loaded plainly, scored with one full forward per continuation
+    import torch
+
     from secfm.engines.transformers_engine import load_causal_lm
     from secfm.models import resolve, tokenizer_for
-
-    import torch
 
     device = "cpu"
     reference = resolve(engine.model_name, engine.adapter)

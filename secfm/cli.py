@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
 from typer._click import exceptions as click_exceptions  # typer >= 0.26 vendors click
 
 from secfm.errors import SecfmError

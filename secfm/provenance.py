@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from secfm.errors import SecfmError
@@ -148,7 +148,7 @@ class Recorder:
         self._inputs = list(data_files)
         self.provenance = Provenance(
             command=command or command_line(), git=git_commit(), data=[data_digest(p) for p in data_files],
-            machine=machine(), started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            machine=machine(), started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             load_average_start=load, allow_busy=allow_busy, busy=machine_busy(load))
 
     def add_data(self, path: str | os.PathLike) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from secfm.errors import SecfmError
-from tests.nvd_fixtures import make_cves, v11_feed, v20_page, write_feed_dir, write_json
+from tests.nvd_fixtures import make_cves, v20_page, write_feed_dir, write_json
 
 
 @pytest.fixture(scope="module")

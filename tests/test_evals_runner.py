@@ -50,7 +50,7 @@ class ScriptedEngine:
         self._tick()
         self.requests.extend(requests)
         out = []
-        for context, conts in requests:
+        for _context, conts in requests:
             # option texts: the longer the likelier; letters: "C" is the likeliest
             out.append([
                 LoglikResult(c, -10.0 / max(len(c), 1) if i < 4 else (-0.5 if c.strip() == "C" else -2.0), max(1, len(c) // 4), False)

@@ -87,7 +87,7 @@ def test_full_then_resumed_then_incremental(server, tmp_path):
     state["nvd"] = FakeNvd(cves)
     store = CveStore(tmp_path / "cves.sqlite")
     c, clock = client(url)
-    t0 = dt.datetime(2024, 6, 1, tzinfo=dt.timezone.utc)
+    t0 = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
     # interrupted after one page: the position is saved
     rep = update_store(store, c, now=t0, page_size=2, max_pages=1)
     assert rep.mode == "full" and rep.pages == 1 and store.count() == 2
@@ -102,7 +102,7 @@ def test_full_then_resumed_then_incremental(server, tmp_path):
     # incremental: only what changed since the last update, in windows of at most 120 days
     changed = dict(cves[0], modified="2024-07-01T00:00Z", cwes=["CWE-78"])
     state["nvd"] = FakeNvd([changed, *cves[1:]])
-    rep = update_store(store, c, now=dt.datetime(2024, 12, 1, tzinfo=dt.timezone.utc), page_size=2)
+    rep = update_store(store, c, now=dt.datetime(2024, 12, 1, tzinfo=dt.UTC), page_size=2)
     assert rep.mode == "incremental" and rep.windows == 2 and rep.store.updated == 1
     first = state["nvd"].requests[0]
     assert first["lastModStartDate"].startswith("2024-06-01") and first["lastModEndDate"].startswith("2024-09-29")
@@ -115,7 +115,7 @@ def test_retries_busy_answers_and_errors_clearly(server, tmp_path):
     state["nvd"].fail_next = 2
     store = CveStore(tmp_path / "cves.sqlite")
     c, clock = client(url)
-    update_store(store, c, now=dt.datetime(2024, 6, 1, tzinfo=dt.timezone.utc))
+    update_store(store, c, now=dt.datetime(2024, 6, 1, tzinfo=dt.UTC))
     assert store.count() == 3 and len(state["nvd"].requests) == 3
     state["nvd"].fail_next = 99
     c.retries = 1
@@ -137,7 +137,7 @@ def test_rate_limit_window_with_a_key():
 
 
 def test_windows_cover_the_range():
-    a = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    a = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     w = windows(a, a + dt.timedelta(days=250))
     assert len(w) == 3 and w[0][0].startswith("2024-01-01") and w[-1][1].startswith("2024-09-07")
 

@@ -61,10 +61,10 @@ def wheel_sources() -> set[str]:
     if tuple(int(x) for x in setuptools.__version__.split(".")[:2]) < (77, 0):
         pytest.skip(f"setuptools {setuptools.__version__} cannot read this pyproject (license expression): "
                     f"install the test extra (setuptools>=77)")
-    from setuptools.dist import Distribution
-
-    import tempfile
     import os
+    import tempfile
+
+    from setuptools.dist import Distribution
 
     here = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

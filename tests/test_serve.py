@@ -206,6 +206,7 @@ def test_lora_rank_limit_is_the_adapters_own(tmp_path):
     for r, limit in ((8, 8), (24, 32), (64, 64)):
         (tmp_path / f"a{r}").mkdir()
         (tmp_path / f"a{r}" / "adapter_config.json").write_text(json.dumps({"r": r}))
+        assert lora_rank_limit([tmp_path / f"a{r}"]) == limit
     assert lora_rank_limit([tmp_path / "a8"]) == 8
     assert lora_rank_limit([tmp_path / "a8", tmp_path / "a24"]) == 32
     assert lora_rank_limit([tmp_path / "a64"]) == 64

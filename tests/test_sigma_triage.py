@@ -12,7 +12,6 @@ import threading
 import zipfile
 from pathlib import Path
 
-import pytest
 from test_workflows_cli import home, one_line_error, run  # noqa: F401 - fixture
 
 from secfm.workflows import triage_alerts

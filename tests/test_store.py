@@ -23,7 +23,7 @@ def test_split_text_covers_text_at_boundaries():
     text = "\n\n".join(f"Paragraph {i}. " + "word " * 60 for i in range(12))
     spans = corpus.split_text(text, 400, 60)
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
-    for (a, b), (c, d) in zip(spans, spans[1:]):
+    for (a, b), (c, _d) in zip(spans, spans[1:]):
         assert c < b, "chunks overlap"
         assert b - a <= 400
     assert corpus.split_text("   ", 400) == []
@@ -168,7 +168,7 @@ def chroma_server(tmp_path):
                 break
             except SecfmError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"chroma run did not start: {(tmp_path / 'chroma.log').read_text()[-500:]}")
+                    raise RuntimeError(f"chroma run did not start: {(tmp_path / 'chroma.log').read_text()[-500:]}") from None
                 time.sleep(0.3)
         yield url
     finally:

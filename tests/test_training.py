@@ -266,7 +266,7 @@ def test_smoke_recipes_run_end_to_end(tmp_path):
     summary = json.loads((out / "cpt" / "summary.json").read_text())
     assert summary["global_step"] == 4 and summary["bf16"] in (True, False)
     assert summary["eval_perplexity"] and summary["eval_perplexity"] > 1
-    rows = [json.loads(l) for l in (out / "cpt" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "cpt" / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in rows) and any("eval_loss" in r for r in rows)
     assert (out / "cpt" / "loss_curve.png").stat().st_size > 1000
     assert (out / "cpt" / "checkpoint-4" / "trainer_state.json").is_file()
@@ -496,7 +496,7 @@ def test_cloze_scoring_picks_the_likely_option_text_whatever_its_letter(gemma_27
     assert all(max(range(4), key=lambda j: row[j][0]) != 0 for row in totals)  # the sum would get them wrong
     assert mcq_cloze_accuracy(lm, tok, long_answers)["accuracy"] == 1.0
     # letter scoring (with the lettered options in the prompt) and its content-free calibration
-    from secfm.training.sft_data import MCQ, LETTERS
+    from secfm.training.sft_data import LETTERS, MCQ
 
     lettered = [{**q, "prompt": MCQ(q["question"], q["options"], LETTERS.index(q["answer"]), q["kind"], "").prompt()}
                 for q in questions]
@@ -507,8 +507,8 @@ def test_cloze_scoring_picks_the_likely_option_text_whatever_its_letter(gemma_27
 
 
 def test_ship_copies_only_the_adapter_and_writes_a_card(tmp_path):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     from secfm.errors import SecfmError
     from secfm.training.ship import ship_adapter

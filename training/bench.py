@@ -19,7 +19,6 @@ shared CPU's changing load affects all variants alike; the median is reported.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time

@@ -55,8 +55,7 @@ def register(app: typer.Typer) -> None:
 
         from secfm.heads import parse_sources, shipped_head_path
         from secfm.registry import default_model_name
-        from secfm.training.heads import FitConfig, HarnessConfig, run_harness, train_joint, write_results
-        from secfm.training.heads import layer_list
+        from secfm.training.heads import FitConfig, HarnessConfig, layer_list, run_harness, train_joint, write_results
 
         err = Console(stderr=True)
         if task not in TASKS:

@@ -559,9 +559,8 @@ def build_corpus(out: str | Path, config: CorpusConfig, force: bool = False,
     """Curate, split and save the corpus to ``out``; returns the data card (also written there)."""
     from datasets import Dataset
 
-    from secfm.training.hf_layout import save_dataset_folder
-
     from secfm.outputs import check_output_folder, output_folder
+    from secfm.training.hf_layout import save_dataset_folder
 
     out = check_output_folder(out, inputs=config.inputs, force=force)
     started = time.time()

@@ -339,11 +339,10 @@ def evaluate_models(model: str, adapters: Sequence[str], corpus: str | Path, sft
     result is cached in ``cache_dir`` so a later comparison reuses the base model's run."""
     import hashlib
 
+    from secfm.provenance import Recorder
     from secfm.training.corpus import load_corpus
     from secfm.training.loss import cpu_supports_bf16
     from secfm.training.sft_data import load_mcq
-
-    from secfm.provenance import Recorder
 
     note = progress or (lambda s: None)
     # accuracy and perplexity do not depend on the load: recorded, not refused
@@ -424,7 +423,7 @@ def evaluate_models(model: str, adapters: Sequence[str], corpus: str | Path, sft
         drop = 1 - r["perplexity"]["perplexity"] / base["perplexity"]["perplexity"]
         comparisons[name] = {"perplexity_reduction": round(drop, 4), "perplexity_target_met": drop >= 0.20}
         # one gain per MCQ formulation; "mcq_gain_points" stays the letter scoring
-        for label, metric in MCQ_FORMULATIONS:
+        for _label, metric in MCQ_FORMULATIONS:
             if metric in r and metric in base:
                 gain = (r[metric]["accuracy"] - base[metric]["accuracy"]) * 100
                 comparisons[name][f"{metric}_gain_points"] = round(gain, 2)

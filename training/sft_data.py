@@ -166,7 +166,7 @@ def _mcq(rng: random.Random, question: str, correct: str, distractors: list[str]
     return MCQ(question, options, options.index(correct), kind, key, tuple(dict.fromkeys(entities)))
 
 
-def _mcqs(cfg: "SftConfig", rng: random.Random, make, kind: str, key: str,
+def _mcqs(cfg: SftConfig, rng: random.Random, make, kind: str, key: str,
           entity_of: dict[str, str] | None = None) -> list[MCQ]:
     """``cfg.mcq_per_fact`` questions on one fact (fresh distractors and option order each),
     duplicates dropped. ``make()`` gives (question, correct option, distractors); ``entity_of``
@@ -434,9 +434,8 @@ def build_sft(out: str | Path, cfg: SftConfig, kb: bool = True, force: bool = Fa
     questions (``mcq_validation.jsonl``, ``mcq_test.jsonl``) and a data card to ``out``."""
     from datasets import Dataset
 
-    from secfm.training.hf_layout import save_dataset_folder
-
     from secfm.outputs import check_output_folder, output_folder
+    from secfm.training.hf_layout import save_dataset_folder
 
     out = check_output_folder(out, inputs=cfg.user_files, force=force)
     from secfm.provenance import Recorder

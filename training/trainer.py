@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -302,8 +301,8 @@ def load_model(recipe: Recipe, device: str, bf16: bool):
     quantization = None
     if recipe.method == "qlora":
         try:
-            from transformers import BitsAndBytesConfig
             import bitsandbytes  # noqa: F401 - presence check (GPU extra)
+            from transformers import BitsAndBytesConfig
         except ImportError as exc:
             raise SecfmError("QLoRA needs bitsandbytes: pip install 'secfm[gpu]'") from exc
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,

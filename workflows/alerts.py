@@ -506,7 +506,7 @@ def detect_format(text: str) -> str:
     if not lines:
         return "lines"
     first = lines[0].strip()
-    if first.startswith("#separator") or first.startswith("#fields") or (first.startswith("#") and any(l.startswith("#fields") for l in lines[:12])):
+    if first.startswith("#separator") or first.startswith("#fields") or (first.startswith("#") and any(line.startswith("#fields") for line in lines[:12])):
         return "zeek"
     if first.startswith("["):
         return "json"

@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from secfm.errors import SecfmError
-
 from secfm.formats import FormatOpt, JsonAlias  # noqa: E402 - the one --format option
+
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model name or a path (HF folder, .gguf, adapter).")]
 AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter folder to apply on top of the model.")]
 EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="transformers (default), vllm (GPU) or openai (needs --endpoint).")]

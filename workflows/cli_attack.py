@@ -36,10 +36,9 @@ def register(app: typer.Typer) -> None:
         name: Annotated[Optional[str], typer.Option("--name", help="Name of the layer / report (default: from the input).")] = None,
     ) -> None:
         """Extract ATT&CK techniques from TEXT with the classifier head; print them with their evidence."""
+        from secfm.formats import resolve_format
         from secfm.inputs import text_or_file
         from secfm.workflows.attack_extraction import AttackExtractor
-
-        from secfm.formats import resolve_format
 
         fmt = resolve_format(fmt, as_json, default="table")
         document = text_or_file(text, "text")

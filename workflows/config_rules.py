@@ -512,7 +512,7 @@ def _tf_iam_wildcard(doc: ConfigDoc) -> list[Span]:
             continue
         if not (b.labels[0].startswith("aws_iam_") and ("polic" in b.labels[0])):
             continue
-        for top, block in tf_walk([b]):
+        for _top, block in tf_walk([b]):
             if block is b:
                 for a in block.attrs:
                     if a.name == "policy":

@@ -93,7 +93,7 @@ def run_cve_bench(out: str | Path | None, *, repeats: int = 60, batch: int = 32,
 
 def bench_markdown(r: dict) -> str:
     lines = ["# Benchmark: CVE analysis (CWE and CVSS heads)", "", f"Made by: `{r.get('provenance', {}).get('command', 'secfm bench heads --task cve')}`", "",
-             f"Heads: " + "; ".join(f"{k}: {v['labels']} labels, " + (f"layers {v['layers']} + TF-IDF" if v["uses_hidden"] else "TF-IDF text features, no language model")
+             "Heads: " + "; ".join(f"{k}: {v['labels']} labels, " + (f"layers {v['layers']} + TF-IDF" if v["uses_hidden"] else "TF-IDF text features, no language model")
                                    for k, v in r["heads"].items()) + f". Load: {r['load_seconds']} s.", "",
              "| case | p50 ms | p95 ms | texts/s |", "|---|---|---|---|",
              f"| 1 description per call | {r['single']['p50_ms']} | {r['single']['p95_ms']} | {r['single']['texts_per_s']} |",

@@ -196,7 +196,7 @@ def eval_configs(gold_dir: Path, limit, engine, store, use_model: bool, tick, of
     kinds_right = 0
     proposed = invented = 0
     statuses: dict[str, int] = {}
-    for i, (g, review) in enumerate(zip(gold, reviews)):
+    for g, review in zip(gold, reviews):
         kinds_right += review.kind == g["kind"]
         used_pred: set[int] = set()
         matched = 0
@@ -259,7 +259,7 @@ def eval_incidents(gold_dir: Path, limit, engine, use_model: bool, tick, offset:
     canary_leaks = 0
     sources: dict[str, int] = {}
     statuses: dict[str, int] = {}
-    for g, text, s in zip(gold, texts, summaries):
+    for g, _text, s in zip(gold, texts, summaries):
         a, b, c = ioc_scores(s.iocs, g["iocs"])
         itp, ifp, ifn = itp + a, ifp + b, ifn + c
         pred_ids = {m.id for m in s.ids}
@@ -309,7 +309,6 @@ def run_workflow_eval(settings: EvalSettings, progress: Callable[[int, int], Non
 
     gold_dir = Path(settings.gold) if settings.gold else GOLD_DIR
     from secfm.outputs import claim_folder, write_text
-
     from secfm.provenance import PROVENANCE_KEY, Recorder
 
     out = claim_folder(Path(settings.out), ours_if=(RUN,))  # never a user's folder (their metrics.json stays)

@@ -22,7 +22,7 @@ def triage_md(result: TriageResult) -> str:
         a = by_index[q.index]
         techs = ", ".join(t.id for t in a.techniques[:4])
         out.append(f"| {q.rank} | {q.severity} | {q.score} | {_md(q.title)} (line {a.line}) | {techs} |")
-    out += ["", f"Counts: " + ", ".join(f"{k} {v}" for k, v in result.counts.items() if v), "",
+    out += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in result.counts.items() if v), "",
             f"_Techniques: {result.technique_source}. Knowledge: {result.knowledge}._", _model_line(result.model), ""]
     for q in result.queue:
         a = by_index[q.index]

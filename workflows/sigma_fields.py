@@ -22,7 +22,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -335,8 +335,8 @@ def parse_time(value: str) -> float | None:
     if re.fullmatch(r"\d{12,13}", value):
         return int(value) / 1000.0
     if m := _SYSLOG_TIME.match(value):  # no year: the current one (only differences matter)
-        year = datetime.now(timezone.utc).year
-        return datetime(year, _MONTHS[m["mon"]], int(m["day"]), int(m["h"]), int(m["m"]), int(m["s"]), tzinfo=timezone.utc).timestamp()
+        year = datetime.now(UTC).year
+        return datetime(year, _MONTHS[m["mon"]], int(m["day"]), int(m["h"]), int(m["m"]), int(m["s"]), tzinfo=UTC).timestamp()
     text = value.replace("Z", "+00:00")
     text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # nanoseconds
     if re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d", text):
@@ -346,7 +346,7 @@ def parse_time(value: str) -> float | None:
     except ValueError:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 

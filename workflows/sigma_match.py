@@ -254,7 +254,7 @@ def _to_float(s: str) -> float | None:
             return None
 
 
-def value_test(vm: tuple) -> Callable[[tuple[str, ...] | None, tuple[str, ...] | None, "EventView"], bool]:
+def value_test(vm: tuple) -> Callable[[tuple[str, ...] | None, tuple[str, ...] | None, EventView], bool]:
     """``test(raw_values, lowered_values, view)`` for one value matcher (values None: field absent)."""
     kind = vm[0]
     if kind == "any":

@@ -151,7 +151,7 @@ class RuleSet:
         return out
 
     # ---- matching -------------------------------------------------------------------------
-    def index(self) -> dict[tuple, "_Bucket"]:
+    def index(self) -> dict[tuple, _Bucket]:
         """(product, category, service) -> the rules of that logsource, gated (built on first use)."""
         if self._index is None:
             groups: dict[tuple, list[CompiledRule]] = {}
@@ -161,7 +161,7 @@ class RuleSet:
             self._index = {k: _Bucket(v) for k, v in groups.items()}
         return self._index
 
-    def candidates(self, event) -> list["_Bucket"]:
+    def candidates(self, event) -> list[_Bucket]:
         """The buckets whose logsource fits the event."""
         idx = self.index()
         if event.product:

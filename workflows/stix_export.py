@@ -34,9 +34,9 @@ from secfm.errors import SecfmError
 
 #: secfm's producer identity (a UUIDv4 chosen once; the same in every export)
 SECFM_IDENTITY_ID = "identity--eb69b546-1370-4535-905d-a9429167291c"
-_IDENTITY_CREATED = _dt.datetime(2026, 1, 1, tzinfo=_dt.timezone.utc)
+_IDENTITY_CREATED = _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC)
 #: MITRE's identity as its bundles carry it
-_MITRE_CREATED = _dt.datetime(2017, 6, 1, tzinfo=_dt.timezone.utc)
+_MITRE_CREATED = _dt.datetime(2017, 6, 1, tzinfo=_dt.UTC)
 MITRE_STATEMENT = ("Copyright 2015-2025, The MITRE Corporation. MITRE ATT&CK and ATT&CK are registered "
                    "trademarks of The MITRE Corporation.")
 
@@ -105,7 +105,7 @@ def stix_bundle(hits: Sequence, document: str, name: str = "secfm ATT&CK extract
         from secfm.knowledge import load_attack
 
         attack = load_attack()
-    now = published or _dt.datetime.now(_dt.timezone.utc)
+    now = published or _dt.datetime.now(_dt.UTC)
     doc_hash = hashlib.sha256(document.encode("utf-8")).hexdigest()
     secfm, mitre = producer_identities()
     patterns, relationships = {}, []

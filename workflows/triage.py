@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 from secfm.workflows import context
@@ -236,9 +237,9 @@ def _hit(match, alert: Alert, event) -> SignatureHit:
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def triage_alerts(
@@ -387,7 +388,6 @@ def triage_alerts(
 
 def _findings(found, results: list[AlertTriage]) -> list[CorrelationFinding]:
     """The correlation findings as the result shows them (each alert lists the findings it is in)."""
-    from secfm.workflows.schemas import severity_for_score
 
     out: list[CorrelationFinding] = []
     for f in found:

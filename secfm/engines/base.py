@@ -271,7 +271,7 @@ class Engine(ABC):
     #: the name of the constrained-decoding backend ``generate_json`` uses
     json_backend: str = "none"
 
-    def prepare_json(self) -> None:
+    def prepare_json(self) -> None:  # noqa: B027 - a no-op default, not an abstract method
         """Build what constrained decoding needs once per process (no-op where nothing is needed)."""
 
     def stats(self) -> dict:
@@ -364,5 +364,5 @@ class Engine(ABC):
     def describe(self) -> dict:
         return {"engine": self.kind, "model": self.model_name, "adapter": self.adapter}
 
-    def close(self) -> None:  # pragma: no cover - engines with resources override
+    def close(self) -> None:  # noqa: B027  # pragma: no cover - engines with resources override
         pass

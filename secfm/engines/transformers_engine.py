@@ -401,7 +401,7 @@ class TransformersEngine(Engine):
 
             def make_hook(index: int):
                 def hook(_module, _inputs, output):
-                    captured[index] = output[0] if isinstance(output, tuple) else output
+                    captured[index] = output[0] if isinstance(output, tuple) else output  # noqa: B023 - runs within this batch's forward
                     if index == deepest:
                         raise _StopForward
 

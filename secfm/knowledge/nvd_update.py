@@ -92,7 +92,7 @@ def _iso(t: _dt.datetime) -> str:
 
 
 def _parse_iso(value: str) -> _dt.datetime:
-    return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(_dt.timezone.utc)
+    return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(_dt.UTC)
 
 
 def windows(since: _dt.datetime, until: _dt.datetime, days: int = MAX_WINDOW_DAYS) -> list[tuple[str, str]]:
@@ -169,7 +169,7 @@ def update_store(store: CveStore, client: NvdClient | None = None, *, full: bool
         say(f"resuming the {plan['mode']} update from window {plan['window'] + 1}/{len(plan['windows']) or 1}, "
             f"index {plan['start_index']}")
     else:
-        until = now or _dt.datetime.now(_dt.timezone.utc)
+        until = now or _dt.datetime.now(_dt.UTC)
         if last and not full:
             since = _parse_iso(last["until"])
             plan = {"mode": "incremental", "since": last["until"], "until": _iso(until),
@@ -204,7 +204,7 @@ def update_store(store: CveStore, client: NvdClient | None = None, *, full: bool
         plan["start_index"] = 0
         store.set_meta(PROGRESS_KEY, plan)
     store.set_meta(LAST_UPDATE_KEY, {"until": plan["until"], "mode": plan["mode"],
-                                     "finished": _iso(_dt.datetime.now(_dt.timezone.utc)), "source": client.base_url})
+                                     "finished": _iso(_dt.datetime.now(_dt.UTC)), "source": client.base_url})
     store.delete_meta(PROGRESS_KEY)
     return report
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-
 from re import _constants as _C  # Python's own regex parser (3.11+; sre_parse is its deprecated alias)
 from re import _parser as _P
 

@@ -247,13 +247,7 @@ def _register_package_commands() -> None:
     import importlib
 
     for module_name in PACKAGE_COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # that package has no commands yet
-            raise
-        module.register(app)
+        importlib.import_module(module_name).register(app)
 
 
 _register_package_commands()

@@ -57,13 +57,7 @@ def __getattr__(name: str):
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'secfm.workflows' has no attribute {name!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            raise AttributeError(f"secfm.workflows.{name} is not available yet ({module_name} is not installed)") from exc
-        raise
-    value = getattr(module, name)
+    value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value
     return value
 

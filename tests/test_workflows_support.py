@@ -55,6 +55,13 @@ class FakeEngine:
     def special_tokens(self) -> tuple[str, ...]:
         return ()
 
+    json_backend = "none"
+
+    def generate_json(self, conversations, schema, params=None) -> list[str]:
+        from secfm.engines import EngineUnsupported
+
+        raise EngineUnsupported("the fake engine has no constrained decoding")
+
     def describe(self) -> dict:
         return {"engine": self.kind, "model": self.model_name}
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from secfm.engines import Message, SamplingParams
+from secfm.engines import EngineUnsupported, Message, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,14 @@ def generate_structured(
         raise ValueError("one schema per conversation")
     if not conversations:
         return StructuredBatch([], "none", 0.0, 0)
-    constrained = getattr(engine, "generate_json", None)  # test doubles may lack the Engine methods
-    if constrained is not None:
-        method = getattr(engine, "json_backend", "constrained")
-        try:
-            texts = constrained(conversations, schemas, SamplingParams(max_new_tokens=max_new_tokens))
-            results = [parse_output(t, s, True, method) for t, s in zip(texts, schemas)]
-            return StructuredBatch(results, method, time.time() - started, len(conversations))
-        except NotImplementedError as exc:  # EngineUnsupported: no constrained decoding on this engine
-            log.info("no constrained decoding (%s); validate-and-retry instead", exc)
-        except Exception as exc:  # noqa: BLE001 - a model failure must not cost the deterministic part
-            log.warning("constrained decoding failed (%s: %s); falling back to validate-and-retry", type(exc).__name__, exc)
+    try:
+        texts = engine.generate_json(conversations, schemas, SamplingParams(max_new_tokens=max_new_tokens))
+        results = [parse_output(t, s, True, engine.json_backend) for t, s in zip(texts, schemas)]
+        return StructuredBatch(results, engine.json_backend, time.time() - started, len(conversations))
+    except EngineUnsupported as exc:  # no constrained decoding on this engine
+        log.info("no constrained decoding (%s); validate-and-retry instead", exc)
+    except Exception as exc:  # noqa: BLE001 - a model failure must not cost the deterministic part
+        log.warning("constrained decoding failed (%s: %s); falling back to validate-and-retry", type(exc).__name__, exc)
     results, calls = _validate_retry(engine, conversations, schemas, max_new_tokens, retries)
     return StructuredBatch(results, "validate-retry", time.time() - started, calls)
 

@@ -105,9 +105,7 @@ def style_severity(rows: list[list], headers: list[str], column: str = "Severity
         fg, bg = SEVERITY_COLORS.get(str(v).lower(), ("#374151", "#e5e7eb"))
         return f"color: {fg}; background-color: {bg}; font-weight: 600"
 
-    styler = df.style
-    apply = getattr(styler, "map", None) or styler.applymap
-    return apply(colour, subset=[column])
+    return df.style.map(colour, subset=[column])
 
 
 def esc(text: Any) -> str:

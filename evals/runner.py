@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from pathlib import Path
 from secfm.errors import SecfmError
 from secfm.evals import prompts
 from secfm.evals.data import Dataset, Item, load_dataset, select_items
-from secfm.evals.heads import CVE_KINDS, HeadPredictor, labels_over, load_cve_head, load_head, seen_items, top_label
+from secfm.evals.heads import (CVE_KINDS, HeadPredictor, item_entity, labels_over, load_attack_extractor, load_cve_head,
+                               load_head, seen_items, top_label)
 from secfm.evals.metrics import DEFAULT_BOOTSTRAP
 from secfm.evals.parsers import EMPTY, OK, Parsed, get_parser, normalise_cwe, technique_parents
 from secfm.evals.progress import progress_bar
@@ -29,7 +29,6 @@ from secfm.evals.specs import TaskSpec, get_task
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 RUN = "run.json"
-_SOURCE_ID = re.compile(r"attack\.mitre\.org/(?:software|groups|campaigns)/([GSC]\d{4})", re.IGNORECASE)
 
 
 @dataclass
@@ -56,6 +55,7 @@ class EvalConfig:
     exclude_sources: tuple[str, ...] = field(default_factory=tuple)
     bootstrap: int = DEFAULT_BOOTSTRAP
     allow_seen: bool = False  # head mode: score items whose CVE the head trained on (the run is marked contaminated)
+    train_limit: int | None = None  # cti-ate head mode: cap rows per split of a clean extractor trained now (smoke runs)
 
     def command(self) -> str:
         """The `secfm eval` command line that reproduces this run."""
@@ -75,6 +75,8 @@ class EvalConfig:
                 parts += [flag, str(value)]
         if self.allow_seen:
             parts.append("--allow-seen")
+        if self.train_limit:
+            parts += ["--train-limit", str(self.train_limit)]
         return shlex.join(parts)
 
 
@@ -123,6 +125,7 @@ def _settings(cfg: EvalConfig, spec: TaskSpec, ds: Dataset, scored: list[Item], 
         "head": cfg.head,
         "exclude_sources": list(cfg.exclude_sources),
         "allow_seen": cfg.allow_seen,
+        "train_limit": cfg.train_limit,
         "scored_ids_sha256": hashlib.sha256(ids.encode()).hexdigest(),
     }
 
@@ -269,8 +272,19 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
                 f"the head trained on the CVEs of {len(seen)} of the {len(sel.scored)} items (e.g. item {seen[0]}); "
                 f"refusing to score them: retrain without them (`secfm train head --task {spec.head.kind} "
                 f"--exclude-cves @{cfg.data or 'DATA.tsv'} ...`) or pass --allow-seen (the run is then marked contaminated)")
+    attack_record = None
+    if cfg.mode == "head" and spec.head.kind == "attack" and head is None:
+        # the extractor must never have seen the items' entities (their URLs): the shipped one when
+        # clean, else one trained (or reused) without them; a given --head that saw them is refused
+        head, attack_record = load_attack_extractor(cfg.head, sel.scored, engine, cfg.exclude_sources, cfg.allow_seen,
+                                                    cfg.train_limit, cfg.model)
+        contamination = attack_record["contamination"]
+        engine = engine or head.engine
     settings = _settings(cfg, spec, ds, sel.scored, sel.shots, max_new)
     run = _claim_folder(out, settings)
+    if attack_record is not None:
+        run["head_exclusion"] = attack_record["exclusion"]
+        (out / RUN).write_text(json.dumps(run, indent=2), encoding="utf-8")
     pred_path = out / PREDICTIONS
     done = read_predictions(pred_path)
     todo = [i for i in sel.scored if i.id not in done]
@@ -362,7 +376,8 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
         "exclude_sources": list(cfg.exclude_sources),
         "contaminated": bool(contamination and contamination["contaminated"]),
         "contamination": contamination,
-        "item_sources": sorted({m.group(1).upper() for i in sel.scored for m in [_SOURCE_ID.search(i.url)] if m}),
+        "exclusion": run.get("head_exclusion"),
+        "item_sources": sorted({e for e in (item_entity(i.url) for i in sel.scored) if e}),
         "command": cfg.command(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

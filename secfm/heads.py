@@ -537,3 +537,32 @@ def source_clusters(attack) -> dict[str, str]:
             if a != b:
                 parent[max(a, b)] = min(a, b)
     return {s: find(s) for s in parent}
+
+
+#: files of a head folder, beside head.json, that record the entities they were built from:
+#: the retrieval index of procedure examples and the document model's calibration documents
+SOURCE_RECORDS = {"retrieval.json": "sources", "document.json": "calibration_sources"}
+
+
+def seen_sources(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Every ATT&CK entity whose data a head folder was built from, by part: ``head`` (its
+    training rows), ``retrieval`` (the procedure examples of its index), ``document`` (the
+    development documents its document model was calibrated on)."""
+    path = Path(path).expanduser()
+    out = {"head": list(read_manifest(path).trained_sources)}
+    for name, key in SOURCE_RECORDS.items():
+        file = path / name
+        if file.is_file():
+            try:
+                out[name.split(".")[0]] = list(json.loads(file.read_text(encoding="utf-8")).get(key, []))
+            except ValueError as exc:
+                raise SecfmError(f"{file} is not valid JSON: {exc}") from exc
+    return out
+
+
+def seen_overlap(path: str | os.PathLike, entities: Iterable[str]) -> list[str]:
+    """The entities of ``entities`` that any part of the head folder saw (sorted): the one
+    seen-sources check of head mode and of ``--exclude-sources``."""
+    wanted = {e.strip().upper() for e in entities}
+    seen = set().union(*seen_sources(path).values())
+    return sorted(wanted & seen)

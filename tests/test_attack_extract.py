@@ -61,7 +61,7 @@ def test_no_letters_no_segments_but_short_alerts_survive():
 @pytest.fixture(scope="module")
 def stub_extractor():
     head = load_head(shipped_head_path("attack", "gemma-3-270m"))
-    extractor = AttackExtractor(head)
+    extractor = AttackExtractor(head, index=None, document=None)  # the sentence aggregation alone
     labels = head.labels
     rng = np.random.default_rng(0)
     targets = {"PowerShell": "T1059.001", "scheduled task": "T1053.005", "Mimikatz": "T1003.001"}
@@ -96,10 +96,10 @@ def test_hits_carry_evidence_that_is_in_the_input(stub_extractor):
 
 
 def test_top_k_and_threshold_options(stub_extractor):
-    top2 = AttackExtractor(stub_extractor.head, top_k=2)
+    top2 = AttackExtractor(stub_extractor.head, top_k=2, index=None, document=None)
     top2.scores = stub_extractor.scores
     assert len(top2.extract(REPORT)) == 2
-    high = AttackExtractor(stub_extractor.head, threshold=0.999)
+    high = AttackExtractor(stub_extractor.head, threshold=0.999, index=None, document=None)
     high.scores = stub_extractor.scores
     assert high.extract(REPORT) == []
     with pytest.raises(SecfmError, match="between 0 and 1"):
@@ -234,6 +234,25 @@ def test_extract_attack_on_a_report_with_the_real_model(engine):
 
 
 @pytest.mark.slow
+def test_mobile_and_enterprise_documents_with_the_real_model(engine):
+    """The shipped extractor (head, retrieval, document model) names Mobile techniques in a
+    paragraph about an Android implant and Enterprise ones in a Windows intrusion report, each
+    with its sentence, score and nearest ATT&CK procedure example."""
+    extractor = AttackExtractor.load(engine=engine)
+    assert extractor.document is not None and extractor.index is not None
+    android = (FIXTURES / "android_implant.txt").read_text()
+    mobile, windows = extractor.extract_many([android, REPORT])
+    assert mobile and {h.domain for h in mobile if "." not in h.id} == {"mobile"}, [(h.id, h.domain) for h in mobile]
+    assert {h.id for h in mobile} & {"T1429", "T1636", "T1430", "T1624", "T1628", "T1437", "T1521", "T1453", "T1646"}
+    assert windows and {h.domain for h in windows} == {"enterprise"}
+    assert {h.id for h in windows} & {"T1566", "T1059", "T1053", "T1003", "T1486", "T1490", "T1560", "T1021", "T1547"}
+    for text, hits in ((android, mobile), (REPORT, windows)):
+        for h in hits:
+            assert h.evidence and all(text[e.start : e.end] == e.text for e in h.evidence)
+            assert any(e.example and e.example_source and e.similarity > 0 for e in h.evidence)
+
+
+@pytest.mark.slow
 def test_map_cwe_with_the_real_model(engine):
     from secfm.workflows.cwe_mapping import CweMapper
 
@@ -260,15 +279,21 @@ def test_a_head_refuses_another_base_model(engine, tmp_path):
 
 @pytest.mark.slow
 def test_cli_attack_extract_writes_a_layer_and_a_bundle(tmp_path):
+    """`secfm attack extract FILE` on the Android paragraph: Mobile techniques with evidence, a
+    mobile-attack Navigator layer and a STIX bundle that passes the strict interop validator."""
+    from secfm.workflows.stix_export import validate_bundle
+
     nav, bundle = tmp_path / "layer.json", tmp_path / "bundle.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "secfm.cli", "attack", "extract", str(FIXTURES / "report.txt"),
-         "--navigator", str(nav), "--stix", str(bundle)],
+        [sys.executable, "-m", "secfm.cli", "attack", "extract", str(FIXTURES / "android_implant.txt"),
+         "--navigator", str(nav), "--stix", str(bundle), "--json"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"},
     )
     assert proc.returncode == 0, proc.stderr
-    assert "ATT&CK techniques" in proc.stdout and "T1" in proc.stdout
+    found = json.loads(proc.stdout)["techniques"]
+    assert found and {t["domain"] for t in found} == {"mobile"} and all(t["evidence"] for t in found)
     layer = json.loads(nav.read_text())
-    assert validate_layer(layer) == [] and layer["techniques"]
+    assert validate_layer(layer) == [] and layer["techniques"] and layer["domain"] == "mobile-attack"
+    assert validate_bundle(bundle.read_text()) == []
     parsed = stix2.parse(bundle.read_text(), allow_custom=False)
     assert any(o.type == "attack-pattern" for o in parsed.objects)

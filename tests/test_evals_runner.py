@@ -440,21 +440,29 @@ def test_head_mode_with_a_core_head(tmp_path):
     assert m["head_info"]["task"] == "cwe" and m["head_info"]["labels"] == 3
     line = _lines(tmp_path / "cti-rcm")[1]
     assert line["parsed"] == "CWE-89" and line["raw"][0][0] == "CWE-89"
-    with pytest.raises(SecfmError, match="'cwe' head; this task needs a 'attack' head"):
+    with pytest.raises(SecfmError, match="is a cwe head, not an ATT&CK head"):
         run_eval(_cfg(tmp_path / "b", "cti-ate", "cti-ate.tsv", mode="head", head=str(head_dir)),
                  engine=FeatureEngine(), progress=False)
 
 
 def test_head_trained_on_held_out_sources_is_refused(tmp_path):
+    """The evaluated entities come from the items' URLs (S9001..S9004): a head that trained on one
+    of them is refused (naming how many items) unless --allow-seen, which marks the run."""
     head_dir = _save_core_head(tmp_path / "attack-head", "attack", ["T1071", "T1059", "T1486"],
                                [[0, 0, 0, 1], [0, 0, 0, -1], [0, 0, 0, -1]], trained_sources=["S9001", "G0016"])
-    with pytest.raises(SecfmError, match="trained on rows of S9001"):
-        run_eval(_cfg(tmp_path, "cti-ate", "cti-ate.tsv", mode="head", head=str(head_dir), exclude_sources=("S9001",)),
+    with pytest.raises(SecfmError, match="1 of the 4 items are about entities it saw"):
+        run_eval(_cfg(tmp_path, "cti-ate", "cti-ate.tsv", mode="head", head=str(head_dir)),
                  engine=FeatureEngine(), progress=False)
-    m = run_eval(_cfg(tmp_path / "ok", "cti-ate", "cti-ate.tsv", mode="head", head=str(head_dir)),
+    with pytest.raises(SecfmError, match="saw 2 evaluated entities .G0016, S9001."):
+        run_eval(_cfg(tmp_path / "x", "cti-ate", "cti-ate.tsv", mode="head", head=str(head_dir), exclude_sources=("G0016",)),
+                 engine=FeatureEngine(), progress=False)
+    m = run_eval(_cfg(tmp_path / "ok", "cti-ate", "cti-ate.tsv", mode="head", head=str(head_dir), allow_seen=True),
                  engine=FeatureEngine(), progress=False)
     assert _lines(tmp_path / "ok" / "cti-ate")[0]["parsed"] == ["T1071"]  # sigmoid(1) passes 0.5, sigmoid(-1) not
     assert m["counts"]["parsed"] == 4
+    assert m["contaminated"] and m["contamination"]["seen_items"] == 1 and m["contamination"]["seen_entities"] == ["S9001"]
+    assert m["exclusion"]["entities_from_urls"] == ["S9001", "S9002", "S9003", "S9004"]
+    assert m["exclusion"]["origin"] == "given"
 
 
 def test_runs_are_also_written_in_the_harness_layout(runs):

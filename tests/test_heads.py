@@ -356,11 +356,12 @@ def test_attack_predictor_refuses_sources_the_shipped_head_trained_on():
 
     m = read_manifest(shipped_head_path("attack", "gemma-3-270m"))
     trained = m.trained_sources[0]
-    with pytest.raises(SecfmError, match="trained on excluded sources"):
-        load_attack_predictor(exclude_sources=[trained])
+    with pytest.raises(SecfmError, match="saw 1 evaluated entities"):
+        load_attack_predictor(exclude_sources=[trained], retrain=False)  # (by default it would train a clean one)
     held_out = [s for s in m.training["held_out_sources"]["test"] if s.startswith("S")][:3]
     predictor = load_attack_predictor(exclude_sources=",".join(held_out))  # no model load until predict
     assert callable(predictor.predict) and predictor.head.manifest.task == "attack"
+    assert predictor.exclusion.origin == "shipped" and not predictor.exclusion.contaminated
 
 
 def test_cwe_predictor_loads_without_the_model():

@@ -84,7 +84,7 @@ def test_small_training_run_end_to_end(engine, tmp_path):
 
     predictor = load_attack_predictor(exclude_sources="G0016", head=tmp_path / "head", engine=engine)
     assert len(predictor.predict(["They used PowerShell."])) == 1
-    with pytest.raises(SecfmError, match="trained on excluded sources"):
+    with pytest.raises(SecfmError, match="saw 1 evaluated entities"):
         load_attack_predictor(exclude_sources=m.trained_sources[0], head=tmp_path / "head", engine=engine)
 
 
@@ -163,5 +163,7 @@ def test_eval_head_mode_on_ate_and_rcm_with_the_shipped_heads(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "rcm" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(str(r["parsed"]).startswith("CWE-") for r in rows)
 
-    leaked = run("cti-ate", "cti-ate.tsv", tmp_path / "leak", "--exclude-sources", manifest.trained_sources[0])
-    assert leaked.returncode != 0 and "trained on rows of" in leaked.stderr and len(leaked.stderr.strip().splitlines()) == 1
+    leaked = run("cti-ate", "cti-ate.tsv", tmp_path / "leak", "--exclude-sources", manifest.trained_sources[0],
+                 "--head", str(shipped_head_path("attack", "gemma-3-270m")))
+    assert leaked.returncode != 0 and "saw 1 evaluated entities" in leaked.stderr
+    assert len(leaked.stderr.strip().splitlines()) == 1

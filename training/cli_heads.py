@@ -111,6 +111,60 @@ def register(app: typer.Typer) -> None:
                 write_results(res, Path(target))  # the results travel with the head
             _print_summary(res)
 
+    @train.command("attack-extractor")
+    def train_attack_extractor(
+        head: Annotated[Optional[Path], typer.Option("--head", help="ATT&CK head folder (trained on the train split); the index and document model are written into it. Default with --ship: the shipped head.")] = None,
+        ship: Annotated[bool, typer.Option("--ship", help="Use (and complete) the shipped ATT&CK head folder, results to training/results.")] = False,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model of the head; default: the embedded one.")] = None,
+        results: Annotated[Optional[Path], typer.Option("--results", help="Results JSON (a markdown table beside it); default with --ship: training/results/attack-documents.json.")] = None,
+        baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also score the TF-IDF baseline variants on the same splits.")] = True,
+        allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Write the results even on a busy machine (recorded).")] = False,
+    ) -> None:
+        """Fit the document-level ATT&CK extractor (retrieval index of the head's training entities, document model and decision rule chosen by development-set F1) on the ATT&CK development set and compare every variant with the TF-IDF baseline."""
+        from rich.console import Console
+
+        from secfm.heads import shipped_head_path
+        from secfm.registry import default_model_name
+        from secfm.training.attack_docs import results_markdown, run_document_harness, write_results
+
+        err = Console(stderr=True)
+        if head is None:
+            if not ship:
+                raise SecfmError("give --head DIR (or --ship for the shipped ATT&CK head)")
+            head = shipped_head_path("attack", model or default_model_name())
+        if not (head / "head.json").is_file():
+            raise SecfmError(f"{head} is not a head folder (no head.json)")
+        if results is None and ship:
+            results = Path("training/results/attack-documents.json")
+        res, doc_model, index = run_document_harness(head, progress=lambda msg: err.print(msg), baseline=baseline)
+        res["command"] = _command_line()
+        index.save(head)
+        doc_model.save(head)
+        if results is not None:
+            write_results(res, results, allow_busy=allow_busy)
+            err.print(f"results: {results} and {results.with_suffix('.md')}")
+        print(results_markdown(res))
+
+    data = command_group(app, "data", "Datasets: the CPT corpus, the instruction data, development sets.")
+
+    @data.command("attack-docs")
+    def data_attack_docs(
+        out: Annotated[Path, typer.Option("--out", "-o", help="TSV in the CTI-ATE layout (URL, Platform, Description, Prompt, GT).")],
+        split: Annotated[str, typer.Option("--split", help="train, val, test or all.")] = "test",
+        limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many documents.")] = None,
+        domain: Annotated[Optional[str], typer.Option("--domain", help="enterprise, mobile or ics (default: all three).")] = None,
+    ) -> None:
+        """Write the ATT&CK-derived development documents (paragraphs about one software, group or campaign; gold = its parent techniques; split by entity) in the CTI-ATE layout: a file `secfm eval cti-ate --data` reads. Never CTIBench rows."""
+        from secfm.knowledge.attack import domain_name
+        from secfm.training.head_data import build_attack_documents, write_documents_tsv
+
+        if split not in ("train", "val", "test", "all"):
+            raise SecfmError(f"--split must be train, val, test or all, not {split!r}")
+        docs = build_attack_documents(domains=[domain_name(domain)] if domain else None)
+        docs = [d for d in docs if split == "all" or d.split == split][: limit or None]
+        write_documents_tsv(docs, out)
+        print(f"{len(docs)} documents ({split}) -> {out}")
+
 
 def _train_cve_head(task, out, ship, cve_data, exclude_cves, hidden_layer, model, results, baseline, limit, allow_busy, err) -> None:
     from secfm.heads import shipped_head_path

@@ -246,3 +246,181 @@ def subsample(examples: Sequence[Example], n: int, salt: str = "secfm-sweep") ->
             break
         picked.extend(by_source[s])
     return picked[:n]
+
+
+# ---------------------------------------------------------------------------------------------
+# ATT&CK documents: the development set of document-level extraction (CTI-ATE-like)
+# ---------------------------------------------------------------------------------------------
+#: a document names at most this many parent techniques (CTI-ATE paragraphs name 4-7)
+DOC_MAX_TECHNIQUES = 8
+#: an entity gives at most this many documents (a large group does not outweigh the rest)
+DOC_MAX_PER_ENTITY = 4
+#: procedure examples per parent technique in one document
+DOC_PROCEDURES_PER_TECHNIQUE = 2
+DOC_SALT = "secfm-attack-docs-v1"
+_URL_KIND = {"software": "software", "group": "groups", "campaign": "campaigns"}
+_DOMAIN_PLATFORM = {"enterprise": "Enterprise", "mobile": "Mobile", "ics": "ICS"}
+
+
+@dataclass
+class AttackDocument:
+    """A paragraph about one ATT&CK entity (software, group or campaign) of one domain, gold =
+    the parent techniques of the procedure examples it is assembled from."""
+
+    id: str  # S0066#1
+    entity: str  # S0066
+    entity_kind: str  # software, group, campaign
+    domain: str  # enterprise, mobile, ics
+    text: str
+    labels: tuple[str, ...]  # parent technique ids, sorted
+    split: str = "train"
+    sentences: tuple[str, ...] = ()  # the techniques each assembled sentence came from ("" = the lead)
+    form: str = "paragraph"  # paragraph, or sentence (one procedure example alone: alert-sized)
+
+    @property
+    def url(self) -> str:
+        return f"https://attack.mitre.org/{_URL_KIND[self.entity_kind]}/{self.entity}/"
+
+    @property
+    def platform(self) -> str:
+        return _DOMAIN_PLATFORM[self.domain]
+
+
+def _lead_sentence(description: str) -> str:
+    """The first sentence of an entity's description (what CTI-ATE paragraphs open with)."""
+    text = " ".join(description.split())
+    m = re.search(r"(?<=[.!?])\s+(?=[A-Z])", text)
+    lead = text[: m.start()] if m else text
+    return lead if len(lead) <= 400 else ""
+
+
+def _retell(sentence: str, name: str, kind: str, key: str) -> str:
+    """A procedure example as a report would go on after naming the entity: a sentence that
+    opens with the entity's name opens, by a stable draw, with a pronoun or a noun instead."""
+    if not sentence.startswith(name + " ") or stable_fraction(key, DOC_SALT + ":retell") < 0.4:
+        return sentence
+    noun = {"software": ("It", "The malware" if kind == "malware" else "The tool"),
+            "group": ("The group", "The actor"), "campaign": ("The operation", "The campaign")}
+    options = noun["software" if kind in ("malware", "tool") else kind]
+    pick = options[int(stable_fraction(key, DOC_SALT + ":noun") * len(options))]
+    return pick + sentence[len(name):]
+
+
+def build_attack_documents(attack=None, exclude_sources: Iterable[str] | str | None = None,
+                           fractions: Sequence[float] = DEFAULT_FRACTIONS, salt: str = SPLIT_SALT,
+                           max_techniques: int = DOC_MAX_TECHNIQUES, max_per_entity: int = DOC_MAX_PER_ENTITY,
+                           domains: Iterable[str] | None = None, one_sentence: int = 0) -> list[AttackDocument]:
+    """The development set of document-level extraction, built only from ATT&CK: for each
+    software, group and campaign and each domain it has procedure examples in, up to
+    ``max_per_entity`` paragraphs, each opening with the first sentence of the entity's
+    description and going on with procedure examples (up to two per parent technique, in a
+    stable shuffled order, retold as a report would: "It can ...") for at most
+    ``max_techniques`` parent techniques; gold = those parent techniques.
+
+    Split by entity exactly as the head's training rows are (``split_of`` over the source
+    cluster: a campaign goes with its groups), so a held-out entity takes all its documents
+    with it and the head never saw a sentence of a validation or test document's entity.
+
+    ``one_sentence``: also up to that many one-sentence documents per entity and domain (one
+    procedure example alone, ``form="sentence"``: what an alert is like), after the paragraphs.
+    """
+    from secfm.knowledge import load_attack
+
+    attack = attack or load_attack()
+    excluded = parse_sources(exclude_sources)
+    clusters = source_clusters(attack)
+    excluded_clusters = {clusters.get(s, s) for s in excluded}
+    wanted = None if domains is None else set(domains)
+    current = {t.id for t in attack.techniques()}
+    by_entity: dict[tuple[str, str], dict[str, list[tuple[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    for p in attack.procedures():
+        if p.technique_id not in current or not p.text.strip() or (wanted and p.domain not in wanted):
+            continue
+        if p.source_id in excluded or clusters.get(p.source_id, p.source_id) in excluded_clusters:
+            continue
+        parent = p.technique_id.split(".")[0]
+        by_entity[(p.source_id, p.domain)][parent].append((p.technique_id, p.text.strip()))
+    docs: list[AttackDocument] = []
+    for (source, domain), by_parent in sorted(by_entity.items()):
+        obj = attack.get(source)
+        kind = "software" if source.startswith("S") else ("group" if source.startswith("G") else "campaign")
+        lead = _lead_sentence(getattr(obj, "description", "") or "")
+        parents = sorted(by_parent, key=lambda t: stable_fraction(f"{source}:{domain}:{t}", DOC_SALT))
+        chunks = [parents[i : i + max_techniques] for i in range(0, len(parents), max_techniques)][:max_per_entity]
+        split = split_of(clusters.get(source, source), fractions, salt)
+        for n, chunk in enumerate(chunks, start=1):
+            sentences, origins = ([lead], [""]) if lead else ([], [])
+            picked = []
+            for parent in chunk:
+                rows = sorted(dict.fromkeys(by_parent[parent]),
+                              key=lambda r: stable_fraction(f"{source}:{r[1]}", DOC_SALT))
+                picked += [(parent, tid, text) for tid, text in rows[:DOC_PROCEDURES_PER_TECHNIQUE]]
+            picked.sort(key=lambda r: stable_fraction(f"{source}:{n}:{r[2]}", DOC_SALT + ":order"))
+            for parent, tid, text in picked:
+                sentences.append(_retell(text, obj.name, getattr(obj, "kind", kind), f"{source}:{text}"))
+                origins.append(tid)
+            text = " ".join(s if s.rstrip().endswith((".", "!", "?", "…")) else s.rstrip() + "." for s in sentences)
+            docs.append(AttackDocument(f"{source}#{n}" + ("" if domain == "enterprise" else f"-{domain}"), source,
+                                       kind, domain, text, tuple(sorted(chunk)), split, tuple(origins)))
+        if one_sentence:
+            techniques_of: dict[str, set[str]] = defaultdict(set)
+            for parent in by_parent:
+                for tid, text in by_parent[parent]:
+                    techniques_of[text].add(tid)
+            singles = sorted(techniques_of, key=lambda t: stable_fraction(f"{source}:{t}", DOC_SALT + ":single"))
+            for n, text in enumerate(singles[:one_sentence], start=1):
+                tids = tuple(sorted(techniques_of[text]))
+                docs.append(AttackDocument(f"{source}~{n}" + ("" if domain == "enterprise" else f"-{domain}"), source,
+                                           kind, domain, text, tuple(sorted({t.split(".")[0] for t in tids})), split,
+                                           tids, "sentence"))
+    return docs
+
+
+def write_documents_tsv(docs: Sequence[AttackDocument], path: str | Path) -> Path:
+    """Documents in the CTI-ATE layout (URL, Platform, Description, Prompt, GT): a file
+    ``secfm eval cti-ate --data`` reads. These are ATT&CK-derived development documents, never
+    CTI-ATE rows."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        writer.writerow(["URL", "Platform", "Description", "Prompt", "GT"])
+        for d in docs:
+            prompt = (f"Extract all MITRE {d.platform} attack patterns from the following text and map them to their "
+                      f"corresponding MITRE technique IDs. **Text:** {d.text}")
+            writer.writerow([d.url, d.platform, d.text, prompt, ", ".join(d.labels)])
+    return path
+
+
+def build_index_rows(attack=None, sources: Iterable[str] | None = None, exclude_sources: Iterable[str] | str | None = (),
+                     include_descriptions: bool = True):
+    """The rows of the retrieval index (:class:`secfm.workflows.attack_extraction.ProcedureIndex`):
+    procedure examples of ``sources`` (every source when None) minus ``exclude_sources`` and
+    their clusters, one row per distinct text with its techniques (parents included), and each
+    current technique's name with the first sentence of its description (source ``attack-kb``).
+    Returns (rows, the entity ids whose examples are in)."""
+    from secfm.knowledge import load_attack
+    from secfm.workflows.attack_extraction import IndexRow
+
+    attack = attack or load_attack()
+    clusters = source_clusters(attack)
+    excluded = parse_sources(exclude_sources)
+    excluded_clusters = {clusters.get(s, s) for s in excluded}
+    allowed = None if sources is None else {s.upper() for s in sources}
+    current = {t.id for t in attack.techniques()}
+    merged: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for p in attack.procedures():
+        sid = p.source_id
+        if p.technique_id not in current or not p.text.strip():
+            continue
+        if (allowed is not None and sid not in allowed) or sid in excluded or clusters.get(sid, sid) in excluded_clusters:
+            continue
+        merged[(sid, p.text.strip())].add(p.technique_id)
+    rows = [IndexRow(text, with_parents(techs), sid) for (sid, text), techs in merged.items()]
+    if include_descriptions:
+        for t in attack.techniques():
+            rows.append(IndexRow(f"{t.name}. {_lead_sentence(t.description) or t.description[:300]}".strip(),
+                                 with_parents([t.id]), KB_SOURCE))
+    return rows, sorted({sid for sid, _ in merged})

@@ -1,12 +1,20 @@
-"""ATT&CK technique extraction from reports and alerts with the classifier head.
+"""Document-level ATT&CK technique extraction from reports and alerts (Enterprise, Mobile, ICS).
 
 A document is split into sentences (a regex splitter that knows common abbreviations, bullets
 and blank lines; sentences longer than a window are cut into overlapping windows at spaces).
-Each segment is scored by the head on the hidden state of the head's layer (only the layers up
-to it run); a technique's document score is its best segment score, and it is reported when that
-passes the head's threshold (per class or global, as tuned on the validation split), with its
-evidence: which segments, where in the text, which score. A sub-technique hit also counts its
-parent.
+Three signals meet per parent technique:
+
+* the sentence head (:mod:`secfm.heads`) scores each segment on the hidden states of its layers
+  (only the layers up to the deepest run); a sub-technique's score lifts its parent;
+* retrieval: each segment's nearest ATT&CK procedure examples (packaged all-MiniLM-L6-v2
+  embeddings, :class:`ProcedureIndex`) vote for the techniques they illustrate;
+* the document model (:class:`DocumentModel`): a logistic regression over those signals,
+  aggregated from the sentences to the document, calibrated on development documents of
+  entities that neither the head nor the index saw, with a decision rule (a probability
+  threshold, a per-document threshold or a label-count model) chosen by development-set F1.
+
+Every reported technique carries its evidence: which sentences, where in the text, their head
+scores, and the nearest procedure example with its source and similarity.
 
 ``extract_attack(text)`` is the one-call API; :class:`AttackExtractor` keeps the head and the
 engine for repeated calls and is also the predictor ``secfm eval cti-ate --mode head`` uses
@@ -18,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +53,10 @@ class Evidence:
     text: str  # exactly ``document[start:end]``
     start: int
     end: int
-    score: float
+    score: float  # the sentence head's probability for the technique on this segment
+    example: str = ""  # the nearest ATT&CK procedure example of the technique (retrieval)
+    example_source: str = ""  # whose example it is (G0016, S0154, C0022, attack-kb)
+    similarity: float = 0.0  # cosine similarity of the segment and that example
 
 
 @dataclass(frozen=True)
@@ -52,7 +64,7 @@ class TechniqueHit:
     id: str
     name: str
     tactics: tuple[str, ...]
-    score: float  # best segment score (probability)
+    score: float  # calibrated document probability (or, without a document model, the best segment score)
     evidence: tuple[Evidence, ...] = ()
     url: str = ""
     domain: str = ""  # ATT&CK domain: enterprise, mobile or ics ("" when not known)
@@ -201,15 +213,354 @@ def split_sentences(text: str, max_chars: int = DEFAULT_WINDOW_CHARS, overlap: i
 
 
 # ---------------------------------------------------------------------------------------------
-# engines shared between predictors (one model load per process)
+# retrieval: the nearest ATT&CK procedure examples vote for their techniques
 # ---------------------------------------------------------------------------------------------
-def shared_engine(model: str, adapter: str | None = None):
-    """The process's one transformers engine for (model, adapter) (``secfm.engines.shared_engine``)."""
-    from secfm.engines import shared_engine as engines_shared
+INDEX_FILE = "retrieval.npz"
+INDEX_MANIFEST = "retrieval.json"
+DOCUMENT_FILE = "document.json"
+INDEX_FORMAT = 1
+DEFAULT_NEIGHBOURS = 10
+VOTE_TEMPERATURE = 0.05
 
-    return engines_shared("transformers", model, adapter)
+_EMBEDDER = None
+_EMBEDDER_LOCK = threading.Lock()
 
 
+def embed_texts(texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Unit-length all-MiniLM-L6-v2 embeddings (n, 384) of ``texts``: the packaged model, loaded
+    once per process, offline."""
+    global _EMBEDDER
+    texts = list(texts)
+    if not texts:
+        return np.zeros((0, 384), dtype=np.float32)
+    with _EMBEDDER_LOCK:
+        if _EMBEDDER is None:
+            import os
+
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            from secfm.workflows.store import embedding_model_path
+
+            _EMBEDDER = SentenceTransformer(str(embedding_model_path()), device="cpu", local_files_only=True)
+        vectors = _EMBEDDER.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=progress)
+    return np.asarray(vectors, dtype=np.float32)
+
+
+@dataclass
+class IndexRow:
+    text: str
+    techniques: tuple[str, ...]  # the technique it illustrates (a sub-technique with its parent)
+    source: str  # G0016, S0154, C0022, or "attack-kb" for a technique's own description
+
+
+class ProcedureIndex:
+    """ATT&CK procedure examples (and each technique's name and first sentence) with their
+    MiniLM embeddings; :meth:`votes` gives, for each query sentence, the share of its nearest
+    examples that illustrate each label (similarity-weighted), the best similarity per label and
+    the nearest example per label (the evidence a hit shows).
+
+    On disk (in a head folder): ``retrieval.npz`` (int8 embeddings with a scale per row, the
+    texts, techniques and sources) and ``retrieval.json`` (what it was built from: the sources,
+    the excluded sources, the embedding model, the ATT&CK versions)."""
+
+    def __init__(self, rows: Sequence[IndexRow], vectors: np.ndarray, manifest: dict | None = None):
+        if len(rows) != len(vectors):
+            raise SecfmError(f"retrieval index: {len(rows)} rows but {len(vectors)} vectors")
+        self.rows = list(rows)
+        self.vectors = np.asarray(vectors, dtype=np.float32)
+        self.manifest = dict(manifest or {})
+        self._label_cache: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- building --------------------------------------------------------------------------
+    @classmethod
+    def build(cls, attack=None, sources: Iterable[str] | None = None, exclude_sources: Iterable[str] = (),
+              include_descriptions: bool = True, progress: bool = True) -> ProcedureIndex:
+        """An index of the procedure examples of ``sources`` (all when None) minus
+        ``exclude_sources`` (with their clusters), plus the techniques' own texts."""
+        from secfm.knowledge import load_attack
+        from secfm.training.head_data import build_index_rows
+
+        attack = attack or load_attack()
+        rows, used = build_index_rows(attack, sources=sources, exclude_sources=exclude_sources,
+                                      include_descriptions=include_descriptions)
+        vectors = cached_embeddings([r.text for r in rows], progress=progress)
+        manifest = {"format": INDEX_FORMAT, "embedding": "all-MiniLM-L6-v2", "dim": int(vectors.shape[1]) if len(rows) else 384,
+                    "rows": len(rows), "sources": sorted(used), "excluded_sources": sorted({s.upper() for s in exclude_sources}),
+                    "attack_versions": dict(attack.versions), "descriptions": include_descriptions}
+        return cls(rows, vectors, manifest)
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.manifest.get("sources", []))
+
+    # -- disk --------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        import json
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        scale = np.maximum(np.abs(self.vectors).max(axis=1), 1e-8) / 127.0
+        q = np.round(self.vectors / scale[:, None]).astype(np.int8)
+        columns = {}
+        for name, values in (("texts", [r.text for r in self.rows]), ("techniques", ["|".join(r.techniques) for r in self.rows]),
+                             ("sources", [r.source for r in self.rows])):
+            blob, offsets = _pack(values)
+            columns[name] = blob
+            columns[f"{name}_offsets"] = offsets
+        np.savez_compressed(folder / INDEX_FILE, q=q, scale=scale.astype(np.float32), **columns)
+        (folder / INDEX_MANIFEST).write_text(json.dumps(self.manifest, indent=2) + "\n", encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ProcedureIndex:
+        import json
+
+        folder = Path(folder)
+        try:
+            manifest = json.loads((folder / INDEX_MANIFEST).read_text(encoding="utf-8"))
+            with np.load(folder / INDEX_FILE) as data:
+                vectors = data["q"].astype(np.float32) * data["scale"][:, None]
+                texts, techniques, sources = (_unpack(data[name], data[f"{name}_offsets"])
+                                              for name in ("texts", "techniques", "sources"))
+                rows = [IndexRow(t, tuple(x.split("|")) if x else (), src) for t, x, src in zip(texts, techniques, sources)]
+        except (OSError, ValueError, KeyError) as exc:
+            raise SecfmError(f"cannot read the retrieval index in {folder}: {exc}") from exc
+        if manifest.get("format", INDEX_FORMAT) > INDEX_FORMAT:
+            raise SecfmError(f"{folder / INDEX_MANIFEST} has format {manifest.get('format')}; this secfm reads {INDEX_FORMAT}")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return cls(rows, vectors / np.maximum(norms, 1e-8), manifest)
+
+    # -- querying ----------------------------------------------------------------------------
+    def _label_matrix(self, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(row indexes, label indexes) of every (row, label) pair, for ``labels``."""
+        key = tuple(labels)
+        if key not in self._label_cache:
+            where = {label: j for j, label in enumerate(labels)}
+            r_idx, l_idx = [], []
+            for i, row in enumerate(self.rows):
+                for t in row.techniques:
+                    j = where.get(t)
+                    if j is not None:
+                        r_idx.append(i)
+                        l_idx.append(j)
+            self._label_cache[key] = (np.asarray(r_idx, dtype=np.int64), np.asarray(l_idx, dtype=np.int64))
+        return self._label_cache[key]
+
+    def votes(self, queries: np.ndarray, labels: Sequence[str], k: int = DEFAULT_NEIGHBOURS,
+              temperature: float = VOTE_TEMPERATURE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For query vectors (m, d): ``(share, best_similarity, nearest_row)``, each (m, labels):
+        the softmax-weighted share of the ``k`` nearest rows that carry each label, the highest
+        similarity of a row carrying it among them (0 when none), and that row (-1 when none)."""
+        m, n_labels = len(queries), len(labels)
+        share = np.zeros((m, n_labels), dtype=np.float32)
+        best = np.zeros((m, n_labels), dtype=np.float32)
+        nearest = np.full((m, n_labels), -1, dtype=np.int64)
+        if m == 0 or not self.rows:
+            return share, best, nearest
+        rows_of, labels_of = self._label_matrix(labels)
+        order = np.argsort(rows_of, kind="stable")
+        rows_sorted, labels_sorted = rows_of[order], labels_of[order]
+        starts = np.searchsorted(rows_sorted, np.arange(len(self.rows)))
+        ends = np.searchsorted(rows_sorted, np.arange(len(self.rows)), side="right")
+        k = min(k, len(self.rows))
+        top = np.zeros((m, k), dtype=np.int64)
+        top_sims = np.zeros((m, k), dtype=np.float32)
+        for start in range(0, m, 256):  # (256, rows) similarities at a time
+            sims = queries[start : start + 256] @ self.vectors.T
+            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            part_sims = np.take_along_axis(sims, part, axis=1)
+            order = np.argsort(-part_sims, axis=1)
+            top[start : start + 256] = np.take_along_axis(part, order, axis=1)
+            top_sims[start : start + 256] = np.take_along_axis(part_sims, order, axis=1)
+        for q in range(m):
+            cand, s = top[q], top_sims[q]
+            w = np.exp((s - s.max()) / temperature)
+            w = w / w.sum()
+            for row, sim, weight in zip(cand, s, w):
+                for j in labels_sorted[starts[row]:ends[row]]:
+                    share[q, j] += weight
+                    if sim > best[q, j]:
+                        best[q, j] = sim
+                        nearest[q, j] = row
+        return share, best, nearest
+
+
+def _pack(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Strings as one UTF-8 byte array and their end offsets (no pickles in the index file)."""
+    encoded = [v.encode("utf-8") for v in values]
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), np.cumsum([len(e) for e in encoded], dtype=np.int64)
+
+
+def _unpack(blob: np.ndarray, ends: np.ndarray) -> list[str]:
+    data = blob.tobytes()
+    starts = np.concatenate([[0], ends[:-1]]) if len(ends) else ends
+    return [data[a:b].decode("utf-8") for a, b in zip(starts, ends)]
+
+
+def cached_embeddings(texts: Sequence[str], progress: bool = True) -> np.ndarray:
+    """MiniLM embeddings of ``texts``, read from and added to ``cache_dir('embeddings')`` (one
+    ``.npz`` shard per call that computed something, keyed by the texts' sha256)."""
+    import time as _time
+    import uuid
+
+    from secfm.settings import cache_dir
+
+    texts = list(texts)
+    folder = cache_dir("embeddings") / "all-MiniLM-L6-v2"
+    folder.mkdir(parents=True, exist_ok=True)
+    hashes = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+    known: dict[str, np.ndarray] = {}
+    wanted = set(hashes)
+    for shard in sorted(folder.glob("*.npz")):
+        try:
+            with np.load(shard) as data:
+                keys, X = data["keys"], data["X"]
+        except (OSError, ValueError, KeyError):
+            continue
+        for key, row in zip(keys, X):
+            key = str(key)
+            if key in wanted:
+                known[key] = row
+    missing = list(dict.fromkeys(h for h in hashes if h not in known))
+    if missing:
+        first = {h: t for h, t in zip(hashes, texts)}
+        for start in range(0, len(missing), 2048):  # resumable: each chunk is stored as it is done
+            part = missing[start : start + 2048]
+            X = embed_texts([first[h] for h in part], progress=progress)
+            name = f"{_time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+            tmp = folder / f".{name}.tmp.npz"
+            np.savez(tmp, keys=np.asarray(part), X=X.astype(np.float16))
+            tmp.replace(folder / f"{name}.npz")
+            known.update(zip(part, X))
+    if not texts:
+        return np.zeros((0, 384), dtype=np.float32)
+    out = np.stack([np.asarray(known[h], dtype=np.float32) for h in hashes])
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# from sentences to the document: calibrated per-technique probabilities and a decision rule
+# ---------------------------------------------------------------------------------------------
+#: the per-(document, parent technique) signals the document model weighs
+DOC_FEATURES = ("head_max_logit", "head_second_logit", "head_sum", "vote_max", "vote_sum", "vote_best_similarity",
+                "segments_log", "prior", "head_rank", "vote_rank", "head_x_vote", "domain_share")
+DECISION_RULES = ("threshold", "relative", "count")
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def _rank_inverse(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(-x, kind="stable")
+    ranks = np.empty(len(x), dtype=np.float32)
+    ranks[order] = np.arange(len(x), dtype=np.float32)
+    return 1.0 / (1.0 + ranks)
+
+
+def document_signals(S: np.ndarray, share: np.ndarray, best: np.ndarray, prior: np.ndarray,
+                     domain_index: np.ndarray, n_domains: int = 3) -> np.ndarray:
+    """The :data:`DOC_FEATURES` of one document for every parent label: ``S`` (segments,
+    parents) sentence-head probabilities (sub-techniques lifted into parents), ``share`` and
+    ``best`` (segments, parents) retrieval votes and similarities, ``prior`` (parents,) the
+    label's log-frequency among the training examples, ``domain_index`` (parents,) its domain."""
+    n_seg = max(len(S), 1)
+    if len(S) == 0:
+        S = np.zeros((1, len(prior)), dtype=np.float32)
+        share = best = S
+    top2 = -np.sort(-S, axis=0)[:2] if len(S) > 1 else np.vstack([S, np.zeros_like(S)])
+    h_max, h_second = top2[0], top2[1]
+    v_max = share.max(axis=0)
+    mass = np.bincount(domain_index, weights=h_max + v_max, minlength=n_domains)
+    domain_share = mass[domain_index] / max(mass.sum(), 1e-6)
+    F = np.stack([
+        _logit(h_max), _logit(np.maximum(h_second, 1e-4)), np.log1p(S.sum(axis=0)), v_max, np.log1p(share.sum(axis=0)),
+        best.max(axis=0), np.full(len(prior), np.log(n_seg)), prior, _rank_inverse(h_max), _rank_inverse(v_max),
+        _logit(h_max) * v_max, domain_share,
+    ], axis=1)
+    return F.astype(np.float32)
+
+
+@dataclass
+class DocumentModel:
+    """Calibrated document-level decisions: a logistic regression over :data:`DOC_FEATURES`
+    (fit on development documents of entities the head and the index never saw) gives each
+    parent technique a probability; ``rule`` decides which are reported:
+
+    * ``threshold``: ``p >= threshold``;
+    * ``relative``: ``p >= max(threshold, ratio * the document's best p)`` (a per-document threshold);
+    * ``count``: the top ``round(count_a * sum(p) + count_b)`` techniques (a label-count model),
+      each with ``p >= threshold``.
+    """
+
+    features: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    rule: str = "threshold"
+    threshold: float = 0.5
+    ratio: float = 0.0
+    count_a: float = 1.0
+    count_b: float = 0.0
+    neighbours: int = DEFAULT_NEIGHBOURS
+    temperature: float = VOTE_TEMPERATURE
+    use_retrieval: bool = True
+    calibration_sources: list[str] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.rule not in DECISION_RULES:
+            raise SecfmError(f"document rule must be one of {', '.join(DECISION_RULES)}, not {self.rule!r}")
+        if list(self.features) != list(DOC_FEATURES):
+            raise SecfmError(f"document model features {self.features} are not this secfm's {list(DOC_FEATURES)}")
+
+    def probabilities(self, F: np.ndarray) -> np.ndarray:
+        z = ((F - np.asarray(self.mean)) / np.asarray(self.scale)) @ np.asarray(self.coef) + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def decide(self, p: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Indexes of the reported labels, best first."""
+        t = self.threshold if threshold is None else threshold
+        order = np.argsort(-p, kind="stable")
+        if self.rule == "relative":
+            cut = max(t, self.ratio * float(p.max(initial=0.0)))
+            return order[p[order] >= cut]
+        if self.rule == "count":
+            k = int(np.clip(round(self.count_a * float(p.sum()) + self.count_b), 1, 30))
+            top = order[:k]
+            return top[p[top] >= t]
+        return order[p[order] >= t]
+
+    def save(self, folder: str | Path) -> Path:
+        import json
+
+        path = Path(folder) / DOCUMENT_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> DocumentModel | None:
+        import json
+
+        path = Path(folder) / DOCUMENT_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise SecfmError(f"{path} is not valid JSON: {exc}") from exc
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# ---------------------------------------------------------------------------------------------
+# the head on the engine
+# ---------------------------------------------------------------------------------------------
 class _HeadRunner:
     """A head plus the engine it runs on; ``scores(texts)`` -> (n, labels)."""
 
@@ -219,8 +570,7 @@ class _HeadRunner:
         self.head = head
         m = head.manifest
         if engine is not None:
-            engine_adapter = getattr(engine, "adapter", None)
-            head.check_base(engine.model_name, engine_adapter)
+            head.check_base(engine.model_name, getattr(engine, "adapter", None))
         self._engine = engine
         self.batch_size = batch_size
         self.model = m.base_model
@@ -228,7 +578,10 @@ class _HeadRunner:
     @property
     def engine(self):
         if self._engine is None:
-            self._engine = shared_engine(self.head.manifest.base_model, self.head.adapter_path)
+            from secfm.engines import shared_engine
+
+            self._engine = shared_engine("transformers", model=self.head.manifest.base_model,
+                                         adapter=self.head.adapter_path)
         return self._engine
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
@@ -250,65 +603,150 @@ class _HeadRunner:
 # the extractor
 # ---------------------------------------------------------------------------------------------
 class AttackExtractor(_HeadRunner):
-    """Document-level ATT&CK extraction with evidence; also an eval predictor."""
+    """Document-level ATT&CK extraction with evidence; also the eval predictor.
+
+    With the document model and retrieval index of its head folder (``document.json``,
+    ``retrieval.npz``): every sentence is scored by the head and looks up its nearest ATT&CK
+    procedure examples; per parent technique the document model turns those signals into a
+    calibrated probability and its rule decides what is reported; a reported parent also
+    reports its sub-techniques whose best sentence passes the head's own threshold. Without
+    them (a head from ``secfm train head`` alone): a technique is reported when its best
+    sentence passes the head's threshold.
+    """
 
     task = "attack"
+    #: the eval runner keeps every technique the extractor reports (it already decided)
+    threshold = 0.0
 
     def __init__(self, head, engine=None, threshold: float | str | None = None, top_k: int | None = None,
-                 max_evidence: int = 3, window_chars: int = DEFAULT_WINDOW_CHARS, batch_size: int = 16):
+                 max_evidence: int = 3, window_chars: int = DEFAULT_WINDOW_CHARS, batch_size: int = 16,
+                 index: ProcedureIndex | None | bool = True, document: DocumentModel | None | bool = True):
         if head.manifest.task != "attack":
             raise SecfmError(f"{head.path} is a {head.manifest.task} head, not an ATT&CK head")
         super().__init__(head, engine, batch_size)
         self.max_evidence = max_evidence
         self.top_k = top_k
         self.window_chars = window_chars
+        self.document = DocumentModel.load(head.path) if document is True and head.path else (document or None)
+        if index is True:
+            index = ProcedureIndex.load(head.path) if head.path and (Path(head.path) / INDEX_FILE).is_file() else None
+        self.index = index or None
+        if self.document is not None and self.document.use_retrieval and self.index is None:
+            raise SecfmError(f"{head.path} has a document model that needs its retrieval index ({INDEX_FILE})")
+        self.sentence_thresholds = head.thresholds(None)
+        self.doc_threshold = None
         if threshold is None or isinstance(threshold, str):
-            self.thresholds = head.thresholds(threshold)
+            if isinstance(threshold, str):
+                self.sentence_thresholds = head.thresholds(threshold)
         else:
             if not 0 < float(threshold) < 1:
                 raise SecfmError(f"threshold must be between 0 and 1, not {threshold}")
-            self.thresholds = np.full(len(head.labels), float(threshold), dtype=np.float32)
+            self.doc_threshold = float(threshold)
+            self.sentence_thresholds = np.full(len(head.labels), float(threshold), dtype=np.float32)
         from secfm.knowledge import load_attack
+        from secfm.knowledge.attack import DOMAINS
 
         self._attack = load_attack()
+        labels = head.labels
+        self._parents = [j for j, label in enumerate(labels) if "." not in label]
+        self._parent_labels = [labels[j] for j in self._parents]
+        self._children: dict[int, list[int]] = {}
+        where = {label: j for j, label in enumerate(labels)}
+        for j, label in enumerate(labels):
+            if "." in label and label.split(".")[0] in where:
+                self._children.setdefault(where[label.split(".")[0]], []).append(j)
+        domain_of = {t.id: t.domain for t in self._attack.techniques(include_revoked=True, include_deprecated=True)}
+        self._domain_index = np.asarray([DOMAINS.index(domain_of.get(t, "enterprise")) for t in self._parent_labels])
+        self._prior = self._label_prior()
+
+    def _label_prior(self) -> np.ndarray:
+        """log(1 + examples of each parent label in the retrieval index), scaled to [0, 1]."""
+        counts = np.zeros(len(self._parent_labels), dtype=np.float32)
+        if self.index is not None:
+            rows, cols = self.index._label_matrix(self._parent_labels)
+            counts = np.bincount(cols, minlength=len(self._parent_labels)).astype(np.float32)
+        return np.log1p(counts) / max(np.log1p(counts.max(initial=1.0)), 1e-6)
 
     @classmethod
     def load(cls, head: str | Path | None = None, model: str | None = None, engine=None, **options) -> AttackExtractor:
         return cls(_load_head("attack", head, model, engine), engine, **options)
 
-    def extract_many(self, texts: Sequence[str]) -> list[list[TechniqueHit]]:
-        """Hits for each document; all segments of all documents are scored in one batched pass."""
+    # -- signals ------------------------------------------------------------------------------
+    def signals(self, texts: Sequence[str], featurize=None, embed=None) -> list[dict]:
+        """Per document: its segments, head scores ``S`` (segments, labels) and, with an index,
+        retrieval ``share``/``best``/``nearest`` (segments, parent labels). ``featurize`` and
+        ``embed`` replace the head's features and the MiniLM embeddings of the segments (the
+        development harness reads them from its caches)."""
         docs = [split_sentences(t, self.window_chars) for t in texts]
         flat = [s.text for segs in docs for s in segs]
-        S = self.scores(flat)
-        out = []
-        offset = 0
-        for text, segs in zip(texts, docs):
-            out.append(self._aggregate(segs, S[offset : offset + len(segs)]))
+        if not flat:
+            S = np.zeros((0, len(self.head.labels)), dtype=np.float32)
+        else:
+            S = self.head.scores(featurize(flat)) if featurize is not None else self.scores(flat)
+        if self.index is not None and flat and (self.document is None or self.document.use_retrieval):
+            k = self.document.neighbours if self.document else DEFAULT_NEIGHBOURS
+            temp = self.document.temperature if self.document else VOTE_TEMPERATURE
+            share, best, nearest = self.index.votes((embed or embed_texts)(flat), self._parent_labels, k, temp)
+        else:
+            share = best = np.zeros((len(flat), len(self._parents)), dtype=np.float32)
+            nearest = np.full((len(flat), len(self._parents)), -1, dtype=np.int64)
+        out, offset = [], 0
+        for segs in docs:
+            sl = slice(offset, offset + len(segs))
+            out.append({"segments": segs, "S": S[sl], "share": share[sl], "best": best[sl], "nearest": nearest[sl]})
             offset += len(segs)
         return out
+
+    def document_probabilities(self, sig: dict) -> np.ndarray:
+        """Calibrated probability of each parent label for one document's signals."""
+        F = document_signals(sig["S"][:, self._parents], sig["share"], sig["best"], self._prior, self._domain_index)
+        return self.document.probabilities(F)
+
+    # -- extraction ---------------------------------------------------------------------------
+    def extract_many(self, texts: Sequence[str]) -> list[list[TechniqueHit]]:
+        """Hits for each document; all segments of all documents are scored in one batched pass."""
+        return [self._hits(sig) for sig in self.signals(texts)]
 
     def extract(self, text: str) -> list[TechniqueHit]:
         return self.extract_many([text])[0]
 
-    def _aggregate(self, segments: list[Segment], S: np.ndarray) -> list[TechniqueHit]:
+    def _hits(self, sig: dict) -> list[TechniqueHit]:
+        segments, S = sig["segments"], sig["S"]
         if not segments:
             return []
         best = S.max(axis=0)
-        passing = np.nonzero(best >= self.thresholds)[0]
-        order = sorted(passing, key=lambda j: (-best[j], self.head.labels[j]))
+        if self.document is None:
+            passing = np.nonzero(best >= self.sentence_thresholds)[0]
+            chosen = sorted(((int(j), float(best[j])) for j in passing), key=lambda x: (-x[1], self.head.labels[x[0]]))
+        else:
+            p = self.document_probabilities(sig)
+            chosen = []
+            for col in self.document.decide(p, self.doc_threshold):
+                j = self._parents[col]
+                chosen.append((j, float(p[col])))
+                for c in self._children.get(j, ()):
+                    if best[c] >= self.sentence_thresholds[c]:
+                        chosen.append((c, min(float(p[col]), float(best[c]))))
+            chosen.sort(key=lambda x: (-x[1], self.head.labels[x[0]]))
         if self.top_k is not None:
-            order = order[: self.top_k]
+            chosen = chosen[: self.top_k]
+        column = {j: col for col, j in enumerate(self._parents)}
         hits = []
-        for j in order:
+        for j, score in chosen:
+            parent_col = column.get(j) if j in column else column.get(self.head.labels.index(self.head.labels[j].split(".")[0]))
             rows = np.argsort(-S[:, j])
             evidence = []
             for r in rows[: self.max_evidence]:
-                if S[r, j] < self.thresholds[j] and evidence:
+                if S[r, j] < self.sentence_thresholds[j] and evidence:
                     break
                 seg = segments[r]
-                evidence.append(Evidence(seg.index, seg.text, seg.start, seg.end, round(float(S[r, j]), 4)))
-            hits.append(self._hit(self.head.labels[j], float(best[j]), tuple(evidence)))
+                example, source, similarity = "", "", 0.0
+                if parent_col is not None and self.index is not None and sig["nearest"][r, parent_col] >= 0:
+                    row = self.index.rows[int(sig["nearest"][r, parent_col])]
+                    example, source, similarity = row.text, row.source, round(float(sig["best"][r, parent_col]), 4)
+                evidence.append(Evidence(seg.index, seg.text, seg.start, seg.end, round(float(S[r, j]), 4),
+                                         example, source, similarity))
+            hits.append(self._hit(self.head.labels[j], score, tuple(evidence)))
         return hits
 
     def _hit(self, tid: str, score: float, evidence: tuple[Evidence, ...]) -> TechniqueHit:
@@ -319,9 +757,19 @@ class AttackExtractor(_HeadRunner):
 
     # -- the eval predictor protocol ------------------------------------------------------
     def predict(self, texts: Sequence[str]) -> list[list[tuple[str, float]]]:
-        """For each text, the techniques that pass the thresholds with their scores, best first
-        (sub-techniques and their parents both appear; fold to parents as the task needs)."""
+        """For each text, the techniques reported with their scores, best first (sub-techniques
+        and their parents both appear; fold to parents as the task needs)."""
         return [[(h.id, h.score) for h in hits] for hits in self.extract_many(texts)]
+
+    def describe(self) -> dict:
+        info = super().describe()
+        info["document_model"] = None if self.document is None else {
+            "rule": self.document.rule, "threshold": self.document.threshold,
+            "calibration_sources": len(self.document.calibration_sources), "use_retrieval": self.document.use_retrieval}
+        info["retrieval"] = None if self.index is None else {
+            "rows": len(self.index.rows), "sources": len(self.index.sources),
+            "excluded_sources": self.index.manifest.get("excluded_sources", [])}
+        return info
 
 
 def _load_head(task: str, head: str | Path | None, model: str | None, engine=None):
@@ -348,24 +796,27 @@ def _load_head(task: str, head: str | Path | None, model: str | None, engine=Non
 
 # one extractor per (head, model) for the module-level helpers
 _DEFAULTS: dict[tuple, AttackExtractor] = {}
+_DEFAULTS_LOCK = threading.Lock()
 
 
 def extract_attack(text: str, *, head: str | Path | None = None, model: str | None = None, engine=None,
                    threshold: float | str | None = None, top_k: int | None = None, max_evidence: int = 3) -> list[TechniqueHit]:
     """ATT&CK techniques in ``text`` (a report, paragraph or alert), best first, each with its
-    id, name, tactics, score and evidence. Uses the head shipped for the default model unless
-    ``head`` (a head folder) is given."""
+    id, name, tactics, domain, score and evidence (sentence, its head score, the nearest ATT&CK
+    procedure example). Uses the extractor shipped for the default model unless ``head`` (a head
+    folder) is given."""
     from secfm.inputs import check_text
 
     check_text(text, "text")
     key = (str(head) if head else None, model, id(engine) if engine is not None else None)
-    extractor = _DEFAULTS.get(key)
-    if extractor is None:
-        extractor = AttackExtractor.load(head, model, engine)
-        _DEFAULTS[key] = extractor
+    with _DEFAULTS_LOCK:
+        extractor = _DEFAULTS.get(key)
+        if extractor is None:
+            extractor = AttackExtractor.load(head, model, engine)
+            _DEFAULTS[key] = extractor
     if threshold is not None or top_k is not None or max_evidence != extractor.max_evidence:
         extractor = AttackExtractor(extractor.head, extractor._engine, threshold=threshold, top_k=top_k,
-                                    max_evidence=max_evidence)
+                                    max_evidence=max_evidence, index=extractor.index, document=extractor.document)
     return extractor.extract(text)
 
 
@@ -384,7 +835,33 @@ def expand_sources(ids: Iterable[str]) -> set[str]:
     return ids | {s for s, root in clusters.items() if root in roots}
 
 
-def retrained_head_dir(model: str, excluded: Iterable[str]) -> Path:
+class SeenEntitiesError(SecfmError):
+    """A head folder (head, retrieval index or document model) saw entities an evaluation holds out."""
+
+    def __init__(self, head: str | Path, overlap: Sequence[str]):
+        self.head = str(head)
+        self.overlap = list(overlap)
+        shown = ", ".join(self.overlap[:6]) + (f" and {len(self.overlap) - 6} more" if len(self.overlap) > 6 else "")
+        super().__init__(f"the ATT&CK extractor {head} saw {len(self.overlap)} evaluated entities ({shown})")
+
+
+@dataclass
+class Exclusion:
+    """What an evaluation held out of the extractor it used, and how that extractor was found."""
+
+    requested: list[str]  # the entities asked for (the items' URLs, --exclude-sources)
+    excluded: list[str]  # with what travels with them in the entity split (a campaign's groups)
+    head: str  # the head folder used
+    origin: str  # given (--head), shipped, cache (trained earlier without them), trained (now)
+    seen: list[str] = field(default_factory=list)  # excluded entities the extractor saw (allowed only with allow_seen)
+    contaminated: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def clean_extractor_dir(model: str, excluded: Iterable[str]) -> Path:
+    """Where the extractor trained without ``excluded`` is cached."""
     from secfm.settings import cache_dir
 
     key = hashlib.sha256(",".join(sorted(excluded)).encode()).hexdigest()[:12]
@@ -392,60 +869,92 @@ def retrained_head_dir(model: str, excluded: Iterable[str]) -> Path:
 
 
 def load_attack_predictor(exclude_sources: Iterable[str] | str | None = None, *, head: str | Path | None = None,
-                          model: str | None = None, engine=None, retrain: bool = False,
-                          threshold: float | str | None = None, top_k: int | None = None) -> AttackExtractor:
-    """The predictor for ``secfm eval cti-ate --mode head``: ``predict(texts)`` gives
-    ``[(technique id, score), ...]`` per text, best first.
+                          model: str | None = None, engine=None, retrain: bool = True, allow_seen: bool = False,
+                          train_limit: int | None = None, threshold: float | str | None = None, top_k: int | None = None,
+                          progress=None) -> AttackExtractor:
+    """The document extractor ``secfm eval cti-ate --mode head`` scores with, clean of
+    ``exclude_sources`` (ids or ``@file``: the evaluated entities) by construction.
 
-    ``exclude_sources`` (ids or ``@file``) are entities the evaluation holds out. When the head's
-    manifest shows it was trained on any of them, this refuses with a clear error, unless a head
-    retrained without them is already in the cache or ``retrain=True`` (which trains one on the
-    cached features of the head's layer, with the head's settings, and keeps it in the cache).
+    * ``head`` given: used when no part of it (head, retrieval index, document model) saw an
+      excluded entity; otherwise :class:`SeenEntitiesError`, unless ``allow_seen`` (the run is
+      then marked contaminated);
+    * no ``head``: the shipped extractor when it is clean; else the one trained earlier without
+      those entities (cached), else (``retrain``) one trained now with ``--exclude-sources`` set
+      to them: the sentence head (the shipped head's layers, pooling and kind), the retrieval
+      index and the document model, kept in the cache for the next run.
+
+    The returned extractor's ``exclusion`` (:class:`Exclusion`) records what was held out.
     """
-    from secfm.heads import parse_sources, read_manifest
+    from secfm.heads import parse_sources, seen_overlap, shipped_head_path
+    from secfm.registry import default_model_name
 
-    excluded = parse_sources(exclude_sources)
-    loaded = _load_head("attack", head, model, engine)
-    if excluded:
-        wanted = expand_sources(excluded)
-        overlap = sorted(wanted & set(loaded.manifest.trained_sources))
-        if overlap:
-            m = loaded.manifest
-            cached = retrained_head_dir(m.base_model, excluded)
-            if (cached / "head.json").is_file() and not (wanted & set(read_manifest(cached).trained_sources)):
-                log.info("using the head retrained without %s from %s", ",".join(sorted(excluded)), cached)
-                return AttackExtractor.load(cached, m.base_model, engine, threshold=threshold, top_k=top_k)
-            if not retrain:
-                shown = ", ".join(overlap[:8]) + (f" and {len(overlap) - 8} more" if len(overlap) > 8 else "")
-                raise SecfmError(
-                    f"the ATT&CK head {loaded.path} was trained on excluded sources ({shown}); retrain it without them: "
-                    f"`secfm train head --task attack --exclude-sources {','.join(sorted(excluded))} --out DIR` "
-                    f"and pass --head DIR (or retrain=True)"
-                )
-            retrain_without(loaded, excluded, cached)
-            return AttackExtractor.load(cached, m.base_model, engine, threshold=threshold, top_k=top_k)
-    return AttackExtractor(loaded, engine, threshold=threshold, top_k=top_k)
+    requested = sorted(parse_sources(exclude_sources))
+    wanted = sorted(expand_sources(requested)) if requested else []
+    if engine is not None and model is None:
+        model = engine.model_name
+    model = model or default_model_name()
+    options = {"threshold": threshold, "top_k": top_k}
+
+    def use(path: Path, origin: str, seen: Sequence[str] = ()) -> AttackExtractor:
+        extractor = AttackExtractor.load(path, model, engine, **options)
+        extractor.exclusion = Exclusion(requested, wanted, str(path), origin, list(seen), bool(seen))
+        return extractor
+
+    if head is not None:
+        overlap = seen_overlap(head, wanted)
+        if overlap and not allow_seen:
+            raise SeenEntitiesError(head, overlap)
+        return use(Path(head), "given", overlap)
+    shipped = shipped_head_path("attack", model)
+    if not (shipped / "head.json").is_file():
+        raise SecfmError(f"no ATT&CK extractor is shipped for model '{model}'; pass --head DIR")
+    overlap = seen_overlap(shipped, wanted)
+    if not overlap:
+        return use(shipped, "shipped")
+    if allow_seen:
+        return use(shipped, "shipped", overlap)
+    cached = clean_extractor_dir(model, wanted)
+    if (cached / DOCUMENT_FILE).is_file() and not seen_overlap(cached, wanted):
+        log.info("using the ATT&CK extractor trained without %d entities from %s", len(wanted), cached)
+        return use(cached, "cache")
+    if not retrain:
+        raise SeenEntitiesError(shipped, overlap)
+    train_clean_extractor(shipped, requested, cached, engine=engine, limit=train_limit, progress=progress)
+    return use(cached, "trained")
 
 
-def retrain_without(head, excluded: set[str], out: Path) -> Path:
-    """Train an ATT&CK head like ``head`` (same base, layer, pooling, kind) without ``excluded``."""
-    from secfm.training.heads import HarnessConfig, run_harness
+def train_clean_extractor(base: str | Path, excluded: Iterable[str], out: Path, engine=None, limit: int | None = None,
+                          progress=None) -> Path:
+    """Train the sentence head (like ``base``: its base model, adapter, layers, pooling, kind),
+    the retrieval index and the document model without ``excluded`` (and what travels with
+    them) into ``out`` (written to a temporary folder first, then moved into place)."""
+    import shutil
 
-    m = head.manifest
+    from secfm.heads import read_manifest
+    from secfm.training.attack_docs import build_document_extractor
+    from secfm.training.heads import FitConfig, HarnessConfig, run_harness
+
+    m = read_manifest(base)
+    excluded = sorted({e.upper() for e in excluded})
     fit = m.training.get("fit", {}) if isinstance(m.training, dict) else {}
-    from secfm.training.heads import FitConfig
-
-    cfg = HarnessConfig(task="attack", model=m.base_model, adapter=head.adapter_path,
-                        layer=m.layer if len(m.layers) == 1 else tuple(m.layers), pooling=m.pooling,
-                        kinds=(m.kind,), exclude_sources=tuple(sorted(excluded)), baseline=False,
-                        max_length=m.max_length, fit=FitConfig(**{k: v for k, v in fit.items() if k in FitConfig.__dataclass_fields__}),
-                        command=f"load_attack_predictor(exclude_sources={sorted(excluded)}, retrain=True)")
-    log.info("retraining the ATT&CK head without %d sources into %s", len(excluded), out)
-    run_harness(cfg, out)
+    say = progress or (lambda msg: log.info("%s", msg))
+    cfg = HarnessConfig(task="attack", model=m.base_model, adapter=m.adapter, layer=m.layer if len(m.layers) == 1 else tuple(m.layers),
+                        pooling=m.pooling, kinds=(m.kind,), exclude_sources=tuple(excluded), baseline=False,
+                        max_length=m.max_length, limit=limit,
+                        fit=FitConfig(**{k: v for k, v in fit.items() if k in FitConfig.__dataclass_fields__}),
+                        command=f"secfm eval (clean ATT&CK extractor without {len(excluded)} entities)")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    say(f"training an ATT&CK extractor without the {len(excluded)} evaluated entities into {out}")
+    run_harness(cfg, tmp, engine=engine, progress=say)
+    build_document_extractor(tmp, engine=engine, exclude_sources=excluded, progress=say, baseline=False,
+                             limit=max(8, limit // 2) if limit else None)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
     return out
 
 
 __all__ = [
-    "AttackExtractor", "Evidence", "Segment", "TechniqueHit", "extract_attack", "load_attack_predictor",
-    "split_sentences",
+    "AttackExtractor", "DocumentModel", "Evidence", "Exclusion", "ProcedureIndex", "Segment", "SeenEntitiesError",
+    "TechniqueHit", "extract_attack", "load_attack_predictor", "split_sentences",
 ]

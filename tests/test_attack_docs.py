@@ -163,52 +163,79 @@ def test_a_given_head_that_saw_an_evaluated_entity_is_refused(tmp_path: Path) ->
     assert not clean.exclusion.contaminated and clean.exclusion.origin == "given"
 
 
-def test_eval_refuses_a_head_that_saw_the_items_entities_in_one_line(tmp_path: Path) -> None:
-    """The entities come from the items' URLs: no --exclude-sources needed; the refusal names
+ATE_REAL = Path(__file__).parent / "fixtures" / "ctibench" / "cti-ate-attack-ids.tsv"  # S0066, S0002, S0305
+
+
+def test_eval_refuses_a_head_that_saw_the_items_entities_in_one_line(tmp_path: Path, capsys) -> None:
+    """The entities come from the items' URLs (no --exclude-sources needed): the shipped extractor
+    trained on S0002 and calibrated on S0305, so given as --head it is refused in one line naming
     how many items, before any model loads or anything is written."""
-    kb = load_attack()
-    docs = [d for d in build_attack_documents(domains=["mobile"]) if d.split == "test"][:3]
-    data = write_documents_tsv(docs, tmp_path / "mobile.tsv")
-    head = _head_copy(tmp_path, [docs[0].entity], [], [])
-    assert kb.get(docs[0].entity) is not None
+    from secfm.cli import main
+
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "secfm.cli", "eval", "cti-ate", "--data", str(data), "--mode", "head",
-                           "--head", str(head), "--out", str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    n = sum(d.entity == docs[0].entity for d in docs)
-    assert len(lines) == 1 and f"{n} of the 3 items" in lines[0] and "--allow-seen" in lines[0], proc.stderr
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "cti-ate", "--data", str(ATE_REAL), "--mode", "head", "--head", str(SHIPPED), "--out", str(out)])
+    assert exit_.value.code != 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "saw 2 evaluated entities (S0002, S0305)" in lines[0], lines
+    assert "2 of the 3 items" in lines[0] and "--allow-seen" in lines[0]
     assert not (out / "metrics.json").exists()
 
 
-@pytest.mark.slow
-def test_eval_reuses_a_clean_extractor_from_the_cache_and_records_the_exclusion(tmp_path: Path) -> None:
-    """Items about entities the shipped extractor saw: the evaluator takes the extractor trained
-    earlier without them from the cache (here: placed there by the test), scores with it and
-    records in metrics.json what it excluded and where the extractor came from."""
-    from secfm.workflows.attack_extraction import clean_extractor_dir, expand_sources
+def _clean_extractor_in_cache(tmp_path: Path, monkeypatch, excluded: set[str]) -> tuple[Path, dict]:
+    """A copy of the shipped extractor claiming to have seen none of ``excluded``, placed where the
+    evaluator looks for one trained without them (a temporary cache)."""
+    from secfm.workflows import attack_extraction
 
-    shipped_seen = set().union(*seen_sources(SHIPPED).values())
-    docs = [d for d in build_attack_documents() if d.entity in shipped_seen and d.form == "paragraph"][:2]
-    data = write_documents_tsv(docs, tmp_path / "seen.tsv")
-    excluded = sorted(expand_sources({d.entity for d in docs}))
-    cached = clean_extractor_dir("gemma-3-270m", excluded)  # in the real $SECFM_HOME (the model is cached there)
-    placed = not cached.exists()
-    clean = _head_copy(tmp_path, [s for s in seen_sources(SHIPPED)["head"] if s not in excluded],
-                       [s for s in seen_sources(SHIPPED).get("retrieval", []) if s not in excluded],
-                       [s for s in seen_sources(SHIPPED).get("document", []) if s not in excluded])
-    if placed:
-        shutil.copytree(clean, cached)
-    out = tmp_path / "run"
-    try:
-        proc = subprocess.run([sys.executable, "-m", "secfm.cli", "eval", "cti-ate", "--data", str(data), "--mode", "head",
-                               "--bootstrap", "20", "--out", str(out)], capture_output=True, text=True, timeout=600)
-    finally:
-        if placed:
-            shutil.rmtree(cached, ignore_errors=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    m = json.loads((out / "metrics.json").read_text())
+    seen = seen_sources(SHIPPED)
+    clean = _head_copy(tmp_path, *[[s for s in seen.get(part, []) if s not in excluded]
+                                   for part in ("head", "retrieval", "document")])
+    where = {}
+
+    def cache(model, entities):
+        where["key"] = (model, sorted(entities))
+        return clean
+
+    monkeypatch.setattr(attack_extraction, "clean_extractor_dir", cache)
+    return clean, where
+
+
+def test_eval_excludes_the_items_entities_by_construction(tmp_path: Path, monkeypatch) -> None:
+    """No --head: the shipped extractor saw two of the items' entities, so the evaluator takes one
+    built without all three (and what travels with them) and records the exclusion; nothing the
+    items are about is in its head, index or calibration."""
+    from secfm.evals.data import load_dataset
+    from secfm.evals.heads import load_attack_extractor
+    from secfm.evals.specs import get_task
+    from secfm.workflows.attack_extraction import expand_sources
+
+    items = load_dataset(get_task("cti-ate"), str(ATE_REAL)).items
+    excluded = expand_sources({"S0066", "S0002", "S0305"})
+    clean, where = _clean_extractor_in_cache(tmp_path, monkeypatch, excluded)
+    extractor, record = load_attack_extractor(None, items)  # no model loads until it predicts
+    assert where["key"] == ("gemma-3-270m", sorted(excluded))
+    ex = record["exclusion"]
+    assert ex["origin"] == "cache" and ex["head"] == str(clean) and ex["entities_from_urls"] == ["S0002", "S0066", "S0305"]
+    assert set(ex["excluded"]) == excluded and ex["items_with_an_entity"] == 3
+    assert not record["contamination"]["contaminated"] and not seen_overlap(extractor.exclusion.head, excluded)
+    # the same items with --allow-seen and the shipped head: scored, but marked contaminated
+    _, seen = load_attack_extractor(SHIPPED, items, allow_seen=True)
+    assert seen["contamination"]["contaminated"] and seen["contamination"]["seen_items"] == 2
+    assert sorted(seen["contamination"]["seen_entities"]) == ["S0002", "S0305"]
+
+
+@pytest.mark.slow
+def test_eval_scores_with_the_clean_extractor_and_records_the_exclusion(tmp_path: Path, monkeypatch, engine) -> None:
+    """End to end on the real model (the session engine): metrics.json records what was excluded
+    and where the extractor came from."""
+    from secfm.evals.runner import EvalConfig, run_eval
+    from secfm.workflows.attack_extraction import expand_sources
+
+    excluded = expand_sources({"S0066", "S0002", "S0305"})
+    clean, _ = _clean_extractor_in_cache(tmp_path, monkeypatch, excluded)
+    m = run_eval(EvalConfig(task="cti-ate", data=str(ATE_REAL), out=str(tmp_path / "run"), mode="head", bootstrap=20),
+                 engine=engine, progress=False)
     ex = m["exclusion"]
-    assert ex["origin"] == "cache" and ex["head"] == str(cached) and not m["contaminated"]
-    assert ex["entities_from_urls"] == sorted({d.entity for d in docs}) and set(ex["excluded"]) == set(excluded)
-    assert m["n"] == 2 and "micro_f1" in json.dumps(m["figures"])
+    assert ex["origin"] == "cache" and ex["head"] == str(clean) and not m["contaminated"]
+    assert ex["entities_from_urls"] == ["S0002", "S0066", "S0305"] and set(ex["excluded"]) == excluded
+    assert m["n"] == 3 and "micro_f1" in json.dumps(m["figures"])

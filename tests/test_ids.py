@@ -126,3 +126,17 @@ def test_parent_technique_and_normalize() -> None:
     assert parent_technique("T1059") is None and parent_technique("CWE-79") is None
     assert normalize_id("CWE-079") == ("CWE-79", "cwe")
     assert normalize_id("nonsense") is None
+
+
+def test_sigma_tags_with_ids_attack_does_not_have_are_known_unknowns() -> None:
+    """SigmaHQ tags techniques newer than our ATT&CK (attack.t1685): well formed, not known, a
+    message naming the versions checked; the rule compiler keeps them as rejected tags, no crash."""
+    from secfm.workflows.sigma_rules import _techniques
+
+    check = validate_id("T1685")
+    assert check.well_formed and not check.known and check.kind == "technique" and check.domain is None
+    assert "T1685 is not an ATT&CK technique" in check.message and "Mobile" in check.message
+    sub = validate_id("t1685.001")
+    assert sub.normalized == "T1685.001" and sub.well_formed and not sub.known
+    good, rejected = _techniques(["attack.t1685", "attack.T1059.001", "attack.execution", "attack.t1685.001", "cve.2021-44228"])
+    assert good == ("T1059.001",) and rejected == ("attack.t1685", "attack.t1685.001")

@@ -803,6 +803,8 @@ def results_markdown(r: dict) -> str:
         metric = "val_micro_f1" if task == "attack" else "val_top1"
         lines += ["", f"## Layer and pooling sweep (linear head; {s['sizes'].get('train')} train / "
                   f"{s['sizes'].get('val')} val texts)", "", f"Rule: {s['rule']} (tolerance {s['tolerance']}).", ""]
+        if s.get("from"):
+            lines[-1:-1] = [f"From {s['from']}.", ""]
         lines += [f"| layer | pooling | {metric} | val macro F1 |", "|---|---|---|---|"]
         for x in s["rows"]:
             lines.append(f"| {layers_label(x.get('layers') or [x['layer']])} | {x['pooling']} | {_fmt(x[metric])} | {_fmt(x['val_macro_f1'])} |")

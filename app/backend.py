@@ -45,6 +45,7 @@ class Backend:
         self._context_tokens = context_tokens
         self._count = functools.lru_cache(maxsize=8192)(self._count_uncached)
         self._attack_lock = threading.Lock()
+        self._chat = None
 
     @classmethod
     def from_options(cls, model: str | None = None, endpoint: str | None = None, *, engine: str = "transformers",
@@ -58,7 +59,8 @@ class Backend:
     def warm_up(self) -> None:
         """Load what the first triage, review or extraction would otherwise wait for: the ATT&CK
         knowledge base and the retrieval store with its embedding model. Failures only log."""
-        steps = (("ATT&CK knowledge", _warm_attack), ("retrieval store", _warm_store))
+        steps = (("ATT&CK knowledge", _warm_attack), ("retrieval store", _warm_store),
+                 ("chat name index", lambda: self.chat_pipeline().warm_up()))
         for name, step in steps:
             try:
                 step()
@@ -127,6 +129,14 @@ class Backend:
 
         params = SamplingParams.loop_free(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
         return self.engine.submit_chat(messages, params).watch(stop, heartbeat)
+
+    def chat_pipeline(self):
+        """The grounded chat (``secfm.workflows.chat``) on this backend's engine, built once."""
+        if self._chat is None:
+            from secfm.workflows.chat import ChatPipeline
+
+            self._chat = ChatPipeline(self.engine)
+        return self._chat
 
     # -- triage --------------------------------------------------------------------------------
     def triage(self, text: str, use_model: bool = False) -> dict:

@@ -75,7 +75,7 @@ def build_ui(backend, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
     from secfm.app.backend import Backend
     from secfm.app.sessions import new_state
     from secfm.app.ui_attack import build_attack_tab
-    from secfm.app.ui_chat import build_chat_tab
+    from secfm.app.ui_chat import build_chat_tab, wire_chat_to_triage
     from secfm.app.ui_config import build_config_tab
     from secfm.app.ui_cve import build_cve_tab
     from secfm.app.ui_summary import build_summary_tab
@@ -87,13 +87,15 @@ def build_ui(backend, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
     with gr.Blocks(title=TITLE, analytics_enabled=False, fill_width=True) as demo:
         state = new_state()
         header = gr.HTML(header_html(backend), elem_id="app-header")
-        with gr.Tabs(elem_id="tabs"):
-            build_chat_tab(backend, state, max_new_tokens=max_new_tokens)
-            build_triage_tab(backend, state)
+        with gr.Tabs(elem_id="tabs") as tabs:
+            chat = build_chat_tab(backend, state, max_new_tokens=max_new_tokens)
+            triage = build_triage_tab(backend, state)
             build_summary_tab(backend, state)
             build_config_tab(backend, state)
             build_attack_tab(backend, state)
             build_cve_tab(backend, state)
+
+        wire_chat_to_triage(chat, triage, tabs, state)
 
         def on_load(request: gr.Request):
             return header_html(backend, getattr(request, "username", None))

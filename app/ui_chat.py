@@ -1,5 +1,7 @@
-"""The Chat tab: a streaming answer under a fixed security system prompt, history trimmed to
-the model's context, a Stop button, and a transcript export (the session's own messages)."""
+"""The Chat tab: grounded answers (tool cards and facts first, with their sources as links, then the
+model's checked phrasing streaming), follow-ups that keep the conversation's entities, a Stop button,
+a button that sends a pasted alert to the Triage tab, and a transcript export (the session's own
+messages)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,19 @@ import gradio as gr
 
 from secfm.errors import SecfmError
 
-from secfm.app.chat import SYSTEM_PROMPT, StreamStats, stream_answer
+from secfm.app.chat import SYSTEM_PROMPT, grounded_turn, turn_summary
 from secfm.app.sessions import Session, SessionError
 from secfm.app.ui_common import json_box, json_text
+from secfm.workflows.chat_schemas import Conversation
 
 log = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS_LIMIT = 2048
+#: what the chat keeps in the session (``Session.results``): the conversation's entities, the model switch,
+#: the last pasted alert (for the Triage button)
+CONVERSATION_KEY = "chat_conversation"
+USE_MODEL_KEY = "chat_use_model"
+LAST_ALERT_KEY = "chat_last_alert"
 
 
 def _status(text: str, kind: str = "") -> str:
@@ -29,7 +37,7 @@ def build_chat_tab(backend, state: gr.State, max_new_tokens: int = 256) -> dict:
         chatbot = gr.Chatbot(
             label="secfm",
             elem_id="chatbot",
-            height=440,
+            height=620,
             buttons=["copy", "copy_all"],
             feedback_options=None,
             placeholder=("Ask about an alert, a log line, a technique or a CVE. "
@@ -50,7 +58,10 @@ def build_chat_tab(backend, state: gr.State, max_new_tokens: int = 256) -> dict:
                 send = gr.Button("Send", variant="primary", elem_id="chat-send")
                 stop = gr.Button("Stop", variant="stop", elem_id="chat-stop")
         status = gr.HTML(elem_id="chat-status")
+        to_triage = gr.Button("Send this alert to the Triage tab", visible=False, size="sm", elem_id="chat-to-triage")
         with gr.Accordion("Settings and transcript", open=False, elem_id="chat-settings"):
+            use_model = gr.Checkbox(value=True, label="Let the model phrase the answer (off: the tools' facts only)",
+                                    elem_id="chat-use-model")
             with gr.Row():
                 max_new = gr.Slider(1, limit, value=max_new_tokens, step=1, label="Max new tokens",
                                     elem_id="chat-max-new-tokens")
@@ -70,54 +81,49 @@ def build_chat_tab(backend, state: gr.State, max_new_tokens: int = 256) -> dict:
             raise gr.Error(str(exc)) from exc
         text = (text or "").strip()
         if not text:
-            yield session.chat_view(), gr.skip(), session, _status("Type a message first.", "warn")
+            yield session.chat_view(), gr.skip(), session, _status("Type a message first.", "warn"), gr.skip()
             return
         n_new = max(1, min(int(max_new_tokens or 1), limit))
-        try:
-            prompt = backend.chat_prompt(session.history, text, n_new)
-        except SecfmError as exc:
-            raise gr.Error(str(exc)) from exc
+        use_model = bool(session.results.get(USE_MODEL_KEY, True))
+        conversation = Conversation.model_validate(session.results.get(CONVERSATION_KEY) or {})
         session.stop.clear()
         session.add_user(text)
         answer = session.start_answer()
-        note = prompt.note
-        waiting = "Waiting for the model…" + (f" ({note})" if note else "")
-        yield session.chat_view(), "", session, _status(waiting, "busy")
-        stats = StreamStats()
+        yield session.chat_view(), "", session, _status("Looking it up…", "busy"), gr.update(visible=False)
+        final = None
         try:
-            pieces = backend.stream_chat(prompt.messages, n_new, float(temperature or 0.0), stop=session.stop,
-                                         heartbeat=0.5)
-            for piece in stream_answer(pieces, session.stop, stats):
-                if not piece:  # still queued behind other analysts' answers
-                    place = getattr(pieces, "position", 0)
-                    if place:
-                        yield gr.skip(), gr.skip(), session, _status(f"Waiting for the model… {place} in the queue", "busy")
-                    continue
-                answer["content"] += piece
-                yield session.chat_view(), gr.skip(), session, _status(
-                    f"Generating… {stats.pieces} pieces", "busy")
+            for update in grounded_turn(backend.chat_pipeline(), text, conversation, cancel=session.stop,
+                                        use_model=use_model, max_new_tokens=n_new, temperature=float(temperature or 0.0)):
+                answer["content"] = update.content
+                final = update.answer or final
+                if session.stop.is_set():
+                    break
+                yield session.chat_view(), gr.skip(), session, _status(update.status, update.kind), gr.skip()
         except SecfmError as exc:
             answer["content"] = answer["content"] or "(no answer)"
-            yield session.chat_view(), gr.skip(), session, _status(f"Model error: {exc}", "error")
+            yield session.chat_view(), gr.skip(), session, _status(f"Error: {exc}", "error"), gr.skip()
             return
         except Exception as exc:  # noqa: BLE001
-            log.exception("chat generation failed")
+            log.exception("chat turn failed")
             answer["content"] = answer["content"] or "(no answer)"
-            yield session.chat_view(), gr.skip(), session, _status(f"Model error: {type(exc).__name__}: {exc}", "error")
+            yield session.chat_view(), gr.skip(), session, _status(f"Error: {type(exc).__name__}: {exc}", "error"), gr.skip()
             return
         if not answer["content"].strip():
             answer["content"] = "(no answer)"
-        ttft = f", first token {stats.ttft_s:.1f} s" if stats.ttft_s is not None else ""
-        done = "Stopped" if stats.stopped else "Done"
-        tail = f" · {note}" if note else ""
-        summary = f"{done}: {stats.pieces} pieces in {stats.elapsed_s:.1f} s{ttft} · prompt {prompt.prompt_tokens} tokens"
-        yield session.chat_view(), gr.skip(), session, _status(summary + tail, "done")
+        if final is None:  # stopped before the end
+            yield session.chat_view(), gr.skip(), session, _status("Stopped.", "done"), gr.skip()
+            return
+        session.results[CONVERSATION_KEY] = conversation.model_dump(mode="json")
+        pasted_alert = final.topic.paste == "alert"
+        session.results[LAST_ALERT_KEY] = text if pasted_alert else None
+        yield (session.chat_view(), gr.skip(), session, _status(turn_summary(final), "done"),
+               gr.update(visible=pasted_alert))
 
     chat_event = gr.on(
         triggers=[message.submit, send.click],
         fn=respond,
         inputs=[message, max_new, temperature, state],
-        outputs=[chatbot, message, state, status],
+        outputs=[chatbot, message, state, status, to_triage],
         api_name="chat",
         concurrency_id="model",
         trigger_mode="once",
@@ -135,6 +141,8 @@ def build_chat_tab(backend, state: gr.State, max_new_tokens: int = 256) -> dict:
         session.claim(request)
         session.stop.set()
         session.clear_chat()
+        session.results.pop(CONVERSATION_KEY, None)
+        session.results.pop(LAST_ALERT_KEY, None)
         return [], session, "", ""
 
     clear.click(on_clear, [state], [chatbot, state, status, transcript], cancels=[chat_event], queue=False,
@@ -150,8 +158,29 @@ def build_chat_tab(backend, state: gr.State, max_new_tokens: int = 256) -> dict:
 
     export.click(on_export, [state], [transcript], queue=False, api_name="transcript")
 
+    def on_use_model(value: bool, session: Session, request: gr.Request):
+        session.claim(request)
+        session.results[USE_MODEL_KEY] = bool(value)
+        return session
+
+    use_model.change(on_use_model, [use_model, state], [state], queue=False, api_visibility="private")
+
     return {"chatbot": chatbot, "message": message, "send": send, "stop": stop, "status": status,
-            "max_new": max_new, "temperature": temperature, "transcript": transcript, "event": chat_event}
+            "max_new": max_new, "temperature": temperature, "transcript": transcript, "event": chat_event,
+            "to_triage": to_triage, "use_model": use_model}
 
 
-__all__ = ["SYSTEM_PROMPT", "build_chat_tab"]
+def wire_chat_to_triage(chat: dict, triage: dict, tabs: gr.Tabs, state: gr.State) -> None:
+    """The chat's "send to triage" button: the pasted alert goes into the Triage tab's input."""
+
+    def send(session: Session, request: gr.Request):
+        session.claim(request)
+        text = session.results.get(LAST_ALERT_KEY)
+        if not text:
+            return gr.skip(), gr.skip()
+        return text, gr.Tabs(selected="triage")
+
+    chat["to_triage"].click(send, [state], [triage["input"], tabs], queue=False, api_visibility="private")
+
+
+__all__ = ["SYSTEM_PROMPT", "build_chat_tab", "wire_chat_to_triage"]

@@ -295,3 +295,35 @@ def test_eval_chat_writes_a_run_folder_and_resumes(tmp_path):
     with pytest.raises(SecfmError, match="other settings"):
         run_chat_eval(ChatEvalSettings(out=str(tmp_path / "run"), use_model=False, use_kb=False, limit=5, split="all"),
                       allow_busy=True, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# slow: the real model
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_model_phrasing_is_checked_and_cannot_loop(engine, cve_store):
+    chat = ChatPipeline(engine, store=False, cve_store=cve_store, max_new_tokens=48)
+    events = list(chat.stream(LOG4SHELL, Conversation()))
+    assert events[0].kind == "tools" and events[0].answer.cards  # the cards come before the model
+    a = events[-1].answer
+    assert a.model.status in ("ok", "repaired", "failed") and a.model.prompt_tokens <= a.model.budget_tokens
+    shown_ids = _ids_in(a.answer)
+    assert shown_ids <= a.known_ids() | set(a.topic.ids)  # nothing the tools did not return
+    assert "CWE-917" in a.answer and "T1190" in a.answer  # the facts stand whatever the model wrote
+    if a.phrasing:
+        assert a.timings.first_model_piece_s is not None and a.timings.first_model_piece_s >= a.timings.tools_s
+    # a prompt that makes a base model repeat itself: the stream ends at the loop, not at the budget
+    report = ModelPhrasing()
+    looping = [{"role": "user", "content": "Repeat after me forever: " + "You are a security analyst. " * 12}]
+    text = "".join(stream_phrasing(engine, looping, set(), max_new_tokens=160, report=report))
+    assert report.stopped_by in ("loop", "eos", "max_chars") and text.count("You are a security analyst.") <= 1
+
+
+def test_the_app_shows_the_cards_before_the_answer_is_done(tools_only):
+    from secfm.app.chat import grounded_turn
+
+    updates = list(grounded_turn(tools_only, VSSADMIN, Conversation(), use_model=False))
+    assert updates[0].kind == "busy" and "chat-card card-triage" in updates[0].content
+    last = updates[-1]
+    assert last.kind == "done" and last.answer.topic.paste == "alert" and "T1490" in last.content
+    assert last.status.startswith("Done:") and "Sources" in last.content

@@ -280,8 +280,17 @@ def summarise(records: list[dict], settings: ChatEvalSettings) -> dict:
             k["found"] += t["found"]
     for k in by_kind.values():
         k["fact_recall"] = _r(k["found"] / k["facts"]) if k["facts"] else None
+    recall = fig([t["found"] for t in turns], [t["facts"] for t in turns])
+    phrasing_recall = fig([t["phrasing_found"] for t in phrased], [t["facts"] for t in phrased]) if phrased else None
+    headline = {"split": settings.split, "fact_recall": recall["value"],
+                "invented_ids": sum(len(t["invented_ids"]) for t in turns),
+                "first_output_p50_s": _r(percentile(first_output, 0.5)),
+                "first_model_piece_p50_s": _r(percentile(first_piece, 0.5)),
+                "phrasing_kept": f"{len(phrased)}/{len(turns)}",
+                "phrasing_fact_recall": phrasing_recall["value"] if phrasing_recall else None}
     return {
         "task": "chat",
+        "headline": headline,
         "model": settings.model or ("gemma-3-270m" if settings.use_model else None),
         "adapter": settings.adapter,
         "use_model": settings.use_model,
@@ -289,14 +298,14 @@ def summarise(records: list[dict], settings: ChatEvalSettings) -> dict:
         "conversations": len(records),
         "turns": len(turns),
         "facts": sum(t["facts"] for t in turns),
-        "fact_recall": fig([t["found"] for t in turns], [t["facts"] for t in turns]),
+        "fact_recall": recall,
         "invented_id_rate": fig([len(t["invented_ids"]) for t in turns], [t["id_mentions"] for t in turns]),
         "invented_ids": sum(len(t["invented_ids"]) for t in turns),
         "id_mentions": sum(t["id_mentions"] for t in turns),
         "nothing_found_correct": sum(t["nothing_found"] == t["expected_nothing"] for t in turns),
         "phrasing": {
             "turns_phrased": len(phrased),
-            "fact_recall": fig([t["phrasing_found"] for t in phrased], [t["facts"] for t in phrased]) if phrased else None,
+            "fact_recall": phrasing_recall,
             "model_invented_before_checks": {"ids": model_invented, "proposed": proposed,
                                              "rate": _r(model_invented / proposed) if proposed else None},
             "forbidden_words": sum(len(t["forbidden_words_in_phrasing"]) for t in turns),

@@ -266,7 +266,10 @@ def _set_max_tokens(page, n: int):
 def _transcript(page) -> dict:
     page.locator("#chat-export").click()
     page.wait_for_function("document.querySelector('#chat-transcript .cm-content')?.innerText.includes('messages')")
-    return json.loads(page.locator("#chat-transcript .cm-content").inner_text())
+    # the code view renders only the lines in sight (answers with tool cards are long): read the download
+    with page.expect_download() as info:
+        page.locator("#chat-transcript").get_by_role("button", name="Download").click()
+    return json.loads(Path(info.value.path()).read_text(encoding="utf-8"))
 
 
 @pytest.mark.slow

@@ -302,7 +302,7 @@ def test_eval_chat_writes_a_run_folder_and_resumes(tmp_path):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_model_phrasing_is_checked_and_cannot_loop(engine, cve_store):
-    chat = ChatPipeline(engine, store=False, cve_store=cve_store, max_new_tokens=48)
+    chat = ChatPipeline(engine, store=False, cve_store=cve_store, max_new_tokens=24)
     events = list(chat.stream(LOG4SHELL, Conversation()))
     assert events[0].kind == "tools" and events[0].answer.cards  # the cards come before the model
     a = events[-1].answer
@@ -315,7 +315,7 @@ def test_model_phrasing_is_checked_and_cannot_loop(engine, cve_store):
     # a prompt that makes a base model repeat itself: the stream ends at the loop, not at the budget
     report = ModelPhrasing()
     looping = [{"role": "user", "content": "Repeat after me forever: " + "You are a security analyst. " * 12}]
-    text = "".join(stream_phrasing(engine, looping, set(), max_new_tokens=160, report=report))
+    text = "".join(stream_phrasing(engine, looping, set(), max_new_tokens=64, report=report))
     assert report.stopped_by in ("loop", "eos", "max_chars") and text.count("You are a security analyst.") <= 1
 
 

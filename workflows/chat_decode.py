@@ -245,6 +245,11 @@ def support(sentence: str, grounded: str) -> float:
     return sum(w in known for w in words) / len(words)
 
 
+_INSTRUCTIONS = CHAT_SYSTEM_PROMPT + " " + data_rules(FACTS_LABEL) + (
+    " Answer the question in at most three short sentences, using only the facts above. Keep ids exactly as "
+    "written. If the facts do not answer it, say that secfm found nothing. You are a security analyst.")
+
+
 def check_phrasing(text: str, question: str, facts: Sequence[Fact], injection_spans=()) -> PhrasingCheck:
     """Keep only sentences the facts support: drop those that echo injected text, claim an action,
     name indicators from nowhere, held an id no tool returned, or whose words are mostly not in
@@ -263,6 +268,8 @@ def check_phrasing(text: str, question: str, facts: Sequence[Fact], injection_sp
             dropped.append((sentence, "named an id no tool returned"))
         elif any(i.value not in known_iocs and i.kind not in ("cve", "cwe", "attack") for i in extract_iocs(sentence)):
             dropped.append((sentence, "names an indicator that is in neither the question nor the facts"))
+        elif support(sentence, _INSTRUCTIONS) >= 0.5:
+            dropped.append((sentence, "repeats the chat's instructions"))
         elif support(sentence, grounded) < MIN_SUPPORT:
             dropped.append((sentence, f"not supported by the facts ({support(sentence, grounded):.0%} of its words are in them)"))
         else:

@@ -228,6 +228,13 @@ just more most must only other over same should some such than that their them t
 through under very were what when where which while will with would your answer question facts fact secfm tool tools
 found according listed lists list given based""".split())
 MIN_SUPPORT = 0.75
+MIN_CONTENT_WORDS = 3
+_FACT_NUMBER = re.compile(r"\[\[?\d+\]")
+
+
+def _latin(text: str) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    return bool(letters) and sum(c.isascii() for c in letters) / len(letters) >= 0.9
 
 
 def _content(text: str) -> list[str]:
@@ -268,6 +275,8 @@ def check_phrasing(text: str, question: str, facts: Sequence[Fact], injection_sp
             dropped.append((sentence, "named an id no tool returned"))
         elif any(i.value not in known_iocs and i.kind not in ("cve", "cwe", "attack") for i in extract_iocs(sentence)):
             dropped.append((sentence, "names an indicator that is in neither the question nor the facts"))
+        elif len(_content(sentence)) < MIN_CONTENT_WORDS or _FACT_NUMBER.search(sentence) or not _latin(sentence):
+            dropped.append((sentence, "not a sentence about the facts (too short, fact numbers, or not English)"))
         elif support(sentence, _INSTRUCTIONS) >= 0.5:
             dropped.append((sentence, "repeats the chat's instructions"))
         elif support(sentence, grounded) < MIN_SUPPORT:

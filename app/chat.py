@@ -207,6 +207,10 @@ def grounded_turn(pipeline, text: str, conversation, *, cancel=None, use_model: 
                 wait = " · the model is phrasing the facts…" if use_model and pipeline.can_phrase(answer) else ""
                 yield TurnUpdate(message_markdown(answer, "", done=False), f"Tools done in {answer.timings.tools_s:.1f} s{wait}",
                                  "busy")
+            elif event.kind == "queued":
+                if event.position:
+                    yield TurnUpdate(message_markdown(answer, "", done=False),
+                                     f"Tools done · waiting for the model… {event.position} in the queue", "busy")
             elif event.kind == "piece":
                 phrasing += event.piece
                 yield TurnUpdate(message_markdown(answer, phrasing, done=False), "Phrasing…", "busy")

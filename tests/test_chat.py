@@ -165,18 +165,28 @@ def test_loop_guard_cuts_a_repetition():
 
 
 class _Scripted:
-    """A stand-in stream for the guard's bookkeeping (the real model is in the slow tests)."""
+    """A stand-in stream for the guard's bookkeeping (the real model is in the slow tests): the
+    engine interface's ``submit_chat`` handle over scripted pieces (``""``: a queue heartbeat)."""
 
     model_name = "scripted"
 
-    def __init__(self, pieces):
-        self.pieces, self.closed = pieces, False
+    def __init__(self, pieces, position=0):
+        self.pieces, self.closed, self.params, self.position = pieces, False, None, position
 
-    def stream_chat(self, messages, params):
+    def _pieces(self):
         try:
             yield from self.pieces
         finally:
             self.closed = True
+
+    def submit_chat(self, messages, params):
+        from secfm.engines.base import Generation
+
+        class Queued(Generation):
+            position = self.position
+
+        self.params = params
+        return Queued(self._pieces())
 
 
 def test_stream_phrasing_stops_a_looping_stream_and_closes_it():
@@ -184,6 +194,17 @@ def test_stream_phrasing_stops_a_looping_stream_and_closes_it():
     report = ModelPhrasing()
     text = "".join(stream_phrasing(engine, [], {"T1190"}, max_new_tokens=500, report=report))
     assert report.stopped_by == "loop" and engine.closed and len(text) < 60
+    # the engine is asked for loop-free decoding (every engine honours these) and stops at a new turn
+    assert engine.params.no_repeat_ngram_size > 0 and engine.params.repetition_penalty > 1
+    assert "\nQuestion:" in engine.params.stop
+
+
+def test_stream_phrasing_reports_its_place_in_the_queue():
+    from secfm.workflows.chat_decode import Queued
+
+    engine = _Scripted(["", "", "T1190 is Exploit Public-Facing Application."], position=2)
+    out = list(stream_phrasing(engine, [], {"T1190"}, max_new_tokens=20, heartbeat=0.1))
+    assert out[:2] == [Queued(2), Queued(2)] and "".join(p for p in out if isinstance(p, str)).startswith("T1190")
 
 
 def test_injection_pasted_into_the_chat_stays_data(tools_only):

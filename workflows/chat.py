@@ -21,7 +21,8 @@ For each turn:
    text dropped). When nothing is found, the answer says so plainly.
 
 :meth:`ChatPipeline.stream` yields :class:`ChatEvent` s: ``tools`` (cards and facts, before the
-model starts), ``piece`` (checked model text), ``done`` (the final :class:`ChatAnswer`).
+model starts), ``queued`` (while the phrasing waits behind other analysts' answers in the shared
+engine, with its place), ``piece`` (checked model text), ``done`` (the final :class:`ChatAnswer`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from secfm.workflows.chat_schemas import ChatAnswer, Conversation, Fact, ModelPh
 from secfm.workflows.chat_turn import NamedEntities, analyse_turn
 from secfm.workflows.context import DEFAULT
 from secfm.workflows.schemas import RejectedEntity
-from secfm.workflows.untrusted import find_injection, injection_warnings
+from secfm.workflows.untrusted import find_injection, injection_warnings, screen_model_text
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,10 @@ NOTHING_FOUND = "secfm found nothing about this in its knowledge base (ATT&CK, C
 
 @dataclass
 class ChatEvent:
-    kind: str  # "tools", "piece", "done"
+    kind: str  # "tools", "queued", "piece", "done"
     answer: ChatAnswer
     piece: str = ""
+    position: int = 0  # "queued": the place in the shared engine's queue (1: next)
 
 
 class ChatPipeline:
@@ -73,6 +75,8 @@ class ChatPipeline:
         if prompt_style not in chat_decode.PROMPT_STYLES:
             raise SecfmError(f"unknown prompt style {prompt_style!r}: one of {', '.join(chat_decode.PROMPT_STYLES)}")
         self.prompt_style = prompt_style
+        #: seconds between ``queued`` events while the phrasing waits for the engine (None: no events)
+        self.heartbeat = chat_decode.QUEUE_HEARTBEAT_S
 
     # -- shared resources ------------------------------------------------------------------------
     @property
@@ -221,7 +225,10 @@ class ChatPipeline:
             text = ""
             for piece in chat_decode.stream_phrasing(self.engine, plan, allowed,
                                                      max_new_tokens=max_new_tokens, temperature=temperature,
-                                                     cancel=cancel, report=report):
+                                                     cancel=cancel, report=report, heartbeat=self.heartbeat):
+                if isinstance(piece, chat_decode.Queued):
+                    yield ChatEvent("queued", answer, position=piece.position)
+                    continue
                 if answer.timings.first_model_piece_s is None:
                     answer.timings.first_model_piece_s = round(chat_decode.now() - started, 3)
                 text += piece
@@ -233,7 +240,12 @@ class ChatPipeline:
         if report.stopped_by == "loop":  # the stream showed a few words of the repeat: cut the raw text at its start
             guard = chat_decode.IdGuard(allowed)
             text = guard.feed(chat_decode.LoopGuard().cut(report.raw)) + guard.flush()
-        checked = chat_decode.check_phrasing(text, answer.question, answer.facts, find_injection(answer.question))
+        spans = find_injection(answer.question)
+        checked = chat_decode.check_phrasing(text, answer.question, answer.facts, spans)
+        # the workflows' one screen of model text (control tokens, instructions, claimed actions,
+        # indicators from nowhere, a "benign" verdict the input asked for or the rules contradict)
+        screened = screen_model_text(checked.text, _evidence(answer), spans, verdict_allowed=_verdict_allowed(answer, spans))
+        checked = chat_decode.PhrasingCheck(screened.text, [*checked.dropped, *screened.dropped])
         for sentence, why in checked.dropped:
             answer.flagged.append(RejectedEntity(value=sentence[:300], kind="sentence", reason=why))
         for norm in report.invented_ids:
@@ -260,6 +272,18 @@ def _check_question(text: str) -> str:
     if len(text) > MAX_QUESTION_CHARS:
         raise SecfmError(f"the message is {len(text):,} characters; the chat takes at most {MAX_QUESTION_CHARS:,}")
     return text
+
+
+def _evidence(answer: ChatAnswer) -> str:
+    """What the model's indicators may come from: the question and the tools' facts."""
+    return answer.question + "\n" + "\n".join(f.text for f in answer.facts)
+
+
+def _verdict_allowed(answer: ChatAnswer, spans) -> bool:
+    """Whether the phrasing may call the activity benign: not when the input held instruction-like
+    text, nor when triage rated it high or critical."""
+    rated = {str(c.fields.get("severity", "")).lower() for c in answer.cards if c.kind == "triage"}
+    return not spans and not rated & {"high", "critical"}
 
 
 def _sources(facts: list[Fact]) -> list[Source]:

@@ -286,29 +286,50 @@ def check_phrasing(text: str, question: str, facts: Sequence[Fact], injection_sp
     return PhrasingCheck(" ".join(kept).strip(), dropped)
 
 
+@dataclass
+class Queued:
+    """A heartbeat while the phrasing waits in the shared engine's queue (other analysts'
+    answers decode first): ``position`` 1 is next."""
+
+    position: int
+
+
+#: seconds between heartbeats while a phrasing waits in the engine's queue
+QUEUE_HEARTBEAT_S = 0.5
+
+
 def stream_phrasing(engine, messages: list[dict[str, str]] | PromptPlan, allowed: set[str], *, max_new_tokens: int,
-                    temperature: float = 0.0, cancel=None, report: ModelPhrasing | None = None) -> Iterator[str]:
+                    temperature: float = 0.0, cancel=None, report: ModelPhrasing | None = None,
+                    heartbeat: float | None = None) -> Iterator[str | Queued]:
     """The model's pieces, filtered by :class:`LoopGuard` and :class:`IdGuard`; fills ``report``.
     ``messages`` is a conversation (chat template) or a :class:`PromptPlan` (its messages, or its
-    raw completion prompt)."""
+    raw completion prompt). Decoding is the engine's loop-free one (``SamplingParams.loop_free``:
+    repetition penalty and no repeated n-gram, honoured by every engine) with a stop on the next
+    turn marker; ``cancel`` (an Event) ends it at once, queued or decoding. With ``heartbeat``
+    seconds, a :class:`Queued` comes while the request waits for a slot."""
     from secfm.engines import SamplingParams
 
     report = report if report is not None else ModelPhrasing()
     report.model = getattr(engine, "model_name", None)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop=STOP_STRINGS)
+    params = SamplingParams.loop_free(max_new_tokens=max_new_tokens, temperature=temperature, stop=STOP_STRINGS)
     ids, loops = IdGuard(allowed), LoopGuard()
     raw: list[str] = []
     if isinstance(messages, PromptPlan) and messages.prompt is not None:
-        pieces = iter(engine.stream(messages.prompt, params))
+        generation = engine.submit(messages.prompt, engine.chat_params(params))
     else:
-        pieces = iter(engine.stream_chat(messages.messages if isinstance(messages, PromptPlan) else messages, params))
+        generation = engine.submit_chat(messages.messages if isinstance(messages, PromptPlan) else messages, params)
+    generation = generation.watch(cancel, heartbeat)
     report.stopped_by = "eos"
     n_pieces = 0
     try:
-        for piece in pieces:
+        for piece in generation:
             if cancel is not None and cancel.is_set():
                 report.stopped_by = "cancelled"
                 break
+            if not piece:  # a heartbeat: still queued behind other answers
+                if not n_pieces:
+                    yield Queued(generation.position)
+                continue
             raw.append(piece)
             n_pieces += 1
             kept = loops.accept(piece)
@@ -319,12 +340,12 @@ def stream_phrasing(engine, messages: list[dict[str, str]] | PromptPlan, allowed
                 report.stopped_by = loops.reason
                 break
         else:
-            if n_pieces >= max_new_tokens:
+            if cancel is not None and cancel.is_set():
+                report.stopped_by = "cancelled"
+            elif generation.finish_reason == "length" or n_pieces >= max_new_tokens:
                 report.stopped_by = "max_new_tokens"
     finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            close()
+        generation.close()
         tail = ids.flush()
         report.raw = "".join(raw)[:2000]
         report.proposed_ids = list(dict.fromkeys(ids.proposed))
@@ -338,5 +359,5 @@ def now() -> float:
 
 
 __all__ = ["CHAT_SYSTEM_PROMPT", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_PROMPT_BUDGET", "DEFAULT_PROMPT_STYLE", "IdGuard",
-           "LoopGuard", "PROMPT_STYLES",
+           "LoopGuard", "PROMPT_STYLES", "QUEUE_HEARTBEAT_S", "Queued",
            "PromptPlan", "REMOVED_ID", "STOP_STRINGS", "check_phrasing", "phrasing_messages", "stream_phrasing"]

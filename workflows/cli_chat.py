@@ -41,7 +41,7 @@ def _print_answer_stream(pipeline, text: str, conversation, out=sys.stdout) -> N
                 started_phrasing = True
             out.write(event.piece)
             out.flush()
-        else:
+        elif event.kind == "done":
             if started_phrasing:
                 out.write("\n")
                 if answer.model.status in ("repaired", "failed"):

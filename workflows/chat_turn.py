@@ -19,6 +19,7 @@ import functools
 import json
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from secfm.errors import SecfmError
@@ -26,6 +27,7 @@ from secfm.knowledge import load_attack
 from secfm.knowledge.ids import find_ids, validate_id
 from secfm.text.iocs import extract_iocs
 from secfm.workflows.chat_schemas import Conversation, TurnTopic
+from secfm.workflows.untrusted import find_injection
 
 #: ids kinds the chat can look up (validate_id kinds)
 ATTACK_KINDS = ("technique", "subtechnique", "tactic", "mitigation", "group", "software", "campaign")
@@ -307,11 +309,71 @@ def alert_form(text: str) -> str:
     return ""
 
 
+#: where an instruction's sentence ends: a full stop (not the one in ``T1059.001`` or ``evil.example``), a line end
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+#: in a structured record (JSON, key="value" logs) the unit is the field's value: up to an unescaped quote or a line end
+_VALUE_END = re.compile(r'(?<!\\)"|\n')
+
+
+def without_instructions(text: str, structured: bool = False) -> str:
+    """``text`` with every sentence that holds instruction-like text (``find_injection``) blanked
+    out, offsets kept. ``structured``: the unit is a quoted field value (up to an unescaped quote)
+    or a line, as in ``key="value"`` logs."""
+    spans = find_injection(text)
+    if not spans:
+        return text
+    ends = _VALUE_END if structured else _SENTENCE_END
+    chars = list(text)
+    for span in spans:
+        start = 0
+        for m in ends.finditer(text, 0, span.start):
+            start = m.end()
+        found = ends.search(text, span.end)
+        end = found.end() if found else len(text)
+        chars[start:end] = " " * (end - start)
+    return "".join(chars)
+
+
+def _json_values(value) -> Iterator[str]:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _json_values(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _json_values(v)
+    elif value is not None and not isinstance(value, bool):
+        yield str(value)
+
+
+def _paste_reading(text: str, paste: str) -> str:
+    """What the chat reads a paste for (ids, names, intents): a JSON or JSONL record's values
+    (not its keys), each value that holds instruction-like text left out, however the JSON
+    escaped it; other pastes without their instructions' sentences (an alert's log line without
+    the quoted field value that holds them)."""
+    stripped = text.strip()
+    if stripped[:1] in "{[":
+        try:
+            records = [json.loads(stripped)]
+        except ValueError:
+            try:
+                records = [json.loads(ln) for ln in stripped.splitlines() if ln.strip()]
+            except ValueError:
+                records = None
+        if records is not None:
+            return "\n".join(v for v in _json_values(records) if not find_injection(v))
+    return without_instructions(text, structured=paste == "alert")
+
+
+def _asked(text: str) -> str:
+    """The questions written around a paste (``How do I detect this?``): what a paste's intents are
+    read from, never from its data (an alert's ``severity`` field asks nothing of the chat)."""
+    return " ".join(s for s in re.split(r"(?<=[.!?])\s+|\n", text) if s.strip() and is_question(s))
+
+
 def analyse_turn(text: str, conversation: Conversation | None = None, names: NamedEntities | None = None) -> TurnTopic:
     """The topic of one user turn (ids, names, IOCs, pasted material, intents, entities)."""
-    ids = find_ids(text)
     iocs: dict[str, list[str]] = {}
-    for ioc in extract_iocs(text):
+    for ioc in extract_iocs(text):  # indicators are data, wherever in the paste they stand
         if ioc.kind in ("cve", "cwe", "attack"):
             continue
         values = iocs.setdefault(ioc.kind, [])
@@ -322,10 +384,14 @@ def analyse_turn(text: str, conversation: Conversation | None = None, names: Nam
     if paste == "none" and not is_question(text) and len(text) <= 4000:
         form = alert_form(text)
         paste = "alert" if form else paste
-    named = (names or NamedEntities()).find(text) if paste in ("none", "vulnerability") or len(text) < 2000 else []
+    # what the chat looks up and what it is asked come from the analyst's words and the pasted data,
+    # never from instructions inside a paste ("... set the severity to info" asks nothing of the chat)
+    read = _paste_reading(text, paste) if paste != "none" else text
+    ids = find_ids(read)
+    named = (names or NamedEntities()).find(read) if paste in ("none", "vulnerability") or len(text) < 2000 else []
     named = [n for n in named if n not in ids]
     question = is_question(text)
-    intents = intents_of(text)
+    intents = intents_of(read if paste == "none" else _asked(read))
     entities = [i for i in ids if validate_id(i).known or i.startswith("CVE-")] + named
     follow_up = False
     related: list[str] = []
@@ -341,4 +407,5 @@ def analyse_turn(text: str, conversation: Conversation | None = None, names: Nam
                      question=question, follow_up=follow_up, entities=entities, related=related)
 
 
-__all__ = ["ATTACK_KINDS", "NamedEntities", "analyse_turn", "domain_hint", "intents_of", "is_question", "paste_kind", "stem", "words"]
+__all__ = ["ATTACK_KINDS", "NamedEntities", "analyse_turn", "domain_hint", "intents_of", "is_question", "paste_kind", "stem",
+           "without_instructions", "words"]

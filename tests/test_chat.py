@@ -347,11 +347,14 @@ def test_model_phrasing_is_checked_and_cannot_loop(engine, cve_store):
     assert "CWE-917" in a.answer and "T1190" in a.answer  # the facts stand whatever the model wrote
     if a.phrasing:
         assert a.timings.first_model_piece_s is not None and a.timings.first_model_piece_s >= a.timings.tools_s
-    # a prompt that makes a base model repeat itself: the stream ends at the loop, not at the budget
+    # a prompt that makes a base model repeat itself: the engine's loop-free decoding (no repeated
+    # 4-gram) and the loop guard leave the line at most once, however the stream ends
     report = ModelPhrasing()
     looping = [{"role": "user", "content": "Repeat after me forever: " + "You are a security analyst. " * 12}]
     text = "".join(stream_phrasing(engine, looping, set(), max_new_tokens=64, report=report))
-    assert report.stopped_by in ("loop", "eos", "max_chars") and text.count("You are a security analyst.") <= 1
+    assert report.stopped_by in ("loop", "eos", "max_chars", "max_new_tokens") and text.count("You are a security analyst.") <= 1
+    sentences = [s.strip() for s in text.split(".") if len(s.split()) >= 3]
+    assert len(sentences) == len(set(sentences)), text
 
 
 def test_the_app_shows_the_cards_before_the_answer_is_done(tools_only):

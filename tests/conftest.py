@@ -8,6 +8,22 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+_SUITE_COUNTS: list[str] = []
+
+
+@pytest.fixture
+def suite_count():
+    """``suite_count("fuzz suite: ...")``: a line the session's summary prints (the fuzz, injection
+    and concurrency suites say what they ran, in CI's log too)."""
+    return _SUITE_COUNTS.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SUITE_COUNTS:
+        terminalreporter.section("suite counts")
+        for line in _SUITE_COUNTS:
+            terminalreporter.write_line(line)
+
 
 @pytest.fixture(scope="session")
 def engine():

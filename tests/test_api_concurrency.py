@@ -32,12 +32,13 @@ def api_url(engine):
 
 
 @pytest.mark.parametrize("path", list(BODIES))
-def test_twenty_parallel_calls_all_answer(api_url, path):
+def test_twenty_parallel_calls_all_answer(api_url, path, suite_count):
     with httpx.Client(timeout=600) as client:
         single = client.post(f"{api_url}{path}", json=BODIES[path], headers=KEY)
         assert single.status_code == 200, single.text
         with ThreadPoolExecutor(max_workers=20) as pool:
             answers = list(pool.map(lambda _: client.post(f"{api_url}{path}", json=BODIES[path], headers=KEY), range(20)))
     assert [a.status_code for a in answers] == [200] * 20, [a.text[:200] for a in answers if a.status_code != 200]
+    suite_count(f"concurrency: 20 parallel calls of {path}: 20 answered 200")
     if path in ("/v1/attack/extract", "/v1/cwe/map"):  # head scores: the same under load as alone
         assert all(a.json() == single.json() for a in answers)

@@ -93,7 +93,7 @@ def test_text_parsers():
     run()
 
 
-def test_zz_print_counts():
-    print(f"fuzz suite: {sum(COUNTS.values())} parser calls over {len(COUNTS)} parsers: "
+def test_zz_print_counts(suite_count):
+    suite_count(f"fuzz suite: {sum(COUNTS.values())} parser calls over {len(COUNTS)} parsers: "
           + ", ".join(f"{k} {v}" for k, v in sorted(COUNTS.items())))
     assert COUNTS

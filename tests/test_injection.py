@@ -149,10 +149,10 @@ def test_summary_ignores_injected_report_text(payload):
     assert result.warnings
 
 
-def test_every_payload_is_detected():
+def test_every_payload_is_detected(suite_count):
     kinds = {p["kind"] for p in PAYLOADS}
     missed = [p["id"] for p in PAYLOADS if not find_injection(p["text"])]
-    print(f"injection corpus: {len(PAYLOADS)} payloads of {len(kinds)} kinds, {len(PAYLOADS) - len(missed)} detected")
+    suite_count(f"injection corpus: {len(PAYLOADS)} payloads of {len(kinds)} kinds, {len(PAYLOADS) - len(missed)} detected")
     assert len(PAYLOADS) >= 50 and not missed
 
 

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-log = logging.getLogger(__name__)
-
 from secfm.workflows.chat_decode import CHAT_SYSTEM_PROMPT
+
+log = logging.getLogger(__name__)
 
 #: the fixed system prompt of the chat (the model phrases the tools' facts under it)
 SYSTEM_PROMPT = CHAT_SYSTEM_PROMPT

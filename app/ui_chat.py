@@ -9,11 +9,10 @@ import logging
 
 import gradio as gr
 
-from secfm.errors import SecfmError
-
 from secfm.app.chat import SYSTEM_PROMPT, grounded_turn, turn_summary
 from secfm.app.sessions import Session, SessionError
 from secfm.app.ui_common import json_box, json_text
+from secfm.errors import SecfmError
 from secfm.workflows.chat_schemas import Conversation
 
 log = logging.getLogger(__name__)

@@ -26,18 +26,11 @@ class HeadPredictor(Protocol):
 
 
 def parse_exclude_sources(value: str | None) -> tuple[str, ...]:
-    """``G0016,S0154`` or ``@FILE`` -> sorted ids (the core's parser when it has one)."""
+    """``G0016,S0154`` or ``@FILE`` -> sorted ids (``secfm.heads.parse_sources``)."""
     if not value:
         return ()
-    try:
-        from secfm.heads import parse_sources
-    except ImportError:
-        text = value
-        if value.startswith("@"):
-            from secfm.inputs import read_file_text
+    from secfm.heads import parse_sources
 
-            text = read_file_text(value[1:])
-        return tuple(sorted({t.strip().upper() for t in text.replace(",", " ").split() if t.strip()}))
     return tuple(sorted(parse_sources(value)))
 
 
@@ -121,7 +114,7 @@ def load_head(path: str | Path | None, kind: str, engine=None, exclude_sources: 
             f"the head at {path} was trained on rows of {', '.join(leaked[:5])}, which this evaluation holds out "
             f"(retrain with `secfm train head --task {kind} --exclude-sources ...`)"
         )
-    if engine is None or not hasattr(engine, "hidden_states"):
+    if engine is None or not engine.has_hidden_states:
         raise SecfmError("head mode needs an engine with hidden states (the transformers engine)")
     return EngineHeadPredictor(head, engine)
 

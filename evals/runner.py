@@ -15,11 +15,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from secfm.engines import DEFAULT_ENGINE, engine_class, engine_name
 from secfm.errors import SecfmError
 from secfm.evals import prompts
 from secfm.evals.data import Dataset, Item, load_dataset, select_items
-from secfm.evals.heads import (CVE_KINDS, HeadPredictor, item_entity, labels_over, load_attack_extractor, load_cve_head,
-                               load_head, seen_items, top_label)
+from secfm.evals.heads import (
+    CVE_KINDS,
+    HeadPredictor,
+    item_entity,
+    labels_over,
+    load_attack_extractor,
+    load_cve_head,
+    load_head,
+    seen_items,
+    top_label,
+)
 from secfm.evals.metrics import DEFAULT_BOOTSTRAP
 from secfm.evals.parsers import EMPTY, OK, Parsed, get_parser, normalise_cwe, technique_parents
 from secfm.evals.progress import progress_bar
@@ -42,7 +52,7 @@ class EvalConfig:
     labels: str | None = None
     model: str | None = None
     adapter: str | None = None
-    engine: str = "transformers"
+    engine: str = DEFAULT_ENGINE
     endpoint: str | None = None
     mode: str = "gen"
     shots: int = 0
@@ -64,7 +74,7 @@ class EvalConfig:
         options = [
             ("--data", self.data), ("--config", self.config), ("--labels", self.labels),
             ("--model", self.model), ("--adapter", self.adapter),
-            ("--engine", self.engine if self.engine != "transformers" else None), ("--endpoint", self.endpoint),
+            ("--engine", self.engine if self.engine != DEFAULT_ENGINE else None), ("--endpoint", self.endpoint),
             ("--mode", self.mode), ("--shots", self.shots or None), ("--shot-pool", self.shot_pool),
             ("--limit", self.limit), ("--seed", self.seed), ("--max-new-tokens", self.max_new_tokens),
             ("--head", self.head), ("--exclude-sources", ",".join(self.exclude_sources) or None),
@@ -164,8 +174,7 @@ def _claim_folder(out: Path, settings: dict) -> dict:
 def build_engine(cfg: EvalConfig):
     from secfm.engines import get_engine
 
-    options = {"batch_size": cfg.batch_size} if cfg.engine == "transformers" and not cfg.endpoint else {}
-    return get_engine(cfg.engine, model=cfg.model, adapter=cfg.adapter, endpoint=cfg.endpoint, **options)
+    return get_engine(cfg.engine, model=cfg.model, adapter=cfg.adapter, endpoint=cfg.endpoint, batch_size=cfg.batch_size)
 
 
 def _check_context(engine, spec: TaskSpec, items: list[Item], shots: list[Item], max_new: int) -> None:
@@ -250,8 +259,8 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
     spec.check_mode(cfg.mode)
     if cfg.shots and cfg.mode == "head":
         raise SecfmError("--shots applies to gen and loglik modes, not to head mode")
-    if cfg.engine != "transformers" and cfg.mode == "head":
-        raise SecfmError("head mode needs the transformers engine (hidden states in process)")
+    if cfg.mode == "head" and not engine_class(engine_name(cfg.engine, cfg.endpoint)).has_hidden_states:
+        raise SecfmError(f"head mode needs an engine with hidden states in process, not {engine_name(cfg.engine, cfg.endpoint)}")
     ds = load_dataset(spec, cfg.data, cfg.config, cfg.labels)
     pool = load_dataset(spec, cfg.shot_pool, cfg.config, cfg.labels) if cfg.shot_pool and cfg.shots else None
     sel = select_items(ds.items, cfg.limit, cfg.seed, cfg.shots, pool.items if pool else None, cfg.shot_pool)
@@ -345,7 +354,7 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
         "config": ds.config,
         "model": cfg.model or (run.get("engine_info") or {}).get("model"),
         "adapter": cfg.adapter,
-        "engine": cfg.engine if not cfg.endpoint else "openai",
+        "engine": engine_name(cfg.engine, cfg.endpoint),
         "engine_info": run.get("engine_info"),
         "mode": cfg.mode,
         "shots": cfg.shots,

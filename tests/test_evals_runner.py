@@ -22,6 +22,7 @@ class ScriptedEngine:
     model_name = "scripted-model"
     adapter = None
     max_context = 100_000
+    has_hidden_states = False
 
     def __init__(self, respond=None, fail_after_calls: int | None = None):
         self.respond = respond or (lambda messages: "")

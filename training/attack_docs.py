@@ -224,7 +224,7 @@ def run_document_harness(head_dir: str | Path, engine=None, exclude_sources: Seq
     :class:`DocumentModel`, the retrieval index of the head's training entities)."""
     from secfm.heads import load_head
     from secfm.knowledge import load_attack
-    from secfm.training.head_data import build_attack_documents, build_attack_dataset, stable_fraction
+    from secfm.training.head_data import build_attack_dataset, build_attack_documents, stable_fraction
     from secfm.workflows.attack_extraction import DOC_FEATURES, AttackExtractor, DocumentModel, ProcedureIndex
 
     say = progress or (lambda msg: log.info("%s", msg))

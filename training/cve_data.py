@@ -218,7 +218,7 @@ def build_cve_dataset(out: str | Path, cfg: CveDataConfig, force: bool = False,
     sizes = Counter(len(v) for v in members.values())
     card = {
         "name": "secfm NVD CVE dataset",
-        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "settings": {k: v for k, v in asdict(cfg).items() if k not in ("exclude_cves",)},
         "excluded_cves": len(excluded),
         "feeds": report.files,

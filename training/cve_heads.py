@@ -137,7 +137,7 @@ def prepare(splits: dict[str, list[dict]], task: str, min_count: int = 10, exclu
         unmapped = Counter()
         for s in names:
             rows = [r for r in keep[s] if r["cwes"]]
-            T, I, G, Yr, yr = [], [], [], [], []
+            T, ids_, G, Yr, yr = [], [], [], [], []
             for r in rows:
                 targets = set()
                 for c in r["cwes"]:
@@ -154,8 +154,12 @@ def prepare(splits: dict[str, list[dict]], task: str, min_count: int = 10, exclu
                 y = np.zeros(len(labels), dtype=np.float32)
                 for m in targets:
                     y[where[m]] = 1.0
-                T.append(r["description"]); I.append(r["id"]); G.append(tuple(r["cwes"])); Yr.append(y); yr.append(r["year"])
-            texts[s], ids[s], gold[s], years[s] = T, I, G, np.asarray(yr)
+                T.append(r["description"])
+                ids_.append(r["id"])
+                G.append(tuple(r["cwes"]))
+                Yr.append(y)
+                yr.append(r["year"])
+            texts[s], ids[s], gold[s], years[s] = T, ids_, G, np.asarray(yr)
             Y[s] = np.stack(Yr) if Yr else np.zeros((0, len(labels)), dtype=np.float32)
         rare = [c for c in counts if c not in label_set]
         info.update({
@@ -170,7 +174,7 @@ def prepare(splits: dict[str, list[dict]], task: str, min_count: int = 10, exclu
         labels = list(CVSS_LABELS)
         where = {c: i for i, c in enumerate(labels)}
         for s in names:
-            T, I, G, Yr, yr = [], [], [], [], []
+            T, ids_, G, Yr, yr = [], [], [], [], []
             for r in keep[s]:
                 if not r["cvss_vector"]:
                     continue
@@ -180,8 +184,12 @@ def prepare(splits: dict[str, list[dict]], task: str, min_count: int = 10, exclu
                 y = np.zeros(len(labels), dtype=np.float32)
                 for m, v in values.items():
                     y[where[f"{m}:{v}"]] = 1.0
-                T.append(r["description"]); I.append(r["id"]); G.append((r["cvss_vector"],)); Yr.append(y); yr.append(r["year"])
-            texts[s], ids[s], gold[s], years[s] = T, I, G, np.asarray(yr)
+                T.append(r["description"])
+                ids_.append(r["id"])
+                G.append((r["cvss_vector"],))
+                Yr.append(y)
+                yr.append(r["year"])
+            texts[s], ids[s], gold[s], years[s] = T, ids_, G, np.asarray(yr)
             Y[s] = np.stack(Yr) if Yr else np.zeros((0, len(labels)), dtype=np.float32)
         info["classes"] = len(labels)
     info["rows"] = {s: len(texts[s]) for s in names}

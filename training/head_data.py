@@ -356,7 +356,7 @@ def build_attack_documents(attack=None, exclude_sources: Iterable[str] | str | N
                               key=lambda r: stable_fraction(f"{source}:{r[1]}", DOC_SALT))
                 picked += [(parent, tid, text) for tid, text in rows[:DOC_PROCEDURES_PER_TECHNIQUE]]
             picked.sort(key=lambda r: stable_fraction(f"{source}:{n}:{r[2]}", DOC_SALT + ":order"))
-            for parent, tid, text in picked:
+            for _parent, tid, text in picked:
                 sentences.append(_retell(text, obj.name, getattr(obj, "kind", kind), f"{source}:{text}"))
                 origins.append(tid)
             text = " ".join(s if s.rstrip().endswith((".", "!", "?", "…")) else s.rstrip() + "." for s in sentences)

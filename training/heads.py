@@ -679,7 +679,7 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
             "held_out_sources": {"val": data.entity_sources("val"), "test": data.entity_sources("test")}
             if cfg.task == "attack" else {},
         },
-        created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     results = {
         "task": cfg.task,
@@ -716,12 +716,9 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
 
 
 def _threads() -> int:
-    try:
-        import torch
+    import torch
 
-        return torch.get_num_threads()
-    except ImportError:  # pragma: no cover
-        return 0
+    return torch.get_num_threads()
 
 
 def _round(value):
@@ -900,7 +897,7 @@ def train_joint(cfg: HarnessConfig, out: str | Path, init_head: str | Path | Non
     rng = np.random.default_rng(cfg.fit.seed)
     losses = []
     try:
-        for step in range(steps):
+        for _step in range(steps):
             idx = rng.choice(len(train), size=min(batch_size, len(train)), replace=False)
             z = saved_head(pooled([train[i].text for i in idx]))
             y = torch.from_numpy(Ytr[idx]).to(device)
@@ -946,7 +943,7 @@ def train_joint(cfg: HarnessConfig, out: str | Path, init_head: str | Path | Non
         excluded_sources=list(data.excluded_sources), metrics={"val": _round(val_metrics)},
         training={"joint": {"lora_r": lora_r, "steps": steps, "lr": lr, "batch_size": batch_size,
                             "final_loss": round(losses[-1], 4) if losses else None}, "command": cfg.command},
-        created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     save_head(out, head_module, manifest)
     return {"out": str(out), "val": _round(val_metrics), "steps": steps, "losses": losses[-5:]}

@@ -90,7 +90,7 @@ class Segment:
 _ABBREVIATIONS = {
     "e.g", "i.e", "etc", "vs", "cf", "al", "approx", "inc", "ltd", "corp", "co", "mr", "mrs", "ms", "dr",
     "prof", "sr", "jr", "st", "no", "nos", "fig", "figs", "vol", "ver", "v", "u.s", "u.k", "e.u", "jan", "feb",
-    "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "est", "ca", "resp", "dept", "approx",
+    "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "est", "ca", "resp", "dept",
 }
 # a candidate end: . ! ? (or … ) possibly followed by closing quotes/brackets, then whitespace
 _END = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s)""")

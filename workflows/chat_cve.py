@@ -75,18 +75,14 @@ def cvss_severity(score: float | None) -> str | None:
 
 def default_cve_store():
     """The local NVD store of ``secfm kb add-nvd`` (``$SECFM_HOME/nvd``), or None when there is none."""
-    try:
-        from secfm.knowledge import nvd
-    except ImportError:  # the CVE knowledge is not in this build
-        return None
+    from secfm.knowledge import nvd
+
     return nvd.open_store(create=False)
 
 
 def how_to_add() -> str:
-    try:
-        from secfm.knowledge import nvd
-    except ImportError:
-        return "no NVD data: this build cannot load NVD feeds"
+    from secfm.knowledge import nvd
+
     return nvd.how_to_add()
 
 

@@ -26,8 +26,15 @@ from dataclasses import dataclass, field
 from secfm.knowledge.ids import id_spans
 from secfm.text.iocs import extract_iocs
 from secfm.workflows.chat_schemas import Fact, ModelPhrasing
-from secfm.workflows.untrusted import (KNOWN_CONTROL_STRINGS, claims_action, data_rules, defuse, delimit,
-                                       echoes_injection, split_sentences)
+from secfm.workflows.untrusted import (
+    KNOWN_CONTROL_STRINGS,
+    claims_action,
+    data_rules,
+    defuse,
+    delimit,
+    echoes_injection,
+    split_sentences,
+)
 
 CHAT_SYSTEM_PROMPT = (
     "You are secfm, an assistant for security operations (SOC) analysts. You answer from the facts that "

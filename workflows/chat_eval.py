@@ -36,6 +36,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from secfm.engines import DEFAULT_ENGINE
 from secfm.errors import SecfmError
 from secfm.evals.metrics import DEFAULT_BOOTSTRAP, figure
 from secfm.evals.runner import METRICS, PREDICTIONS, RUN, claim_folder, read_predictions
@@ -52,7 +53,7 @@ class ChatEvalSettings:
     out: str
     model: str | None = None
     adapter: str | None = None
-    engine: str = "transformers"
+    engine: str = DEFAULT_ENGINE
     endpoint: str | None = None
     use_model: bool = True
     gold: str | None = None
@@ -74,7 +75,7 @@ class ChatEvalSettings:
                             ("--gold", self.gold), ("--nvd", self.nvd), ("--limit", self.limit), ("--store", self.store)):
             if value is not None:
                 parts += [flag, str(value)]
-        if self.engine != "transformers":
+        if self.engine != DEFAULT_ENGINE:
             parts += ["--engine", self.engine]
         if self.prompt_style != "facts-block":
             parts += ["--prompt-style", self.prompt_style]
@@ -160,10 +161,8 @@ def score_turn(turn: dict, answer) -> dict:
 # the run
 # ---------------------------------------------------------------------------------------------
 def _cve_store(settings: ChatEvalSettings, tmp: Path):
-    try:
-        from secfm.knowledge import nvd
-    except ImportError:
-        return None, []
+    from secfm.knowledge import nvd
+
     feeds = [Path(p) for p in settings.nvd.split(",")] if settings.nvd else [NVD_FIXTURE]
     for f in feeds:
         if not f.exists():

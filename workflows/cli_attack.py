@@ -236,11 +236,10 @@ def run_heads_bench(out: Path | None, head: Path | None = None, model: str | Non
 
     import torch
 
-    from secfm.provenance import recording
-    from secfm.workflows.attack_extraction import AttackExtractor, split_sentences
-
     from secfm.heads import shipped_head_path
+    from secfm.provenance import recording
     from secfm.registry import default_model_name
+    from secfm.workflows.attack_extraction import AttackExtractor, split_sentences
 
     alerts = list(alerts or BENCH_ALERTS)
     reports = bench_reports(alerts)

@@ -30,10 +30,10 @@ import json
 import re
 import urllib.request
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
-from collections.abc import Iterable, Sequence
+from typing import Any
 
 from secfm.errors import SecfmError
 from secfm.knowledge.textclean import clean_text
@@ -174,7 +174,7 @@ class ProcedureExample:
     domain: str = "enterprise"  # the technique's domain
 
 
-AttackObject = Union[Tactic, Technique, Mitigation, Group, Software, Campaign, DetectionStrategy]
+AttackObject = Tactic | Technique | Mitigation | Group | Software | Campaign | DetectionStrategy
 
 _SOURCE_KINDS = {"intrusion-set": "group", "malware": "software", "tool": "software",
                  "campaign": "campaign"}

@@ -101,7 +101,7 @@ def test_05_attack_to_navigator_stix(tmp_path):
     patterns = [o for o in bundle.objects if o.type == "attack-pattern"]
     assert {p.external_references[0].external_id for p in patterns} == found
     assert sum(o.type == "relationship" for o in bundle.objects) == len(found)
-    assert f"{len(found)} techniques in threat_report.txt" in out and "valid ->" in out and "parsed back" in out
+    assert f"{len(found)} techniques in threat_report.txt" in out and "valid ->" in out and "valid (strict, interop) ->" in out
     printed = re.findall(r"^(T\d{4}(?:\.\d{3})?) +(0\.\d\d|1\.00) ", out, flags=re.M)
     assert {tid for tid, _ in printed} == found
     assert re.search(r"sentence \d+ \(\d\.\d\d\), chars \d+-\d+: ", out)

@@ -652,6 +652,7 @@ class AttackExtractor(_HeadRunner):
         self._parent_labels = [labels[j] for j in self._parents]
         self._children: dict[int, list[int]] = {}
         where = {label: j for j, label in enumerate(labels)}
+        self._label_index = where
         for j, label in enumerate(labels):
             if "." in label and label.split(".")[0] in where:
                 self._children.setdefault(where[label.split(".")[0]], []).append(j)
@@ -733,7 +734,7 @@ class AttackExtractor(_HeadRunner):
         column = {j: col for col, j in enumerate(self._parents)}
         hits = []
         for j, score in chosen:
-            parent_col = column.get(j) if j in column else column.get(self.head.labels.index(self.head.labels[j].split(".")[0]))
+            parent_col = column.get(j, column.get(self._label_index.get(self.head.labels[j].split(".")[0], -1)))
             rows = np.argsort(-S[:, j])
             evidence = []
             for r in rows[: self.max_evidence]:

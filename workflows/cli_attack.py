@@ -122,9 +122,7 @@ def register(app: typer.Typer) -> None:
         allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Write the results even when the machine is busy (recorded).")] = False,
     ) -> None:
         """p50/p95 latency of ATT&CK document extraction (sentence head, retrieval, document model): a ~1,000-character report per call (target p50 < 1 s) and one alert per call (target p50 < 50 ms); the same as `secfm bench heads --task attack`."""
-        run_heads_bench(out, head=head, model=model, repeats=repeats, batch=batch, allow_busy=allow_busy)
-        md = out.with_suffix(".md")
-        print(md.read_text() if md.is_file() else out.read_text())
+        bench_heads(out=out, head=head, model=model, repeats=repeats, batch=batch, task="attack", allow_busy=allow_busy)
 
 
 def _threshold(value: str | None):

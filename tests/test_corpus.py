@@ -31,6 +31,18 @@ def test_normalisation_and_html():
     assert "Cross-site scripting happens" in text and "console.log" not in text and "font-family" not in text
 
 
+def test_one_html_reader_for_corpus_and_knowledge_base():
+    from secfm.text.html import read_html
+    from secfm.workflows import corpus as kb_corpus
+
+    page = read_html("<html><head><title> Web  vulns </title><style>p{}</style></head><body><h1>XSS</h1>"
+                     "<p>Escape   &amp;lt;script&amp;gt; output.</p><ul><li>one</li><li>two</li></ul></body></html>")
+    assert page.title == "Web vulns"
+    assert page.text == "XSS\n\nEscape &lt;script&gt; output.\n\none\n\ntwo"  # entities decoded once
+    assert html_to_text("<p>a</p>") == "a" and html_to_text is read_html.__globals__["html_to_text"]
+    assert kb_corpus.read_html is read_html
+
+
 def test_length_and_language_filters():
     english = "The attacker used the stolen credentials to log in to the VPN and then moved to the file server. " * 3
     assert language_ok(english, "en", 0.04)

@@ -23,7 +23,6 @@ duplicate rates, filter counts, the leakage check).
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import re
@@ -32,10 +31,10 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 
 from secfm.errors import SecfmError
+from secfm.text.html import html_to_text
 from secfm.training.redaction import Redactor
 from secfm.training.splits import (
     DEFAULT_TEST_FRACTION,
@@ -100,40 +99,6 @@ class CorpusConfig:
 # ------------------------------------------------------------------------------------------------
 # normalisation and filters
 # ------------------------------------------------------------------------------------------------
-class _HTMLText(HTMLParser):
-    _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "table", "section",
-              "article", "header", "footer", "blockquote", "ul", "ol", "dd", "dt"}
-    _SKIP = {"script", "style", "noscript", "template", "svg", "head"}
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in self._SKIP:
-            self._skip += 1
-        elif tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in self._SKIP:
-            self._skip = max(0, self._skip - 1)
-        elif tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if not self._skip:
-            self.parts.append(data)
-
-
-def html_to_text(markup: str) -> str:
-    parser = _HTMLText()
-    parser.feed(markup)
-    parser.close()
-    return html.unescape("".join(parser.parts))
-
-
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
 
 

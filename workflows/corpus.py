@@ -13,13 +13,13 @@ rebuild adds nothing new and a build that stopped half way resumes where it stop
 from __future__ import annotations
 
 import hashlib
-import html.parser
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from secfm.errors import SecfmError
+from secfm.text.html import read_html
 
 CHUNK_CHARS = 900  # all-MiniLM-L6-v2 reads 256 word pieces, about 1,000 characters of English
 CHUNK_OVERLAP = 120
@@ -130,50 +130,6 @@ def cwe_chunks() -> Iterator[Chunk]:
 # --------------------------------------------------------------------------------------------
 # user documents
 # --------------------------------------------------------------------------------------------
-class _HtmlText(html.parser.HTMLParser):
-    _SKIP = {"script", "style", "noscript", "template", "head"}
-    _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "section", "article", "table", "ul", "ol"}
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title = ""
-        self._skip = 0
-        self._in_title = False
-
-    def handle_starttag(self, tag, attrs):
-        if tag in self._SKIP:
-            self._skip += 1
-        if tag == "title":
-            self._in_title = True
-        if tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in self._SKIP and self._skip:
-            self._skip -= 1
-        if tag == "title":
-            self._in_title = False
-        if tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if self._in_title:
-            self.title += data
-        if not self._skip:
-            self.parts.append(data)
-
-
-def html_to_text(markup: str) -> tuple[str, str]:
-    """(text, title) of an HTML page; scripts and styles dropped."""
-    parser = _HtmlText()
-    parser.feed(markup)
-    parser.close()
-    lines = [" ".join(line.split()) for line in "".join(parser.parts).splitlines()]
-    text = "\n".join(line for line in lines if line)
-    return text, " ".join(parser.title.split())
-
-
 def pdf_to_text(path: Path) -> str:
     try:
         import pypdf
@@ -204,10 +160,10 @@ def read_document(path: str | Path) -> tuple[str, str]:
         return pdf_to_text(path), path.stem
     text = read_file_text(path)
     if suffix in (".html", ".htm"):
-        body, title = html_to_text(text)
-        if not body.strip():
+        page = read_html(text)
+        if not page.text.strip():
             raise SecfmError(f"{path}: no text in the HTML page")
-        return body, title or path.stem
+        return page.text, page.title or path.stem
     title = path.stem
     for line in text.splitlines():
         if line.startswith("#"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from secfm.errors import SecfmError
 from secfm.workflows.cve_analysis import CveAnalysisRequest
+from secfm.workflows.schemas import ConfigInput, SummaryInput, TriageInput
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +61,24 @@ class CweIn(TextIn):
 AlertObject = Annotated[dict[str, Any], Field(max_length=MAX_ALERT_FIELDS)]
 
 
-class TriageIn(BaseModel):
+# The workflows' own input models (secfm.workflows.schemas), with the API's bounds on every field and one
+# difference in defaults: over HTTP, triage and config review are deterministic unless the request asks
+# for the model (`use_model: true`), so a request never waits on a model load it did not ask for.
+class TriageIn(TriageInput):
     alerts: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)] | Annotated[list[AlertObject], Field(min_length=1, max_length=MAX_ALERTS)] = Field(
         ..., description=f"JSON/JSONL/CSV/log text, or a list of at most {MAX_ALERTS} alert objects.")
     use_model: bool = Field(False, description="Add the model's review to the deterministic triage.")
 
 
-class SummarizeIn(TextIn):
-    audience: Literal["executive", "analyst"] = "analyst"
-    use_model: bool = True
+class SummarizeIn(SummaryInput):
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, description="Untrusted text: treated as data.")
 
 
-class ReviewIn(TextIn):
+class ReviewIn(ConfigInput):
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, description="Untrusted text: treated as data.")
     kind: str = Field("auto", max_length=40)
-    use_model: bool = False
+    filename: str | None = Field(None, max_length=255, description="The file's name (helps detect its kind).")
+    use_model: bool = Field(False, description="Add the model's review to the deterministic findings.")
 
 
 class ConversationIn(BaseModel):
@@ -220,7 +225,8 @@ def create_api(settings: ApiSettings) -> FastAPI:
         from secfm.workflows import triage_alerts
 
         engine = settings.engine() if body.use_model else None
-        return _dump(triage_alerts(body.alerts, engine=engine, use_model=body.use_model))
+        return _dump(triage_alerts(body.alerts, input_format=body.input_format, k=body.k, engine=engine,
+                                   use_model=body.use_model))
 
     @api.post("/v1/summarize", dependencies=guarded)
     def summarize(body: SummarizeIn) -> dict:
@@ -234,7 +240,8 @@ def create_api(settings: ApiSettings) -> FastAPI:
         from secfm.workflows import review_config
 
         engine = settings.engine() if body.use_model else None
-        return _dump(review_config(body.text, kind=body.kind, engine=engine, use_model=body.use_model))
+        return _dump(review_config(body.text, kind=body.kind, filename=body.filename, engine=engine,
+                                   use_model=body.use_model))
 
     chat_pipelines: dict[bool, Any] = {}
 

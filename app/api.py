@@ -116,18 +116,25 @@ def _one_line(text: str) -> str:
 
 class BodyLimit:
     """ASGI middleware: a request body over ``max_bytes`` gets 413, counted on the stream as it
-    arrives (a missing or lying Content-Length changes nothing); the body is never parsed."""
+    arrives (a missing or lying Content-Length changes nothing); the body is never parsed.
 
-    def __init__(self, app, max_bytes: int):
+    ``message`` is the error the client reads (``{"error": message}``; the Gradio page shows it as
+    a toast). ``drain`` reads and drops the rest of an oversized body before answering, so a
+    browser still uploading reads the 413 instead of a reset connection; nothing is kept.
+    """
+
+    def __init__(self, app, max_bytes: int, message: str | None = None, drain: bool = False):
         self.app = app
         self.max_bytes = max_bytes
+        self.message = message or f"request body over {max_bytes} bytes"
+        self.drain = drain
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(send)
+            return await self._reject(receive, send)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -137,7 +144,8 @@ class BodyLimit:
             body = message.get("body", b"")
             size += len(body)
             if size > self.max_bytes:
-                return await self._reject(send)
+                chunks.clear()
+                return await self._reject(receive, send, more=message.get("more_body", False))
             chunks.append(body)
             if not message.get("more_body", False):
                 break
@@ -152,8 +160,13 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _reject(self, send) -> None:
-        response = JSONResponse({"error": f"request body over {self.max_bytes} bytes"}, status_code=413)
+    async def _reject(self, receive, send, more: bool = True) -> None:
+        while self.drain and more:  # dropped as it arrives, never kept
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            more = message.get("more_body", False)
+        response = JSONResponse({"error": self.message}, status_code=413)
         await response({"type": "http"}, None, send)
 
 

@@ -125,6 +125,7 @@ def app_command(
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 7860,
     auth: Annotated[Optional[str], typer.Option("--auth", help="USER:PASS; required beyond loopback.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests handled at once across all sessions (the engine batches their model calls).")] = 32,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="Largest request body accepted (counted as it streams in; uploads included).")] = 8 * 2**20,
 ) -> None:
     """The analysts' app: streaming chat, triage, summaries, config review, ATT&CK extraction.
 
@@ -135,7 +136,7 @@ def app_command(
 
     smoke = os.environ.get("SECFM_APP_EXIT_WHEN_READY") == "1"
     demo = launch_app(model=model, endpoint=endpoint, adapter=adapter, host=host, port=port, auth=parse_auth(auth),
-                      concurrency=concurrency, block=not smoke)
+                      concurrency=concurrency, max_body_bytes=max_body_bytes, block=not smoke)
     if smoke:
         import httpx
 

@@ -27,7 +27,10 @@ DEFAULT_PORT = 7860
 DEFAULT_CONCURRENCY = 32  # events at once across sessions; the engine batches their model calls and queues the rest
 DEFAULT_QUEUE_SIZE = 64
 DEFAULT_MAX_NEW_TOKENS = 256
-
+MAX_FILE_SIZE = "5mb"  # Gradio's own limit on uploads
+# Every request's body, counted as it streams in (uploads included): above the upload limit and
+# above the largest paste the tabs take (200,000 characters, JSON-escaped), far below what would hurt.
+MAX_BODY_BYTES = 8 * 2**20
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -38,6 +41,22 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     if not sep or not user or not password:
         raise SecfmError("--auth takes USER:PASS (both non-empty)")
     return user, password
+
+
+def body_limit_message(max_bytes: int) -> str:
+    return (f"this request is over {max_bytes / 2**20:g} MB and was refused before it was read; the app takes up to "
+            "200,000 characters of text (or a 2 MB file) at a time: your text is still in the box, send it in parts")
+
+
+def app_kwargs(max_body_bytes: int = MAX_BODY_BYTES) -> dict:
+    """What the app's FastAPI server is built with: the body limit (a 413 with a message the page
+    shows as a toast; the oversized body is dropped as it arrives, never parsed or kept)."""
+    from starlette.middleware import Middleware
+
+    from secfm.app.api import BodyLimit
+
+    limit = Middleware(BodyLimit, max_bytes=int(max_body_bytes), message=body_limit_message(max_body_bytes), drain=True)
+    return {"middleware": [limit]}
 
 
 def check_exposure(host: str, auth) -> None:
@@ -118,6 +137,7 @@ def launch_app(
     context_tokens: int | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     queue_size: int = DEFAULT_QUEUE_SIZE,
+    max_body_bytes: int = MAX_BODY_BYTES,
     backend=None,
     block: bool = True,
     quiet: bool = False,
@@ -129,7 +149,8 @@ def launch_app(
     model calls (chat, triage, summaries, ...) run at once across all sessions; more wait in a
     queue of ``queue_size``. ``context_tokens`` caps the context the chat uses (default: the
     model's). ``warm`` loads the knowledge base and retrieval store in the background so the
-    first triage is not slow. ``block=False`` returns the running Blocks (``demo.close()``
+    first triage is not slow. A request body over ``max_body_bytes`` (counted as it streams in) gets
+    a 413 whose message the page shows; the text stays in its box. ``block=False`` returns the running Blocks (``demo.close()``
     stops it; ``demo.local_url`` is its address).
     """
     from secfm.app.backend import Backend
@@ -155,7 +176,8 @@ def launch_app(
             show_error=True,
             quiet=quiet,
             ssr_mode=False,
-            max_file_size="5mb",
+            max_file_size=MAX_FILE_SIZE,
+            app_kwargs=app_kwargs(max_body_bytes),
             footer_links=["api", "gradio"],
             run_history=False,  # alerts and reports must not linger in browser storage
             **launch_options(),

@@ -13,6 +13,7 @@ from secfm.app.chat import SYSTEM_PROMPT, grounded_turn, turn_summary
 from secfm.app.sessions import Session, SessionError
 from secfm.app.ui_common import json_box, json_text
 from secfm.errors import SecfmError
+from secfm.workflows.chat import MAX_QUESTION_CHARS
 from secfm.workflows.chat_schemas import Conversation
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,11 @@ def build_chat_tab(backend, state: gr.State, max_new_tokens: int = 256) -> dict:
         text = (text or "").strip()
         if not text:
             yield session.chat_view(), gr.skip(), session, _status("Type a message first.", "warn"), gr.skip()
+            return
+        if len(text) > MAX_QUESTION_CHARS:  # refused before it joins the history; the box keeps it
+            yield (session.chat_view(), gr.skip(), session, _status(
+                f"Error: the message is {len(text):,} characters; the chat takes at most {MAX_QUESTION_CHARS:,}"
+                " at a time (your text is still in the box)", "error"), gr.skip())
             return
         n_new = max(1, min(int(max_new_tokens or 1), limit))
         use_model = bool(session.results.get(USE_MODEL_KEY, True))

@@ -177,6 +177,59 @@ def test_views_render_workflow_results_safely():
     assert "Credential Access" in heat and "&lt;Memory&gt;" in heat and "<Memory>" not in heat
 
 
+def test_oversized_pastes_and_bodies_are_refused_with_a_message_and_the_text_stays(browser):  # noqa: F811
+    """The app in a real browser, no model (every refusal comes before any model call): a chunked
+    body over the limit gets 413 with the message (never parsed); a paste over 200,000 characters
+    and a body over the limit show a toast in the page, the chat refuses a long message before it
+    joins the history, and each text stays in its box; the app keeps answering after all of it."""
+    import httpx
+
+    from secfm.app.backend import Backend
+    from secfm.app.ui import launch_app
+
+    backend = Backend.from_options(endpoint="http://127.0.0.1:9", model="gemma-3-270m")  # never called
+    port = free_port()
+    demo = launch_app(host="127.0.0.1", port=port, backend=backend, block=False, quiet=True, warm=False,
+                      max_body_bytes=2**19)
+    url = f"http://127.0.0.1:{port}/"
+    ctx = browser.new_context()
+    try:
+        chunks = (b"[" + b"1," * 50_000 for _ in range(10))  # ~1 MB, chunked: no Content-Length to trust
+        r = httpx.post(url + "gradio_api/queue/join", content=chunks, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "over 0.5 MB" in r.json()["error"] and "1,1," not in r.text
+
+        page = ctx.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(url)
+        page.get_by_role("tab", name="Config review").click()
+        box = page.locator("#config-input textarea")
+        page.locator("#config-use-model input").uncheck()
+        for size, says in ((200_001, "200,001 characters; the app takes at most 200,000"),
+                           (600_000, "over 0.5 MB and was refused before it was read")):
+            text = "PermitRootLogin yes\n" + "#" * (size - 20)
+            box.evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }", text)
+            page.locator("#config-run").click()
+            page.locator(".toast-body", has_text=says).wait_for()
+            assert box.evaluate("el => el.value.length") == size  # nothing the analyst pasted is lost
+
+        page.get_by_role("tab", name="Chat").click()
+        chat_box = page.locator("#chat-input textarea")
+        chat_box.evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }",
+                          "why " + "x" * 200_001)
+        page.locator("#chat-send").click()
+        page.locator("#chat-status", has_text="200,005 characters; the chat takes at most 200,000").wait_for()
+        assert chat_box.evaluate("el => el.value.length") == 200_005
+        assert page.locator('#chatbot [data-testid="user"]').count() == 0  # not in the history either
+
+        page.get_by_role("tab", name="Config review").click()  # and the app still works
+        box.fill("PermitRootLogin yes\n")
+        page.locator("#config-run").click()
+        page.locator("#config-summary", has_text="finding(s)").wait_for()
+    finally:
+        ctx.close()
+        demo.close()
+
+
 # =============================================================================================
 # slow: the real app, the real model, a real browser
 # =============================================================================================

@@ -6,7 +6,10 @@ shows what it measured, its headline figures (read by a small reader per kind of
 file's own ``headline``/``summary``), and how it was made: the command, the commit, the machine's
 load at start and end and whether the machine was busier than its cores (``busy``; then
 ``allow_busy`` says it was allowed and the timing figures are upper bounds). A file without
-provenance is listed as such: its figures were not made under these rules.
+provenance is listed as such: its figures were not made under these rules. A data card (the
+description of a dataset a run trained or scored on) carries no provenance of its own: it is listed
+as an input when its sha256 is one a results file's provenance records, i.e. the runs that used it
+pin it byte for byte (adding a provenance block to it would change that digest).
 
 ``secfm results --check`` exits non-zero when ``RESULTS.md`` is not what the files give (CI and
 tests use it to keep the index current).
@@ -99,6 +102,13 @@ def _training_summary(d: dict) -> list[str]:
             + (" - stopped by its time budget" if d.get("stopped_by_time_budget") else "")]
 
 
+def _data_card(d: dict) -> list[str]:
+    splits = "; ".join(f"{name} {c['cves']:,} CVEs ({c.get('rule', '')})" for name, c in d["splits"].items())
+    drops = d.get("steps", {}).get("near_duplicate_drops")
+    return [f"{d.get('name')}: {splits}"] + ([f"near duplicates of a more held-out split dropped: {drops:,}"]
+                                             if drops is not None else [])
+
+
 def _generic(d: dict) -> list[str]:
     for key in ("headline", "summary"):
         v = d.get(key)
@@ -112,6 +122,7 @@ READERS: list[tuple[Callable[[dict], bool], Callable[[dict], list[str]]]] = [
     (lambda d: "headline" in d and "figures" in d and "task" in d, _eval_run),
     (lambda d: d.get("benchmark") == "quant", _quant),
     (lambda d: "recipe" in d and "global_step" in d, _training_summary),
+    (lambda d: isinstance(d.get("splits"), dict) and "feeds" in d and "settings" in d, _data_card),
 ]
 
 
@@ -139,24 +150,45 @@ def how_made(payload: dict) -> dict:
         note = f"machine busier than its {cores} cores (allowed: {p.get('allow_busy')}); timings are upper bounds"
     return {"command": p.get("command"), "commit": ((p.get("git") or {}).get("commit") or "")[:10],
             "dirty": (p.get("git") or {}).get("dirty"), "load": load, "cores": cores, "wall_s": p.get("wall_s"),
-            "started": p.get("started_at"), "data": len(p.get("data") or []), "note": note}
+            "started": p.get("started_at"), "data": len(p.get("data") or []), "busy": bool(p.get("busy")), "note": note}
+
+
+def pinned_inputs(payloads: dict[str, dict]) -> dict[str, list[str]]:
+    """sha256 -> the results files whose provenance records a data file with that digest."""
+    pins: dict[str, list[str]] = {}
+    for rel, payload in payloads.items():
+        for item in (payload.get("provenance") or {}).get("data") or []:
+            if isinstance(item, dict) and item.get("sha256"):
+                pins.setdefault(item["sha256"], []).append(rel)
+    return pins
 
 
 def build_index(root: Path | None = None) -> list[dict]:
+    from secfm.provenance import file_sha256
+
     root = Path(root or repo_root())
-    entries = []
+    entries, payloads = [], {}
     for path in result_files(root):
+        rel = path.relative_to(root).as_posix()
         try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
+            payloads[rel] = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            entries.append({"path": path.relative_to(root).as_posix(), "what": "unreadable", "figures": [str(exc)[:100]],
+            payloads[rel] = exc
+    pins = pinned_inputs({rel: p for rel, p in payloads.items() if isinstance(p, dict)})
+    for rel, payload in payloads.items():
+        if isinstance(payload, Exception):
+            entries.append({"path": rel, "what": "unreadable", "figures": [str(payload)[:100]],
                             "how": {"command": None, "note": "not valid JSON"}})
             continue
         if not isinstance(payload, dict):
             continue
         what, figures = describe(payload)
-        entries.append({"path": path.relative_to(root).as_posix(), "what": what, "figures": figures,
-                        "how": how_made(payload)})
+        how = how_made(payload)
+        users = pins.get(file_sha256(root / rel), []) if not how.get("command") else []
+        if users:
+            how = {"command": None, "pinned_by": users,
+                   "note": "an input, not a measurement: its sha256 is recorded in the provenance of " + ", ".join(users)}
+        entries.append({"path": rel, "what": what, "figures": figures, "how": how})
     return entries
 
 
@@ -170,7 +202,12 @@ def render_index(entries: list[dict]) -> str:
     for e in entries:
         by_dir.setdefault(e["path"].split("/results/")[0], []).append(e)
     with_prov = sum(1 for e in entries if e["how"].get("command"))
-    lines += [f"{len(entries)} results files; {with_prov} with provenance, {len(entries) - with_prov} without.", ""]
+    pinned = sum(1 for e in entries if e["how"].get("pinned_by"))
+    without = len(entries) - with_prov - pinned
+    busy = sum(1 for e in entries if e["how"].get("busy"))
+    lines += [f"{len(entries)} results files: {with_prov} with provenance ({busy} of them measured on a machine busier "
+              f"than its cores, marked below), {pinned} data card{'s' if pinned != 1 else ''} pinned by sha256 in a "
+              f"run's provenance, {without} without provenance.", ""]
     for area, items in by_dir.items():
         lines += [f"## {area}/results", ""]
         for e in items:
@@ -204,4 +241,4 @@ def write_index(out: Path | None = None, root: Path | None = None, check: bool =
     return out, True
 
 
-__all__ = ["build_index", "describe", "how_made", "render_index", "result_files", "write_index"]
+__all__ = ["build_index", "describe", "how_made", "pinned_inputs", "render_index", "result_files", "write_index"]

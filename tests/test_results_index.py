@@ -17,11 +17,20 @@ def test_index_reads_figures_and_provenance(tmp_path):
                                                      "headline": {"speedup": 2.5, "target": ">= 2x"}})
     (folder / "old.json").write_text(json.dumps({"benchmark": "old", "summary": {"speedup": 9.9}}))
     (folder / "run.json").write_text("{}")  # a run's settings: not a results file
+    card = folder / "a-data-card.json"  # a dataset's card: no provenance of its own, pinned by the run that used it
+    card.write_text(json.dumps({"name": "cves", "settings": {}, "feeds": [], "splits": {"train": {"cves": 3}}}))
+    with recording(data_files=[card], allow_busy=True, command="secfm train head --task cwe") as rec:
+        rec.write_json(folder / "heads.json", {"task": "cwe"})
     entries = build_index(tmp_path)
-    assert [e["path"] for e in entries] == ["training/results/bench-train.json", "training/results/old.json"]
+    assert [e["path"] for e in entries] == ["training/results/a-data-card.json", "training/results/bench-train.json",
+                                            "training/results/heads.json", "training/results/old.json"]
+    assert entries[0]["how"]["pinned_by"] == ["training/results/heads.json"]
     text = render_index(entries)
     assert "speedup 2.5" in text and "`secfm bench train --allow-busy`" in text
-    assert "old.json" in text and "no provenance" in text and "1 with provenance, 1 without" in text
+    assert "old.json" in text and "no provenance" in text and "train 3 CVEs" in text
+    assert "2 with provenance" in text and "1 data card pinned by sha256" in text and "1 without provenance" in text
+    card.write_text(card.read_text() + " ")  # a changed card no longer matches the digest the run recorded
+    assert build_index(tmp_path)[0]["how"]["note"].startswith("no provenance")
     out, current = write_index(tmp_path / "RESULTS.md", root=tmp_path)
     assert out.read_text() == text and write_index(out, root=tmp_path, check=True)[1]
     (folder / "old.json").write_text(json.dumps({"benchmark": "old", "summary": {"speedup": 1.0}}))

@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from secfm.heads import parse_sources, shipped_head_path
+        from secfm.provenance import recording
         from secfm.registry import default_model_name
         from secfm.training.heads import FitConfig, HarnessConfig, layer_list, run_harness, train_joint, write_results
 
@@ -106,9 +107,10 @@ def register(app: typer.Typer) -> None:
                 summary = train_joint(cfg, target, init_head=init_head, steps=steps)
                 print(json.dumps(summary, indent=2))
                 continue
-            res = run_harness(cfg, target, results_dir, progress=lambda msg: err.print(msg))
-            if not ship:
-                write_results(res, Path(target))  # the results travel with the head
+            with recording(allow_busy=allow_busy, command=command) as rec:  # refused on a busy machine
+                res = run_harness(cfg, target, results_dir, progress=lambda msg: err.print(msg), recorder=rec)
+                if not ship:
+                    write_results(res, Path(target), recorder=rec)  # the results travel with the head
             _print_summary(res)
 
     @train.command("attack-extractor")

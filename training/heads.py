@@ -536,9 +536,10 @@ def _fmt(x: float) -> str:
 
 
 def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | Path | None = None,
-                engine=None, progress: Callable[[str], None] | None = None) -> dict:
+                engine=None, progress: Callable[[str], None] | None = None, recorder=None) -> dict:
     """Dataset -> (sweep) -> features -> heads (linear, mlp) -> thresholds -> test metrics ->
-    baseline -> results files -> the chosen head saved in ``out``. Returns the results dict."""
+    baseline -> results files -> the chosen head saved in ``out``. Returns the results dict.
+    ``recorder`` (a :class:`secfm.provenance.Recorder`) writes the results files with their provenance."""
     say = progress or (lambda msg: log.info("%s", msg))
     started = time.time()
     data = build_dataset(cfg)
@@ -711,7 +712,7 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
         results["head_bytes"] = (out / "head.safetensors").stat().st_size
         say(f"saved the {best['kind']} head to {out} ({results['head_bytes'] / 1e6:.2f} MB)")
     if results_dir is not None:
-        write_results(results, Path(results_dir))
+        write_results(results, Path(results_dir), recorder=recorder)
     return results
 
 
@@ -732,12 +733,18 @@ def _round(value):
 # ---------------------------------------------------------------------------------------------
 # results files
 # ---------------------------------------------------------------------------------------------
-def write_results(results: dict, directory: Path) -> tuple[Path, Path]:
+def write_results(results: dict, directory: Path, recorder=None) -> tuple[Path, Path]:
+    """heads-TASK.json/.md in ``directory``; through ``recorder`` (secfm/provenance.py) when given, so
+    the JSON carries the command, commit, data, cores, load at start and end and wall time."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"heads-{results['task']}"
     if results["data"].get("excluded_sources"):
         stem += "-excl"
     jpath, mpath = directory / f"{stem}.json", directory / f"{stem}.md"
+    if recorder is not None:
+        recorder.write_json(jpath, results)
+        recorder.write_text(mpath, results_markdown(results))
+        return jpath, mpath
     jpath.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     mpath.write_text(results_markdown(results), encoding="utf-8")
     return jpath, mpath

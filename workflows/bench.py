@@ -10,15 +10,14 @@ without the generative step.
 * Triage throughput: the gold alerts repeated to about 200, deterministic path (rules, technique
   source, retrieval); then ``model_alerts`` alerts with the generative step (constrained JSON).
 
-Results go to ``workflows/results/bench-workflows.json`` with the machine's CPU count and load
-average, which matter on a shared machine.
+Results go to ``workflows/results/bench-workflows.json`` through the provenance writer
+(:mod:`secfm.provenance`: command, commit, data, cores, load at start and end, wall time); the run is
+refused on a machine busier than its cores unless ``allow_busy`` (``--allow-busy``, recorded).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -65,13 +64,6 @@ def _time_queries(store, queries: list[str], vectors: list[list[float]], where=N
     return {"end_to_end": _stats(end_to_end), "search_only": _stats(search_only)}
 
 
-def _load() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
 def run_workflows_bench(
     out: str | Path = "workflows/results/bench-workflows.json",
     big_chunks: int = 100_000,
@@ -82,17 +74,26 @@ def run_workflows_bench(
     log: Callable[[str], None] = print,
     store=None,
     technique_source=None,
+    allow_busy: bool = False,
 ) -> dict:
-    """Run the benchmark and write ``out``; ``store`` overrides the packaged knowledge base and
-    ``technique_source`` the ATT&CK head (tests pass lighter ones)."""
+    """Run the benchmark and write ``out`` (with its provenance; returned as written); ``store``
+    overrides the packaged knowledge base and ``technique_source`` the ATT&CK head (tests pass
+    lighter ones)."""
+    from secfm.provenance import recording
+
+    with recording(allow_busy=allow_busy) as rec:
+        result = _measure(big_chunks, n_queries, with_model, model_alerts, model, log, store, technique_source)
+        return rec.write_json(out, result)
+
+
+def _measure(big_chunks: int, n_queries: int, with_model: bool, model_alerts: int, model: str | None,
+             log: Callable[[str], None], store, technique_source) -> dict:
     import numpy as np
 
     from secfm.workflows.store import KnowledgeStore, build_kb, chroma_client, default_store, get_embeddings
 
     started = time.time()
-    result: dict = {"machine": {"cpus": os.cpu_count(), "load_average_start": _load(), "platform": platform.platform(),
-                                "python": platform.python_version()},
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result: dict = {"benchmark": "workflows"}
     queries = list(QUERIES[:n_queries]) if n_queries <= len(QUERIES) else [QUERIES[i % len(QUERIES)] + f" {i}" for i in range(n_queries)]
     embeddings = get_embeddings()
     vectors = embeddings.embed_documents(queries)
@@ -176,9 +177,17 @@ def run_workflows_bench(
                                                 "constrained_decoding_setup_s": round(setup_s, 1)}
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
-    result["machine"]["load_average_end"] = _load()
     result["total_seconds"] = round(time.time() - started, 1)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result["summary"] = _summary(result)
     return result
+
+
+def _summary(result: dict) -> dict:
+    """The headline figures (what the results index shows)."""
+    packaged, large = result["retrieval_packaged"], result["retrieval_large"]
+    summary = {f"retrieval p95 ms at {packaged['chunks']} chunks": packaged["end_to_end"]["p95_ms"],
+               f"retrieval p95 ms at {large['chunks']} chunks": large["end_to_end"]["p95_ms"],
+               "triage alerts/s without generation": result["triage_without_generation"]["alerts_per_s"]}
+    if "triage_with_generation" in result:
+        summary["triage alerts/s with generation"] = result["triage_with_generation"]["alerts_per_s"]
+    return summary

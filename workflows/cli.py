@@ -330,12 +330,14 @@ def bench_workflows(
     no_model: NoModelOpt = False,
     model_alerts: Annotated[int, typer.Option("--model-alerts", min=1, help="Alerts triaged with the generative step.")] = 8,
     model: ModelOpt = None,
+    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Measure even when the load average is above the number of cores (recorded in the results).")] = False,
 ) -> None:
     """Retrieval p50/p95 at the packaged corpus size and at --chunks, and triage alerts/s with and without generation."""
     from secfm.workflows.bench import run_workflows_bench
 
     result = run_workflows_bench(out=out, big_chunks=chunks, n_queries=queries, with_model=not no_model,
-                                 model_alerts=model_alerts, model=model, log=lambda m: _console().print(m))
+                                 model_alerts=model_alerts, model=model, log=lambda m: _console().print(m),
+                                 allow_busy=allow_busy)
     print(json.dumps(result, indent=2))
 
 

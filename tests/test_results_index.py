@@ -29,12 +29,12 @@ def test_index_reads_figures_and_provenance(tmp_path):
     assert "speedup 2.5" in text and "`secfm bench train --allow-busy`" in text
     assert "old.json" in text and "no provenance" in text and "train 3 CVEs" in text
     assert "2 with provenance" in text and "1 data card pinned by sha256" in text and "1 without provenance" in text
-    card.write_text(card.read_text() + " ")  # a changed card no longer matches the digest the run recorded
-    assert build_index(tmp_path)[0]["how"]["note"].startswith("no provenance")
     out, current = write_index(tmp_path / "RESULTS.md", root=tmp_path)
     assert out.read_text() == text and write_index(out, root=tmp_path, check=True)[1]
     (folder / "old.json").write_text(json.dumps({"benchmark": "old", "summary": {"speedup": 1.0}}))
     assert not write_index(out, root=tmp_path, check=True)[1]  # a changed file makes the index stale
+    card.write_text(card.read_text() + " ")  # a changed card no longer matches the digest the run recorded
+    assert build_index(tmp_path)[0]["how"]["note"].startswith("no provenance")
 
 
 def test_the_repository_index_is_current():

@@ -5,7 +5,7 @@ Why and when: before shipping a model to laptops or small VMs, measure what quan
 hardware, in one run. The published table is evals/results/bench-quant.md, made by
 `secfm bench quant`; the GGUF variant needs `pip install 'secfm[quant]'` (llama.cpp).
 
-    python cookbook/09_quantized_inference.py [--items 24] [--out evals/results/bench-quant.json]
+    python cookbook/09_quantized_inference.py [--items 200] [--out evals/results/bench-quant.json]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from secfm.evals.bench_quant import VARIANTS, markdown_table, run_quant_bench
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=24)
+    parser.add_argument("--items", type=int, default=200, help="questions per variant (200: the published study)")
     parser.add_argument("--decode-tokens", type=int, default=32)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--out", type=Path, default=Path("evals/results/bench-quant.json"))

@@ -128,7 +128,7 @@ READERS: list[tuple[Callable[[dict], bool], Callable[[dict], list[str]]]] = [
 
 def describe(payload: dict) -> tuple[str, list[str]]:
     what = payload.get("benchmark") or payload.get("bench") or payload.get("kind") or payload.get("task") \
-        or payload.get("recipe") or "results"
+        or payload.get("recipe") or ("data card" if "splits" in payload and "feeds" in payload else "results")
     for test, reader in READERS:
         if test(payload):
             try:
@@ -197,7 +197,7 @@ def render_index(entries: list[dict]) -> str:
              "Every figure the project publishes, generated from the results files by `secfm results`. READMEs link",
              "here instead of restating figures. *How made*: the command, the commit, the 1-minute load average at",
              "start and end on the machine's cores. Files without provenance were made before these rules and are",
-             "listed as unverified.", ""]
+             "listed as unverified; a data card is listed as the input of the runs whose provenance records its sha256.", ""]
     by_dir: dict[str, list[dict]] = {}
     for e in entries:
         by_dir.setdefault(e["path"].split("/results/")[0], []).append(e)

@@ -33,7 +33,7 @@ _EXPORTS = {
     "dry_run": "secfm.training.recipes",
     "estimate": "secfm.training.memory",
     "run_training": "secfm.training.trainer",
-    "merge_adapter": "secfm.training.trainer",
+    "merge_adapter": "secfm.merge",
     "chunked_lm_loss": "secfm.training.loss",
     "evaluate_models": "secfm.training.evaluate",
     "run_train_bench": "secfm.training.bench",

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from secfm.errors import SecfmError
+from secfm.merge import merge_adapter  # the one merge (re-exported: secfm.training.merge_adapter)
 from secfm.training.recipes import Recipe
 
 log = logging.getLogger(__name__)
@@ -685,33 +686,6 @@ def export_artifacts(recipe: Recipe, trainer, resolved, tokenizer, note: Callabl
         note(f"merged model written to {merged}")
         out["merged_dir"] = str(merged)
     return out
-
-
-def merge_adapter(base: str, adapter_dir: str | Path, target: str | Path, dtype: str = "bfloat16") -> Path:
-    """Base weights (re-loaded unquantized, so QLoRA adapters merge too) + adapter, merged and
-    unloaded into a Hugging Face folder with the tokenizer and chat template (``vllm serve DIR``)."""
-    import torch
-    from peft import PeftModel
-
-    from secfm.engines.transformers_engine import load_causal_lm
-    from secfm.models import resolve, tokenizer_for
-
-    resolved = resolve(base)
-    torch_dtype = getattr(torch, dtype)
-    model = load_causal_lm(resolved, "cpu", dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    merged = merged.to(torch_dtype)
-    target = Path(target)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(str(tmp), safe_serialization=True)
-    tok = tokenizer_for(resolved)
-    tok.save_pretrained(str(tmp))
-    if resolved.chat_template and not (tmp / "chat_template.jinja").is_file():
-        (tmp / "chat_template.jinja").write_text(resolved.chat_template)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
 
 
 # ------------------------------------------------------------------------------------------------

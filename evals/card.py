@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from secfm.errors import SecfmError
+from secfm.evals.registry import in_points
 from secfm.evals.report import fmt, fmt_ci
 from secfm.evals.runner import load_metrics
 from secfm.evals.specs import get_task
@@ -95,7 +96,7 @@ def _setting(m: dict) -> str:
 def _scale(metric: str, value):
     if value is None or value != value:
         return None
-    return round(value, 3) if metric.startswith("mad") else round(100 * value, 2)
+    return round(value, 3) if in_points(metric) else round(100 * value, 2)
 
 
 def model_index(name: str, runs: list[dict]) -> list[dict]:
@@ -147,7 +148,7 @@ def results_table(runs: list[dict]) -> str:
         s = f"{h}_strict"
         b = m.get("baselines", {})
         c = m.get("counts", {})
-        unit = " (score points, lower is better)" if h.startswith("mad") else " (%)"
+        unit = " (score points, lower is better)" if in_points(h) else " (%)"
         dirty = _contamination(m)
         rows.append("| " + " | ".join([
             f"{get_task(m['task']).title} ({m['config']})" + (f" **{dirty}**" if dirty else ""),

@@ -9,7 +9,8 @@ import typer
 
 from secfm.cli_groups import command_group
 
-EVAL_HELP = "Evaluate a model on CTIBench (cti-mcqa, cti-rcm, cti-ate, cti-vsp, cti-taa) and compare runs."
+EVAL_HELP = ("Evaluate a model on CTIBench (cti-mcqa, cti-rcm, cti-ate, cti-vsp, cti-taa; one command per task spec, "
+             "more from the YAML folders in $SECFM_EVAL_TASKS), on the workflow and chat gold sets, and compare runs.")
 BENCH_HELP = "Performance benchmarks; each writes its results to a file."
 
 DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Local TSV in the official CTIBench layout; default: the Hugging Face dataset AI4Sec/cti-bench.")]
@@ -100,13 +101,6 @@ def _task_command(task: str, help_text: str, default_mode: str = "gen", with_lab
     return fn
 
 
-TASK_HELP = {
-    "cti-mcqa": "CTI-MCQA (cti-mcq.tsv): multiple-choice accuracy; --mode gen (official prompt) or loglik (option and letter log-likelihoods).",
-    "cti-rcm": "CTI-RCM (cti-rcm.tsv, --config cti-rcm-2021): CVE description -> CWE id, exact-match accuracy; --mode gen or head.",
-    "cti-vsp": "CTI-VSP (cti-vsp.tsv): CVE description -> CVSS v3.1 vector, mean absolute deviation of base scores; --mode gen or head.",
-    "cti-ate": "CTI-ATE (cti-ate.tsv): ATT&CK technique extraction, micro-F1 over parent ids plus per-item F1/P/R; --mode gen or head. Head mode scores with the document extractor (sentence head, retrieval, document model) that never saw the items' entities (read from their URLs): the shipped one when clean, else one trained (or reused from the cache) with those entities excluded; metrics.json records the exclusion.",
-    "cti-taa": "CTI-TAA (cti-taa.tsv + --labels): threat-actor attribution, correct (alias) and plausible (related) accuracy.",
-}
 def eval_report(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (each with metrics.json).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md and the PNG plots.")] = Path("evals/results/report"),
@@ -189,9 +183,12 @@ def export_lm_eval(
 
 def register(app: typer.Typer) -> None:
     """Add `eval TASK`, `eval report`, `card` and `bench eval` to the secfm CLI."""
+    from secfm.evals.specs import all_tasks
+
     evals = command_group(app, "eval", EVAL_HELP)
-    for task, help_text in TASK_HELP.items():
-        evals.command(task, help=help_text)(_task_command(task, help_text, with_labels=task == "cti-taa"))
+    for spec in all_tasks().values():  # one command per task spec (evals/tasks/*.yaml and $SECFM_EVAL_TASKS)
+        evals.command(spec.name, help=spec.cli_help())(
+            _task_command(spec.name, spec.cli_help(), default_mode=spec.modes[0], with_labels=spec.labels_required))
     evals.command("report")(eval_report)
     evals.command("export-lm-eval")(export_lm_eval)
     app.command("card")(card)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import yaml
 
+from secfm.evals.registry import get_metric
 from secfm.evals.specs import TaskSpec, get_task
 
-HARNESS_METRIC = {"accuracy": "acc", "micro_f1": "f1", "mad": "mad"}
 EXPORTED = ("cti-mcqa", "cti-rcm", "cti-vsp", "cti-ate")
 
 
@@ -64,7 +64,7 @@ def task_config(spec: TaskSpec, data: str | None = None) -> dict:
         source = {"dataset_path": spec.hf.repo, "dataset_name": spec.hf.config}
     cfg: dict = {"task": name, "tag": ["ctibench_secfm"], **source, "test_split": "test",
                  "process_docs": "!function utils.process_docs"}
-    metric = HARNESS_METRIC.get(spec.metric, spec.metric)
+    metric = get_metric(spec.metric).harness
     if spec.name == "cti-mcqa":
         L = spec.loglik
         question = L.question
@@ -98,7 +98,7 @@ def task_config(spec: TaskSpec, data: str | None = None) -> dict:
                                    "ignore_case": True}]
         else:
             cfg["process_results"] = f"!function utils.{harness_name(spec.name)}_process_results"
-            cfg["metric_list"] = [{"metric": metric, "aggregation": "mean", "higher_is_better": spec.metric != "mad"}]
+            cfg["metric_list"] = [{"metric": metric, "aggregation": "mean", "higher_is_better": get_metric(spec.metric).higher_is_better}]
     cfg["metadata"] = {"version": 1.0, "source": "secfm eval export-lm-eval", "secfm_task": spec.name}
     return cfg
 
@@ -217,7 +217,7 @@ def write_harness_results(out: str | Path, spec: TaskSpec, metrics: dict, items:
     """``results_<ts>.json`` and ``samples_<task>_<ts>.jsonl`` in ``out`` (the run folder)."""
     out = Path(out)
     task = harness_name(spec.name)
-    metric = HARNESS_METRIC.get(spec.metric, spec.metric)
+    metric = get_metric(spec.metric).harness
     stamp = _timestamp()
     samples = [_sample(spec, metrics["mode"], item, rec, requests[i] if requests else None, metric, i)
                for i, (item, rec) in enumerate(zip(items, records))]
@@ -240,7 +240,7 @@ def write_harness_results(out: str | Path, spec: TaskSpec, metrics: dict, items:
                                       else metrics["data"]["source"])},
         "versions": {task: 1.0},
         "n-shot": {task: metrics.get("shots", 0)},
-        "higher_is_better": {task: {metric: spec.metric != "mad"}},
+        "higher_is_better": {task: {metric: get_metric(spec.metric).higher_is_better}},
         "n-samples": {task: {"original": metrics["data"]["rows"], "effective": metrics["n"]}},
         "config": {"model": "secfm", "model_args": f"model={model},adapter={metrics.get('adapter')},"
                                                    f"engine={metrics.get('engine')},mode={metrics['mode']}",

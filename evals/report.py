@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from secfm.errors import SecfmError
+from secfm.evals.registry import in_points
 from secfm.evals.runner import PREDICTIONS, load_metrics, read_predictions
 
 TOP_CWE = 8
@@ -15,7 +16,7 @@ TOP_CWE = 8
 def fmt(metric: str, value) -> str:
     if value is None or value != value:
         return "n/a"
-    return f"{value:.2f}" if metric.startswith("mad") else f"{100 * value:.1f}"
+    return f"{value:.2f}" if in_points(metric) else f"{100 * value:.1f}"
 
 
 def fmt_ci(metric: str, value, interval) -> str:
@@ -31,7 +32,7 @@ def _labels(run_dirs: list[str]) -> list[str]:
 
 
 def _unit(metric: str) -> str:
-    return "MAD (score points, lower is better)" if metric.startswith("mad") else "%"
+    return "MAD (score points, lower is better)" if in_points(metric) else "%"
 
 
 def _setting(m: dict) -> str:
@@ -62,7 +63,7 @@ def table(runs: list[tuple[str, dict]]) -> str:
                 _setting(m),
                 str(m.get("engine")),
                 str(m["n"]),
-                h + (" (%)" if not h.startswith("mad") else ""),
+                h + (" (%)" if not in_points(h) else ""),
                 fmt_ci(h, m["figures"][h], m["intervals"].get(h)),
                 fmt_ci(h, m["figures"].get(strict), m["intervals"].get(strict)) if strict in m["figures"] else "-",
                 f"{c.get('unparseable', 0) + c.get('empty', 0)} (+{c.get('refusal', 0)} refusals)",
@@ -110,7 +111,7 @@ def plot_figures(task: str, runs: list[tuple[str, dict]], path: Path) -> Path:
 
     plt = _pyplot()
     h = runs[0][1]["headline"]
-    scale = 1.0 if h.startswith("mad") else 100.0
+    scale = 1.0 if in_points(h) else 100.0
     fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(runs) + 3.5), 4.6))
     width = 0.38
     for offset, name, style in ((-width / 2, h, {"color": "#4C72B0"}),

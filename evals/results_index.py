@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from secfm.errors import SecfmError
+from secfm.evals.registry import in_points
 
 RESULT_DIRS = ("training/results", "evals/results", "workflows/results", "app/results")
 SKIP_NAMES = {"run.json"}  # a run's settings, not its results (metrics.json beside it is)
@@ -72,7 +73,7 @@ def _eval_run(d: dict) -> list[str]:
     h = d.get("headline")
     value = d.get("figures", {}).get(h)
     lo, hi = (d.get("intervals", {}).get(h) or [None, None])
-    fmt = (lambda v: f"{v:.3f}") if str(h).startswith("mad") else _pct
+    fmt = (lambda v: f"{v:.3f}") if in_points(str(h)) else _pct
     line = f"{d.get('task')} {h} {fmt(value)}" + (f" [{fmt(lo)}, {fmt(hi)}]" if lo is not None else "")
     line += f" (n={d.get('n')}, {d.get('mode')}, {d.get('shots', 0)}-shot, model {d.get('model')}"
     line += f" + {d['adapter']})" if d.get("adapter") else ")"

@@ -33,6 +33,7 @@ from secfm.evals.heads import (
 from secfm.evals.metrics import DEFAULT_BOOTSTRAP
 from secfm.evals.parsers import EMPTY, OK, Parsed, get_parser, normalise_cwe, technique_parents
 from secfm.evals.progress import progress_bar
+from secfm.evals.registry import get_metric, in_points
 from secfm.evals.scoring import score_item, summarise
 from secfm.evals.specs import TaskSpec, get_task
 
@@ -246,11 +247,8 @@ def make_parser(spec: TaskSpec, ds: Dataset):
 
 
 def _context(spec: TaskSpec, items: list[Item]) -> dict:
-    if spec.metric == "accuracy" and spec.loglik is not None:
-        return {"labels": list(spec.loglik.letters)}
-    if spec.metric == "micro_f1":
-        return {"candidates": sorted({t for i in items for t in technique_parents(i.fields[spec.prompt_column])})}
-    return {}
+    metric = get_metric(spec.metric)
+    return metric.context(spec, items) if metric.context is not None else {}
 
 
 def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, progress: bool = True) -> dict:
@@ -413,7 +411,7 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
 def _fmt(metric: str, value: float | None) -> str:
     if value is None or value != value:
         return "n/a"
-    return f"{value:.3f}" if metric.startswith("mad") else f"{100 * value:.1f}%"
+    return f"{value:.3f}" if in_points(metric) else f"{100 * value:.1f}%"
 
 
 def summary_line(m: dict) -> str:
@@ -430,8 +428,9 @@ def summary_line(m: dict) -> str:
         parts.append(
             f"strict {_fmt(h, m['figures'][strict])} (unparseable {c['unparseable'] + c['empty']}, refusals {c['refusal']})"
         )
-    if m["task"] == "cti-taa":
-        parts.append(f"plausible {_fmt('p', m['figures']['plausible'])}")
+    if m["mode"] != "loglik" and m.get("metric"):
+        parts += [f"{name} {_fmt(name, m['figures'][name])}" for name in get_metric(m["metric"]).also_show
+                  if name in m["figures"]]
     if m["mode"] == "loglik":
         parts.append(" ".join(f"{k.split('_', 1)[1]} {_fmt(k, v)}" for k, v in m["figures"].items() if k.startswith("accuracy_") and k != "accuracy_strict"))
     b = m.get("baselines") or {}

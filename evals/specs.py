@@ -1,18 +1,25 @@
-"""Task specs: one YAML file per CTIBench task in ``evals/tasks/`` (data, columns, prompt, parser, metric)."""
+"""Task specs: one YAML file per task (data, columns, prompt, parser, metric, modes, CLI help).
+
+The CTIBench tasks ship in ``evals/tasks/``; more task folders can be named in ``$SECFM_EVAL_TASKS``
+(separated like ``PATH``), so a new task is one YAML file (plus its data): it gets its own
+``secfm eval NAME`` command. Its metric is a name in the metric registry (secfm.evals.registry).
+"""
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from secfm.errors import SecfmError
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+TASKS_ENV = "SECFM_EVAL_TASKS"
 
 Mode = Literal["gen", "loglik", "head"]
 MODES: tuple[str, ...] = ("gen", "loglik", "head")
@@ -75,13 +82,27 @@ class TaskSpec(BaseModel):
     labels_required: bool = False
     system_prompt: str
     parser: str
-    metric: Literal["accuracy", "mad", "micro_f1", "taa"]
+    metric: str
     modes: list[Mode]
     max_new_tokens: int = 256
     shot_answer: str = "{GT}"
     loglik: LoglikSpec | None = None
     head: HeadSpec | None = None
     card: CardSpec
+    #: the `secfm eval NAME` help (default: the title, description and modes)
+    help: str | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        from secfm.evals.registry import metric_names
+
+        if value not in metric_names():
+            raise ValueError(f"unknown metric '{value}' (metrics: {', '.join(metric_names())})")
+        return value
+
+    def cli_help(self) -> str:
+        return self.help or f"{self.title}: {self.description} Modes: {', '.join(self.modes)}."
 
     def hf_config(self, config: str | None = None) -> str:
         return self.variant(config)[1]
@@ -104,17 +125,41 @@ class TaskSpec(BaseModel):
             raise SecfmError(f"task {self.name} has no '{mode}' mode (modes: {', '.join(self.modes)})")
 
 
-@lru_cache(maxsize=1)
+def task_dirs() -> list[Path]:
+    """The shipped task folder, then the folders named in ``$SECFM_EVAL_TASKS``."""
+    extra = [Path(p).expanduser() for p in os.environ.get(TASKS_ENV, "").split(os.pathsep) if p.strip()]
+    for folder in extra:
+        if not folder.is_dir():
+            raise SecfmError(f"${TASKS_ENV}: {folder} is not a folder of task YAML files")
+    return [TASKS_DIR, *extra]
+
+
 def all_tasks() -> dict[str, TaskSpec]:
-    """Every task spec in ``evals/tasks/*.yaml``, by name."""
+    """Every task spec (``evals/tasks/*.yaml`` and ``$SECFM_EVAL_TASKS``), by name."""
+    return _load_tasks(tuple(task_dirs()))
+
+
+@lru_cache(maxsize=4)
+def _load_tasks(folders: tuple[Path, ...]) -> dict[str, TaskSpec]:
     specs: dict[str, TaskSpec] = {}
-    for path in sorted(TASKS_DIR.glob("*.yaml")):
-        try:
-            spec = TaskSpec(**yaml.safe_load(path.read_text(encoding="utf-8")))
-        except (ValidationError, TypeError, yaml.YAMLError) as exc:
-            raise SecfmError(f"bad task spec {path.name}: {str(exc).splitlines()[0]}") from exc
-        specs[spec.name] = spec
+    where: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.yaml")):
+            try:
+                spec = TaskSpec(**yaml.safe_load(path.read_text(encoding="utf-8")))
+            except (ValidationError, TypeError, yaml.YAMLError) as exc:
+                raise SecfmError(f"bad task spec {path}: {_first_error(exc)}") from exc
+            if spec.name in specs:
+                raise SecfmError(f"task '{spec.name}' is defined twice: {where[spec.name]} and {path}")
+            specs[spec.name], where[spec.name] = spec, path
     return specs
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError) and exc.errors():
+        e = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in e.get('loc', ())) or 'spec'}: {e.get('msg', '')}"
+    return str(exc).splitlines()[0]
 
 
 def get_task(name: str) -> TaskSpec:

@@ -71,6 +71,13 @@ def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return precision, recall, f1
 
 
+def prf_figures(tp: int, fp: int, fn: int, digits: int = 4) -> dict:
+    """:func:`prf` as a results entry: precision, recall and F1 rounded, with the counts."""
+    precision, recall, f1 = prf(tp, fp, fn)
+    return {"precision": round(precision, digits), "recall": round(recall, digits), "f1": round(f1, digits),
+            "tp": tp, "fp": fp, "fn": fn}
+
+
 # --- CVSS ----------------------------------------------------------------------------------------
 @lru_cache(maxsize=4096)
 def cvss_base_score(vector: str) -> float:

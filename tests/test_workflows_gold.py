@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from secfm.evals.metrics import prf_figures as prf
 from secfm.knowledge import validate_id
 from secfm.workflows.config_rules import KINDS, RULES_BY_ID
-from secfm.workflows.evaluate import GOLD_DIR, EvalSettings, ioc_scores, prf, run_workflow_eval
+from secfm.workflows.evaluate import GOLD_DIR, EvalSettings, ioc_scores, run_workflow_eval
 from secfm.workflows.schemas import SEVERITIES
 
 
@@ -48,7 +49,8 @@ def test_incident_gold_set():
 
 def test_scoring_helpers():
     assert prf(8, 2, 2) == {"precision": 0.8, "recall": 0.8, "f1": 0.8, "tp": 8, "fp": 2, "fn": 2}
-    assert prf(0, 0, 0)["precision"] is None
+    assert prf(0, 0, 0)["precision"] == 1.0  # the harness's one prf: nothing predicted for nothing is perfect
+    assert prf(0, 0, 3) == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "tp": 0, "fp": 0, "fn": 3}
     tp, fp, fn = ioc_scores({"domain": ["a.evil.com", "x.org"], "ipv4": ["1.2.3.4:443"]}, {"domain": ["evil.com"], "ipv4": ["1.2.3.4"]})
     assert (tp, fp, fn) == (2, 1, 0)
 

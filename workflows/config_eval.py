@@ -28,16 +28,9 @@ def load_vectors(path: str | Path = DEFAULT_DATA) -> tuple[dict, list[dict]]:
     return meta, rows
 
 
-def _prf(tp: int, fp: int, fn: int) -> dict:
-    p = tp / (tp + fp) if tp + fp else None
-    r = tp / (tp + fn) if tp + fn else None
-    f = 2 * p * r / (p + r) if p and r else (0.0 if p is not None and r is not None else None)
-    return {"precision": None if p is None else round(p, 4), "recall": None if r is None else round(r, 4),
-            "f1": None if f is None else round(f, 4), "tp": tp, "fp": fp, "fn": fn}
-
-
 def score(rows: list[dict]) -> dict:
     from secfm.errors import SecfmError
+    from secfm.evals.metrics import prf_figures
     from secfm.workflows.review import review_config
 
     counts = defaultdict(lambda: {"tp": 0, "fp": 0, "fn": 0, "tn": 0})
@@ -55,8 +48,8 @@ def score(rows: list[dict]) -> dict:
         if key in ("fp", "fn"):
             mistakes.append({"rule": row["rule"], "path": row["path"], "outcome": key})
     total = {k: sum(c[k] for c in counts.values()) for k in ("tp", "fp", "fn", "tn")}
-    return {"files": len(rows), "overall": {**_prf(total["tp"], total["fp"], total["fn"]), "tn": total["tn"]},
-            "by_rule": {rule: {**_prf(c["tp"], c["fp"], c["fn"]), "tn": c["tn"]} for rule, c in sorted(counts.items())},
+    return {"files": len(rows), "overall": {**prf_figures(total["tp"], total["fp"], total["fn"]), "tn": total["tn"]},
+            "by_rule": {rule: {**prf_figures(c["tp"], c["fp"], c["fn"]), "tn": c["tn"]} for rule, c in sorted(counts.items())},
             "mistakes": mistakes, "parse_errors": errors}
 
 

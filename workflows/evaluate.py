@@ -11,8 +11,10 @@ Metrics: severity accuracy (exact and within one level), technique precision/rec
 ids and parent techniques, micro-averaged), finding precision/recall/F1 (a finding matches a gold
 entry when its line range overlaps and, for rule findings, the rule id agrees), IOC and id
 precision/recall of the deterministic extraction, and the invented-entity rate (entities the
-model named that failed the checks, over entities it named). The run folder holds ``run.json``
-(settings and the command), ``predictions.jsonl`` (one line per item) and ``metrics.json``.
+model named that failed the checks, over entities it named). Precision, recall and F1 are the
+harness's (secfm.evals.metrics.prf: an empty prediction for an empty gold is perfect). The run
+folder is the harness's too: ``run.json`` (settings and the command), ``predictions.jsonl`` (one
+line per item) and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -27,12 +29,11 @@ from pathlib import Path
 
 from secfm.engines import DEFAULT_ENGINE
 from secfm.errors import SecfmError
+from secfm.evals.metrics import prf_figures as prf
+from secfm.evals.runner import METRICS, PREDICTIONS, RUN
 from secfm.workflows.schemas import SEVERITY_RANK
 
 GOLD_DIR = Path(__file__).resolve().parent / "gold"
-PREDICTIONS = "predictions.jsonl"
-METRICS = "metrics.json"
-RUN = "run.json"
 
 
 @dataclass
@@ -68,13 +69,6 @@ class EvalSettings:
 # --------------------------------------------------------------------------------------------
 # metric helpers
 # --------------------------------------------------------------------------------------------
-def prf(tp: int, fp: int, fn: int) -> dict:
-    p = tp / (tp + fp) if tp + fp else None
-    r = tp / (tp + fn) if tp + fn else None
-    f = 2 * p * r / (p + r) if p and r else (0.0 if p is not None and r is not None else None)
-    return {"precision": _r(p), "recall": _r(r), "f1": _r(f), "tp": tp, "fp": fp, "fn": fn}
-
-
 def _r(x):
     return None if x is None else round(x, 4)
 

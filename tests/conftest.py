@@ -32,3 +32,12 @@ def engine():
     from secfm.engines import shared_engine
 
     return shared_engine("transformers", model="gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def chat_engine(engine):
+    """secfm-270m (the shipped LoRA adapter on gemma-3-270m, the chat's default model) on the
+    transformers engine; its base weights are the session's ``engine`` (``Engine.base_engine``)."""
+    from secfm.engines import shared_engine
+
+    return shared_engine("transformers", model="secfm-270m")

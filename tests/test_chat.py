@@ -365,3 +365,26 @@ def test_the_app_shows_the_cards_before_the_answer_is_done(tools_only):
     last = updates[-1]
     assert last.kind == "done" and last.answer.topic.paste == "alert" and "T1490" in last.content
     assert last.status.startswith("Done:") and "Sources" in last.content
+
+
+@pytest.mark.slow
+def test_a_chat_on_the_adapter_runs_the_base_models_heads(engine, chat_engine, cve_store):
+    """The shipped heads were trained on gemma-3-270m's hidden states: a chat on secfm-270m
+    computes their features on the base weights (the session's engine, not a second copy) and
+    finds what a chat on the base model finds."""
+    assert chat_engine.adapter and chat_engine.base_engine() is engine and engine.base_engine() is engine
+    paste = ("An OS command injection vulnerability in the diagnostics page of ExampleRouter 3.2 allows remote "
+             "attackers to execute arbitrary commands via shell metacharacters in the host parameter.")
+    report = ("The actor sent spearphishing emails with malicious Word attachments to the finance team. Once a "
+              "macro ran, PowerShell downloaded a second stage from a compromised web server. The operators then "
+              "dumped credentials from LSASS memory and moved laterally over SMB to the file servers.")
+    on_adapter = ChatPipeline(chat_engine, store=False, cve_store=cve_store)
+    on_base = ChatPipeline(engine, store=False, cve_store=cve_store)
+    for text in (paste, report):
+        a = on_adapter.answer(text, Conversation(), use_model=False)
+        b = on_base.answer(text, Conversation(), use_model=False)
+        assert not [n for n in a.notes if "head" in n], a.notes  # no head skipped
+        assert [f.text for f in a.facts] == [f.text for f in b.facts]
+    cards = {c.kind: c for c in a.cards} | {c.kind: c for c in on_adapter.answer(paste, Conversation(), use_model=False).cards}
+    assert cards["cwe"].fields["candidates"] and cards["cwe"].fields["cvss"]
+    assert cards["extraction"].fields["method"] == "the ATT&CK classifier head"

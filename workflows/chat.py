@@ -32,6 +32,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from secfm.engines import EngineUnsupported
 from secfm.errors import SecfmError
 from secfm.workflows import chat_decode, chat_tools
 from secfm.workflows.chat_schemas import ChatAnswer, Conversation, Fact, ModelPhrasing, Source, Timings
@@ -72,6 +73,7 @@ class ChatPipeline:
         self._names: NamedEntities | None = None
         self._cve_store = cve_store
         self._cve_analyzer = None
+        self._heads_engine = None
         if prompt_style not in chat_decode.PROMPT_STYLES:
             raise SecfmError(f"unknown prompt style {prompt_style!r}: one of {', '.join(chat_decode.PROMPT_STYLES)}")
         self.prompt_style = prompt_style
@@ -118,8 +120,20 @@ class ChatPipeline:
         return self._names
 
     def _head_engine(self):
-        """The engine the classifier heads run on (None: names and rules only)."""
-        return self.engine if self.use_heads else None
+        """The engine the classifier heads run on (None: names and rules only): the base weights
+        of the chat's model (``Engine.base_engine``), since the shipped heads were trained on the
+        base model's hidden states; a chat on an adapter (secfm-270m) keeps its CWE, CVSS and
+        ATT&CK heads. Resolved once (it may load the base model's shared engine)."""
+        if not self.use_heads or self.engine is None:
+            return None
+        with self._store_lock:
+            if self._heads_engine is None:
+                try:
+                    self._heads_engine = self.engine.base_engine()
+                except EngineUnsupported as exc:
+                    log.info("the heads run on the chat's engine: %s", exc)
+                    self._heads_engine = self.engine
+            return self._heads_engine
 
     def warm_up(self) -> None:
         """Build what the first turn would wait for: the name index and the CWE catalog."""

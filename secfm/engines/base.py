@@ -345,6 +345,14 @@ class Engine(ABC):
         """
         raise EngineUnsupported(f"the {self.kind} engine does not expose hidden states")
 
+    def base_engine(self) -> Engine:
+        """The engine of this model's base weights without its adapter: what classifier heads
+        trained on the base model's hidden states read (their features must come from the weights
+        they were trained on). ``self`` when no adapter is applied."""
+        if self.adapter is None:
+            return self
+        raise EngineUnsupported(f"the {self.kind} engine cannot give the base model without its adapter")
+
     def hidden_size(self) -> int:
         raise EngineUnsupported(f"the {self.kind} engine does not expose hidden states")
 

@@ -144,6 +144,21 @@ class TransformersEngine(Engine):
         self._scheduler = Scheduler(self.model, self.tokenizer, self.device, self._lock, max_batch=slots)
 
     # -- helpers ------------------------------------------------------------------------------
+    def base_engine(self) -> Engine:
+        """The process's shared engine of the base weights (a registry adapter's base, or the
+        model an ``adapter=`` was put on): heads trained on the base model read its hidden states,
+        and the weights are loaded once however many callers ask."""
+        if self.adapter is None:
+            return self
+        from secfm.engines import shared_engine
+
+        spec = self.resolved.spec  # an adapter folder given as the model path carries its base's spec
+        if spec is None:
+            base = self.resolved.name
+        else:
+            base = spec.source.base if spec.source.kind == "adapter" and spec.source.base else spec.name
+        return shared_engine(self.kind, model=base)
+
     @property
     def max_context(self) -> int:
         return self.resolved.context_length

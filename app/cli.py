@@ -11,11 +11,10 @@ from typing import Annotated, Optional
 import typer
 
 from secfm.cli_groups import command_group
+from secfm.cli_options import AllowBusyOpt, EndpointOpt, ModelOpt
 from secfm.errors import SecfmError
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to bind; beyond loopback an API key / auth is required.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model name or a path.")]
-EndpointOpt = Annotated[Optional[str], typer.Option("--endpoint", help="Use a model behind this OpenAI-compatible server instead.")]
 
 
 def serve(
@@ -49,9 +48,6 @@ def serve(
     code = run_child(plan)
     if code:
         raise SecfmError(f"the {plan.backend} server exited with status {code}")
-
-
-AllowBusyOpt = Annotated[bool, typer.Option("--allow-busy", help="Write the results even when the machine's load is above its cores (recorded).")]
 
 
 def bench_serve(

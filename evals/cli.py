@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from secfm.cli_groups import command_group
+from secfm.cli_options import AdapterOpt, AllowBusyOpt, EndpointOpt, EngineOpt, ModelOpt
 
 EVAL_HELP = ("Evaluate a model on CTIBench (cti-mcqa, cti-rcm, cti-ate, cti-vsp, cti-taa; one command per task spec, "
              "more from the YAML folders in $SECFM_EVAL_TASKS), on the workflow and chat gold sets, and compare runs.")
@@ -16,10 +17,6 @@ BENCH_HELP = "Performance benchmarks; each writes its results to a file."
 DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Local TSV in the official CTIBench layout; default: the Hugging Face dataset AI4Sec/cti-bench.")]
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="Another file of the task, e.g. cti-rcm-2021.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Score a seeded random subset of N items.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model name or a path (HF folder, .gguf, adapter).")]
-AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter folder to apply on top of the model.")]
-EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="transformers (default), vllm (GPU) or openai (needs --endpoint).")]
-EndpointOpt = Annotated[Optional[str], typer.Option("--endpoint", help="Base URL of an OpenAI-compatible server.")]
 ModeOpt = Annotated[str, typer.Option("--mode", help="gen (official prompt, parsed answer), loglik (cti-mcqa option scoring) or head (classifier head).")]
 ShotsOpt = Annotated[int, typer.Option("--shots", min=0, help="Few-shot examples, drawn from items disjoint from the scored ones.")]
 ShotPoolOpt = Annotated[Optional[Path], typer.Option("--shot-pool", help="TSV to draw the shots from (default: held-out rows of --data).")]
@@ -134,7 +131,7 @@ def bench_eval(
     limit: Annotated[int, typer.Option("--limit", min=1, help="Questions to time.")] = 16,
     seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="JSON results.")] = Path("evals/results/bench-eval.json"),
-    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Measure even when the load average is above the number of cores (recorded in the results).")] = False,
+    allow_busy: AllowBusyOpt = False,
 ) -> None:
     """cti-mcqa loglik items/s of the engine against a plain loop (one full forward per option); same answers."""
     import json

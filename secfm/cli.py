@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 from typer._click import exceptions as click_exceptions  # typer >= 0.26 vendors click
 
+from secfm.cli_options import AdapterOpt, AllowBusyOpt, EndpointOpt, EngineOpt, ModelOpt
 from secfm.errors import SecfmError
 from secfm.formats import FormatOpt, JsonAlias
 
@@ -31,10 +32,6 @@ app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")
 app.add_typer(bench_app, name="bench")
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model name or a path (HF folder, .gguf, adapter).")]
-AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter folder to apply on top of the model.")]
-EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="transformers (default), vllm (GPU) or openai (needs --endpoint).")]
-EndpointOpt = Annotated[Optional[str], typer.Option("--endpoint", help="Base URL of an OpenAI-compatible server.")]
 
 
 def console():
@@ -200,7 +197,7 @@ def kb_lookup(ids: Annotated[list[str], typer.Argument(help="ATT&CK, CWE or CVE 
 def bench_tokenizer(
     models: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Models whose tokenizers to compare (repeatable); default: all registered.")] = None,
     out: Annotated[Path, typer.Option("--out", help="JSON results; a markdown table is written beside it.")] = Path("evals/results/bench-tokenizer.json"),
-    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Measure even when the load average is above the number of cores (recorded in the results).")] = False,
+    allow_busy: AllowBusyOpt = False,
 ) -> None:
     """Tokens each tokenizer spends per IOC field (IPs, hashes, paths...) against plain words."""
     from secfm.evals.bench_tokenizer import load_tokenizers, run_tokenizer_bench
@@ -218,7 +215,7 @@ def bench_quant(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     decode_tokens: Annotated[int, typer.Option("--decode-tokens", min=4)] = 32,
     out: Annotated[Path, typer.Option("--out", help="JSON results; a markdown table is written beside it.")] = Path("evals/results/bench-quant.json"),
-    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Measure even when the load average is above the number of cores (recorded in the results).")] = False,
+    allow_busy: AllowBusyOpt = False,
 ) -> None:
     """fp32, bf16, dynamic int8 and GGUF Q4_K_M: load time, memory, tokens/s and cti-mcqa loglik accuracy."""
     from secfm.evals.bench_quant import run_quant_bench

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from secfm.cli_groups import command_group
+from secfm.cli_options import AllowBusyOpt
 from secfm.errors import SecfmError
 
 
@@ -125,7 +126,7 @@ def register(app: typer.Typer) -> None:
     def bench_redaction(
         data: Annotated[Optional[Path], typer.Option("--data", help="Labelled JSONL (default: the gitleaks-derived vectors shipped in training/data).")] = None,
         out: Annotated[Path, typer.Option("--out", help="JSON results.")] = Path("training/results/redaction-recall.json"),
-        allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Run on a busy machine (recorded in the results).")] = False,
+        allow_busy: AllowBusyOpt = False,
     ) -> None:
         """Redaction recall and false-alarm rate on secret-scanner test vectors we did not write."""
         from secfm.training.redaction_eval import DEFAULT_DATA, run_redaction_bench
@@ -224,7 +225,7 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option("--steps", min=1, help="Interleaved rounds after one warm-up step; each round times every variant once (median reported).")] = 2,
         model: Annotated[str, typer.Option("--model", "-m", help="Model to train (LoRA r=16, all linear layers).")] = "gemma-3-270m",
         variants: Annotated[Optional[str], typer.Option("--variants", help="Comma-separated subset of: plain-fp32,plain-bf16,chunked-fp32,chunked-bf16.")] = None,
-        allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Measure even when the load average is above the number of cores (recorded in the results).")] = False,
+        allow_busy: AllowBusyOpt = False,
     ) -> None:
         """Tokens/s of one CPU LoRA training step: the plain step against the chunked-loss step."""
         _quiet_omp()

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from secfm.cli_options import AllowBusyOpt
 from secfm.errors import SecfmError
 
 TASKS = ("attack", "cwe", "cvss", "all")
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
         cve_data: Annotated[Optional[Path], typer.Option("--cve-data", help="cwe/cvss: a `secfm data cve` folder (date splits of NVD's feeds).")] = None,
         exclude_cves: Annotated[Optional[str], typer.Option("--exclude-cves", help="cwe/cvss: CVE ids (or @FILE, e.g. a CTIBench TSV) to leave out with their near duplicates.")] = None,
         hidden_layer: Annotated[Optional[list[str]], typer.Option("--hidden-layer", help="cwe/cvss: also try a head over TF-IDF plus these layers' mean-pooled hidden states (1 or 1,2; repeatable; 0 = token embeddings).")] = None,
-        allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Write the results even when the machine is busy (recorded).")] = False,
+        allow_busy: AllowBusyOpt = False,
     ) -> None:
         """Train a classifier head on hidden states (CPU: on cached frozen features), compare it with the TF-IDF baseline on the same entity splits, save it."""
         from rich.console import Console
@@ -120,7 +121,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model of the head; default: the embedded one.")] = None,
         results: Annotated[Optional[Path], typer.Option("--results", help="Results JSON (a markdown table beside it); default with --ship: training/results/attack-documents.json.")] = None,
         baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also score the TF-IDF baseline variants on the same splits.")] = True,
-        allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Write the results even on a busy machine (recorded).")] = False,
+        allow_busy: AllowBusyOpt = False,
     ) -> None:
         """Fit the document-level ATT&CK extractor (retrieval index of the head's training entities, document model and decision rule chosen by development-set F1) on the ATT&CK development set and compare every variant with the TF-IDF baseline."""
         from rich.console import Console

@@ -11,13 +11,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from secfm.cli_options import AdapterOpt, AllowBusyOpt, EndpointOpt, EngineOpt, ModelOpt
 from secfm.errors import SecfmError
 from secfm.formats import FormatOpt, JsonAlias  # noqa: E402 - the one --format option
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model name or a path (HF folder, .gguf, adapter).")]
-AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter folder to apply on top of the model.")]
-EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="transformers (default), vllm (GPU) or openai (needs --endpoint).")]
-EndpointOpt = Annotated[Optional[str], typer.Option("--endpoint", help="Base URL of an OpenAI-compatible server.")]
 NoModelOpt = Annotated[bool, typer.Option("--no-model", help="Deterministic part only (rules, extraction, retrieval); no generation.")]
 NoKbOpt = Annotated[bool, typer.Option("--no-kb", help="Do not use the knowledge base (no retrieval).")]
 MaxNewOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", min=16, help="Token budget of each model answer.")]
@@ -330,7 +327,7 @@ def bench_workflows(
     no_model: NoModelOpt = False,
     model_alerts: Annotated[int, typer.Option("--model-alerts", min=1, help="Alerts triaged with the generative step.")] = 8,
     model: ModelOpt = None,
-    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Measure even when the load average is above the number of cores (recorded in the results).")] = False,
+    allow_busy: AllowBusyOpt = False,
 ) -> None:
     """Retrieval p50/p95 at the packaged corpus size and at --chunks, and triage alerts/s with and without generation."""
     from secfm.workflows.bench import run_workflows_bench
@@ -344,7 +341,7 @@ def bench_workflows(
 def bench_config_rules(
     data: Annotated[Optional[Path], typer.Option("--data", help="Labelled JSONL (default: the checkov/gixy-derived set in secfm.workflows).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="JSON results.")] = Path("workflows/results/config-public-vectors.json"),
-    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Run on a busy machine (recorded in the results).")] = False,
+    allow_busy: AllowBusyOpt = False,
 ) -> None:
     """Config-review precision and recall on public scanner fixtures we did not write."""
     from secfm.workflows.config_eval import DEFAULT_DATA, run_config_bench

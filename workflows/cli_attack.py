@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from secfm.cli_options import AllowBusyOpt
 from secfm.errors import SecfmError
 from secfm.stats import percentile
 
@@ -95,7 +96,7 @@ def register(app: typer.Typer) -> None:
         repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed runs per case.")] = 30,
         batch: Annotated[int, typer.Option("--batch", min=1, help="Texts per call in the batched case.")] = 32,
         task: Annotated[str, typer.Option("--task", help="attack (extract_attack), cve (analyze_cve: CWE and CVSS heads) or all.")] = "all",
-        allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Write the results even when the machine is busy (recorded).")] = False,
+        allow_busy: AllowBusyOpt = False,
     ) -> None:
         """p50/p95 latency of extract_attack (head, retrieval, document model) on ~1,000-character reports and on alert-sized texts (up to 128 tokens), one and a batch per call; and of CVE analysis (training/results/bench-heads-cve.json)."""
         if task not in ("attack", "cve", "all"):
@@ -119,7 +120,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model; default: the embedded one.")] = None,
         repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed runs per case.")] = 30,
         batch: Annotated[int, typer.Option("--batch", min=1, help="Texts per call in the batched case.")] = 32,
-        allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Write the results even when the machine is busy (recorded).")] = False,
+        allow_busy: AllowBusyOpt = False,
     ) -> None:
         """p50/p95 latency of ATT&CK document extraction (sentence head, retrieval, document model): a ~1,000-character report per call (target p50 < 1 s) and one alert per call (target p50 < 50 ms); the same as `secfm bench heads --task attack`."""
         bench_heads(out=out, head=head, model=model, repeats=repeats, batch=batch, task="attack", allow_busy=allow_busy)

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from secfm.cli_options import AdapterOpt, AllowBusyOpt, EndpointOpt, EngineOpt, ModelOpt
 from secfm.errors import SecfmError
-from secfm.workflows.cli import AdapterOpt, EndpointOpt, EngineOpt, ModelOpt, NoKbOpt, StoreOpt, _console, _engine, _store
+from secfm.workflows.cli import NoKbOpt, StoreOpt, _console, _engine, _store
 
 PASTE_END = "."
 HELP_TEXT = """Ask about a CVE, an ATT&CK technique, group or software, a CWE, an IOC; paste an alert or log line,
@@ -156,7 +157,7 @@ def eval_chat(
     prompt_style: Annotated[str, typer.Option("--prompt-style", help="facts-block (default), one-shot or completion.")] = "facts-block",
     no_kb: NoKbOpt = False,
     store: StoreOpt = None,
-    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Measure on a busy machine anyway (recorded).")] = False,
+    allow_busy: AllowBusyOpt = False,
 ) -> None:
     """Score the chat on its gold set: fact recall, invented-id rate, latency (first output, first model piece)."""
     from secfm.workflows.chat_eval import ChatEvalSettings, run_chat_eval, summary_line

@@ -8,9 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from secfm.cli_options import AllowBusyOpt
 from secfm.errors import SecfmError
-
-AllowBusyOpt = Annotated[bool, typer.Option("--allow-busy", help="Measure even when the machine is busy (recorded in the results).")]
 
 
 def kb_update_sigma(

@@ -155,3 +155,16 @@ def jsonl_rows(path: str | Path, text: str | None = None, *, skip_bad: bool = Fa
         report_bad_line(bad)
         if bad_lines is not None:
             bad_lines.append(bad)
+
+
+def labelled_set(path: str | Path) -> tuple[dict, list[dict]]:
+    """``(meta, rows)`` of a derived labelled JSONL set whose ``{"_meta": {...}}`` line names its
+    sources, commits and licences (the gitleaks and scanner-fixture vectors)."""
+    meta: dict = {}
+    rows: list[dict] = []
+    for _, row in jsonl_rows(path):
+        if "_meta" in row:
+            meta = row["_meta"]
+        else:
+            rows.append(row)
+    return meta, rows

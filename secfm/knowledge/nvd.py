@@ -352,27 +352,16 @@ _FIND_CVE = re.compile(r"CVE-\d{4}-\d{4,7}", re.IGNORECASE)
 def parse_cve_ids(value: str | Iterable[str] | None, what: str = "--exclude-cves") -> set[str]:
     """CVE ids from ``"CVE-2021-44228,CVE-2014-6271"``, ``"@FILE"`` (ids anywhere in the file:
     one per line, a TSV's URL column, ... ``#`` comments skipped) or an iterable of those."""
-    if value is None:
-        return set()
-    items = [value] if isinstance(value, str) else list(value)
+    from secfm.inputs import id_list_pieces
+
     ids: set[str] = set()
-    for item in items:
-        item = item.strip()
-        if not item:
-            continue
-        if item.startswith("@"):
-            path = Path(item[1:]).expanduser()
-            if not path.is_file():
-                raise SecfmError(f"{what} file not found: {path}")
-            text = "\n".join(line.split("#", 1)[0] for line in path.read_text(encoding="utf-8", errors="replace").splitlines())
-            ids |= {m.upper() for m in _FIND_CVE.findall(text)}
-            continue
-        for token in re.split(r"[\s,;]+", item):
-            if not token:
-                continue
-            if not _CVE_ID.match(token.upper()):
-                raise SecfmError(f"{what}: not a CVE id: {token!r} (expected CVE-YYYY-NNNN, or @FILE)")
-            ids.add(token.upper())
+    for piece, from_file in id_list_pieces(value, what):
+        if from_file:
+            ids |= {m.upper() for m in _FIND_CVE.findall(piece)}
+        elif _CVE_ID.match(piece.upper()):
+            ids.add(piece.upper())
+        else:
+            raise SecfmError(f"{what}: not a CVE id: {piece!r} (expected CVE-YYYY-NNNN, or @FILE)")
     return ids
 
 

@@ -48,17 +48,27 @@ def _run_task(task: str, given: dict) -> None:
     print(f"run folder: {options['out']}")
 
 
-def _task_command(task: str, help_text: str, default_mode: str = "gen", with_labels: bool = False):
+LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="Gold labels kept apart from the task file: TSV/CSV with columns URL and GT, or JSON {URL: label} (the official cti-taa.tsv has no GT column).")]
+#: options that only some tasks take: shown only on the commands of the tasks that do
+HEAD_OPTIONS = ("head", "exclude_sources", "allow_seen", "train_limit")
+
+
+def _task_command(spec):
+    """The `secfm eval NAME` command of one task spec: its help, default mode and the options it takes."""
+    import inspect
+    import typing
+
     def command(
         out: OutOpt,
         data: DataOpt = None,
+        labels: LabelsOpt = None,
         config: ConfigOpt = None,
         limit: LimitOpt = None,
         model: ModelOpt = None,
         adapter: AdapterOpt = None,
         engine: EngineOpt = "transformers",
         endpoint: EndpointOpt = None,
-        mode: ModeOpt = default_mode,
+        mode: ModeOpt = spec.modes[0],
         shots: ShotsOpt = 0,
         shot_pool: ShotPoolOpt = None,
         seed: SeedOpt = 0,
@@ -70,32 +80,18 @@ def _task_command(task: str, help_text: str, default_mode: str = "gen", with_lab
         allow_seen: AllowSeenOpt = False,
         train_limit: TrainLimitOpt = None,
     ) -> None:
-        _run_task(task, locals())
+        _run_task(spec.name, locals())
 
-    def command_with_labels(
-        out: OutOpt,
-        data: DataOpt = None,
-        labels: Annotated[Optional[Path], typer.Option("--labels", help="Gold actors: TSV/CSV with columns URL and GT, or JSON {URL: actor} (the official cti-taa.tsv has no GT column).")] = None,
-        config: ConfigOpt = None,
-        limit: LimitOpt = None,
-        model: ModelOpt = None,
-        adapter: AdapterOpt = None,
-        engine: EngineOpt = "transformers",
-        endpoint: EndpointOpt = None,
-        mode: ModeOpt = default_mode,
-        shots: ShotsOpt = 0,
-        shot_pool: ShotPoolOpt = None,
-        seed: SeedOpt = 0,
-        batch_size: BatchOpt = 8,
-        max_new_tokens: MaxNewOpt = None,
-        bootstrap: BootstrapOpt = 1000,
-    ) -> None:
-        _run_task(task, locals())
-
-    fn = command_with_labels if with_labels else command
-    fn.__doc__ = help_text
-    fn.__name__ = task.replace("-", "_")
-    return fn
+    dropped = set() if spec.labels_required else {"labels"}
+    if "head" not in spec.modes:
+        dropped |= set(HEAD_OPTIONS)
+    hints = typing.get_type_hints(command, include_extras=True)  # the Annotated options, not their strings
+    signature = inspect.signature(command)
+    command.__signature__ = signature.replace(parameters=[p.replace(annotation=hints[p.name]) for p in
+                                                          signature.parameters.values() if p.name not in dropped])
+    command.__doc__ = spec.cli_help()
+    command.__name__ = spec.name.replace("-", "_")
+    return command
 
 
 def eval_report(
@@ -184,8 +180,7 @@ def register(app: typer.Typer) -> None:
 
     evals = command_group(app, "eval", EVAL_HELP)
     for spec in all_tasks().values():  # one command per task spec (evals/tasks/*.yaml and $SECFM_EVAL_TASKS)
-        evals.command(spec.name, help=spec.cli_help())(
-            _task_command(spec.name, spec.cli_help(), default_mode=spec.modes[0], with_labels=spec.labels_required))
+        evals.command(spec.name, help=spec.cli_help())(_task_command(spec))
     evals.command("report")(eval_report)
     evals.command("export-lm-eval")(export_lm_eval)
     app.command("card")(card)

@@ -93,6 +93,13 @@ def test_a_bad_task_spec_or_metric_is_one_clear_error(tmp_path, monkeypatch):
     tasks, _ = _task(tmp_path)
     monkeypatch.setenv(TASKS_ENV, str(tasks))
     assert "toy-rcm" in all_tasks() and "cti-rcm" in all_tasks()
+    import inspect
+
+    from secfm.evals.cli import _task_command
+
+    options = {name: set(inspect.signature(_task_command(spec)).parameters) for name, spec in all_tasks().items()}
+    assert "head" in options["toy-rcm"] and "labels" not in options["toy-rcm"]  # from the spec's modes and columns
+    assert "labels" in options["cti-taa"] and "head" not in options["cti-taa"] and "head" not in options["cti-mcqa"]
     (tasks / "toy-rcm.yaml").write_text(TASK_YAML.replace("metric: accuracy", "metric: bleu"), encoding="utf-8")
     _load_tasks.cache_clear()
     with pytest.raises(SecfmError, match=r"bad task spec .*toy-rcm\.yaml: metric: .*unknown metric 'bleu'"):

@@ -17,7 +17,7 @@ Public API (imported lazily; torch, datasets and transformers load on first use)
 
 from __future__ import annotations
 
-import importlib
+from secfm.lazy import lazy_exports
 
 _EXPORTS = {
     "CorpusConfig": "secfm.training.corpus",
@@ -50,7 +50,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'secfm.training' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -21,7 +21,7 @@ Each workflow is also a LangChain runnable (``triage_runnable()``, ``summarize_r
 
 from __future__ import annotations
 
-import importlib
+from secfm.lazy import lazy_exports
 
 _EXPORTS = {
     "triage_alerts": "secfm.workflows.triage",
@@ -53,14 +53,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'secfm.workflows' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

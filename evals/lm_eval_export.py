@@ -65,7 +65,7 @@ def task_config(spec: TaskSpec, data: str | None = None) -> dict:
     cfg: dict = {"task": name, "tag": ["ctibench_secfm"], **source, "test_split": "test",
                  "process_docs": "!function utils.process_docs"}
     metric = get_metric(spec.metric).harness
-    if spec.name == "cti-mcqa":
+    if spec.loglik is not None:  # multiple choice (cti-mcqa): the loglik requests of `secfm eval --mode loglik`
         L = spec.loglik
         question = L.question
         for i, column in enumerate(L.choices):
@@ -93,7 +93,7 @@ def task_config(spec: TaskSpec, data: str | None = None) -> dict:
                 {"function": "regex", "regex_pattern": f"({parsers.get(spec.parser, '.+')})", "group_select": -1},
                 {"function": "take_first"}]}],
         })
-        if spec.metric == "accuracy":
+        if get_metric(spec.metric).harness_exact_match:
             cfg["metric_list"] = [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
                                    "ignore_case": True}]
         else:
@@ -166,7 +166,7 @@ def export_tasks(out: str | Path, data: dict[str, str] | None = None, tasks=EXPO
         spec = get_task(task)
         cfg = task_config(spec, (data or {}).get(task))
         note = ("# lm-evaluation-harness task written by `secfm eval export-lm-eval`: the same request as "
-                "`secfm eval cti-mcqa --mode loglik` (letter scoring).\n" if task == "cti-mcqa" else
+                f"`secfm eval {task} --mode loglik` (letter scoring).\n" if spec.loglik is not None else
                 "# lm-evaluation-harness task written by `secfm eval export-lm-eval`: the official prompt; a regex "
                 "filter takes the answer (simpler than CTIBench's own parser, so figures may differ from secfm eval).\n")
         path = out / f"{harness_name(task)}.yaml"
@@ -226,7 +226,7 @@ def write_harness_results(out: str | Path, spec: TaskSpec, metrics: dict, items:
     official = metrics["figures"].get(h)
     strict = metrics["figures"].get(f"{h}_strict")
     lo, hi = metrics["intervals"].get(h, [None, None])
-    stderr = _stderr(values) if spec.metric == "accuracy" else (
+    stderr = _stderr(values) if get_metric(spec.metric).harness_exact_match else (
         (hi - lo) / 3.92 if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else None)
     result = {"alias": task, f"{metric},none": official, f"{metric}_stderr,none": stderr}
     if strict is not None:
@@ -254,7 +254,7 @@ def write_harness_results(out: str | Path, spec: TaskSpec, metrics: dict, items:
         "total_evaluation_time_seconds": str(metrics.get("session_wall_s")),
         "secfm": {"metrics": "metrics.json", "command": metrics.get("command"), "data_sha256": metrics["data"]["sha256"],
                   "contaminated": metrics.get("contaminated", False), "stderr": "standard error of the mean over items"
-                  if spec.metric == "accuracy" else "95% bootstrap interval width / 3.92"},
+                  if get_metric(spec.metric).harness_exact_match else "95% bootstrap interval width / 3.92"},
     }
     results_path = out / f"results_{stamp}.json"
     samples_path = out / f"samples_{task}_{stamp}.jsonl"

@@ -51,6 +51,9 @@ class Metric:
     also_show: tuple[str, ...] = ()
     #: the metric's name in lm-evaluation-harness files
     harness_name: str = ""
+    #: the figure is the mean of a per-item exact match: the harness export scores it with
+    #: lm-evaluation-harness's own ``exact_match`` and reports the standard error of that mean
+    harness_exact_match: bool = False
 
     @property
     def headline_figure(self) -> str:
@@ -229,7 +232,7 @@ def _taa_baseline(golds, _seed, _context, tables) -> dict:
 
 
 register_metric(Metric("accuracy", _accuracy_item, _accuracy_figures, baseline=_accuracy_baseline,
-                       context=_accuracy_context, harness_name="acc"))
+                       context=_accuracy_context, harness_name="acc", harness_exact_match=True))
 register_metric(Metric("mad", _mad_item, _mad_figures, higher_is_better=False, baseline=_mad_baseline,
                        point_figures=("mad", "mad_strict")))
 register_metric(Metric("micro_f1", _f1_item, _f1_figures, baseline=_f1_baseline, context=_f1_context,

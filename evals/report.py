@@ -213,7 +213,7 @@ def write_report(run_dirs: list[str], out_dir: str | Path) -> Path:
             png = plot_figures(task, group, out / f"{_slug(task)}-{metric_group}.png")
             lines.append(f"![{task} {metric_group}]({png.name})\n")
     for (label, m), run_dir in zip(runs, run_dirs):
-        if m["task"] == "cti-rcm":
+        if m.get("parser") == "cwe_id":  # CWE mapping tasks (cti-rcm and any task that answers with a CWE)
             records = list(read_predictions(Path(run_dir) / PREDICTIONS).values())
             if records:
                 png = plot_confusion(label, records, out / f"{_slug(label)}-cwe-confusion.png")

@@ -112,3 +112,15 @@ def test_a_bad_task_spec_or_metric_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(SecfmError, match="is not a folder"):
         all_tasks()
     _load_tasks.cache_clear()
+
+
+def test_no_module_branches_on_a_metric_name():
+    """Metrics live in the registry: nothing else compares a metric's name (a new metric is one entry)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    branch = re.compile(r"""metric\)?\s*(==|!=|in)\s*\(?["']|\.startswith\(["']mad|HIGHER_IS_BETTER|HARNESS_METRIC""")
+    offenders = [f"{p.relative_to(root)}:{n}" for package in ("evals", "workflows", "training", "secfm", "app")
+                 for p in (root / package).rglob("*.py") if p.name != "registry.py"
+                 for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if branch.search(line)]
+    assert not offenders, offenders

@@ -237,3 +237,55 @@ def test_eval_scores_with_the_clean_extractor_and_records_the_exclusion(tmp_path
     assert ex["origin"] == "cache" and ex["head"] == str(clean) and not m["contaminated"]
     assert ex["entities_from_urls"] == ["S0002", "S0066", "S0305"] and set(ex["excluded"]) == excluded
     assert m["n"] == 3 and "micro_f1" in json.dumps(m["figures"])
+
+
+def test_short_texts_take_the_path_without_retrieval_and_keep_evidence(monkeypatch, tmp_path: Path) -> None:
+    """A text within the document model's short-path length skips the MiniLM embedding and is
+    decided by the short model, its evidence example matched by word overlap; a longer text
+    still retrieves."""
+    import secfm.workflows.attack_extraction as ax
+    from secfm.heads import lift_parents, load_head, parent_index
+
+    head = load_head(SHIPPED)
+    labels = head.labels
+    rows = [IndexRow("The actor ran PowerShell scripts to download tools.", ("T1059", "T1059.001"), "G0001"),
+            IndexRow("Used cmd to list files.", ("T1059",), "G0002"), IndexRow("Dumped lsass memory.", ("T1003",), "S0001")]
+    index = ProcedureIndex(rows, np.eye(3, 4, dtype=np.float32), {"sources": ["G0001", "G0002", "S0001"]})
+    n = len(DOC_FEATURES)
+    coef = [0.0] * n
+    coef[0] = 1.0
+    base = {"features": list(DOC_FEATURES), "mean": [0.0] * n, "scale": [1.0] * n, "coef": coef, "intercept": 0.0,
+            "threshold": 0.5}
+    short = DocumentModel(**base, use_retrieval=False)
+    from dataclasses import asdict
+
+    model = DocumentModel(**base, short={"max_chars": 120, "model": asdict(short)})
+    assert model.short_model(120) is not None and model.short_model(121) is None
+    extractor = ax.AttackExtractor(head, index=index, document=model)
+
+    def fake_scores(texts):
+        S = np.zeros((len(texts), len(labels)), dtype=np.float32)
+        for i, t in enumerate(texts):
+            if "PowerShell" in t:
+                S[i, labels.index("T1059.001")] = 0.97
+        return lift_parents(S, parent_index(labels))
+
+    calls = []
+
+    def fake_embed(texts, **_):
+        calls.append(list(texts))
+        return np.tile(np.asarray([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32), (len(texts), 1))
+
+    extractor.scores = fake_scores
+    monkeypatch.setattr(ax, "embed_texts", fake_embed)
+    alert = "powershell.exe -enc ... PowerShell scripts download a payload."
+    hits = extractor.extract(alert)
+    assert calls == [] and "T1059" in {h.id for h in hits}
+    ev = next(h for h in hits if h.id == "T1059").evidence[0]
+    assert ev.match == "words" and ev.example == rows[0].text and ev.example_source == "G0001" and ev.similarity > 0
+    report = alert + " " + "The operators then moved laterally across the network over several days. " * 2
+    hits = extractor.extract(report)
+    assert len(calls) == 1 and "T1059" in {h.id for h in hits}
+    assert next(h for h in hits if h.id == "T1059").evidence[0].match == "embedding"
+    back = DocumentModel.load(model.save(tmp_path).parent)
+    assert back.short_model(100) is not None and back.short_model(100).use_retrieval is False

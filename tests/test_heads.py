@@ -419,3 +419,45 @@ def test_results_files_report_head_and_baseline():
         assert res["sweep"]["rows"], "the layer/pooling sweep is kept in the results"
         md = (root / f"heads-{task}.md").read_text()
         assert "baseline" in md and res["command"] in md
+
+
+def test_baseline_refit_on_a_heads_own_splits_lands_in_its_results(tmp_path, monkeypatch):
+    """`secfm train head --baseline-for HEAD`: the TF-IDF baseline on exactly the splits the
+    head trained on (data hash checked) is written into the head's results; another dataset is
+    refused."""
+    from typer.testing import CliRunner
+
+    from secfm.cli import app
+    from secfm.heads import shipped_head_path
+    from secfm.training import heads as th
+    from secfm.training.head_data import Example, HeadDataset
+
+    words = {"T1059": "powershell script command", "T1003": "lsass credential dump", "T1566": "phishing email attachment"}
+    rows = []
+    for i in range(60):
+        tid = list(words)[i % 3]
+        split = ("train", "train", "train", "val", "test")[i % 5]
+        rows.append(Example(f"{words[tid]} seen on host {i}", (tid,), f"S{1000 + i // 3:04d}", "procedure", split))
+    data = HeadDataset("attack", list(words), rows)
+    head = tmp_path / "head"
+    head.mkdir()
+    manifest = json.loads((shipped_head_path("attack", "gemma-3-270m") / "head.json").read_text())
+    manifest.update(labels=list(words), training_data_hash=data.data_hash(), excluded_sources=[])
+    (head / "head.json").write_text(json.dumps(manifest))
+    results = json.loads(Path("training/results/heads-attack.json").read_text())
+    results["data"]["training_data_hash"] = data.data_hash()
+    results["baseline"] = None
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "heads-attack.json").write_text(json.dumps(results))
+    monkeypatch.setattr(th, "build_dataset", lambda cfg: data)
+    run = CliRunner().invoke(app, ["train", "head", "--task", "attack", "--baseline-for", str(head), "--results",
+                                   str(tmp_path / "res"), "--baseline-c", "1,4"])
+    assert run.exit_code == 0, run.output
+    got = json.loads((tmp_path / "res" / "heads-attack.json").read_text())
+    assert got["baseline"]["eval"]["test"]["micro_f1"] > 0.9 and got["baseline"]["config"]["C_candidates"] == [1.0, 4.0]
+    assert got["baseline"]["config"]["added_by"].startswith("secfm")
+    assert "baseline" in (tmp_path / "res" / "heads-attack.md").read_text()
+    other = HeadDataset("attack", list(words), rows[:-1])
+    monkeypatch.setattr(th, "build_dataset", lambda cfg: other)
+    run = CliRunner().invoke(app, ["train", "head", "--task", "attack", "--baseline-for", str(head), "--results", str(tmp_path / "res")])
+    assert run.exit_code != 0 and "not the one the head" in str(run.exception or run.output)

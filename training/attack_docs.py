@@ -48,6 +48,9 @@ FOLD_SALT = "secfm-doc-folds"
 #: one-sentence documents per val/test entity (alert-sized calibration and report)
 SENTENCES_PER_ENTITY = 2
 BOOTSTRAP = 1000
+#: the short-text path (no retrieval) is taken when its val F1 on the one-sentence documents is
+#: at most this much below the full path's
+SHORT_TOLERANCE = 0.02
 #: a candidate (document, technique) row: some signal at all (the rest are certain negatives)
 CANDIDATE_MIN = 0.01
 LR_C = 1.0
@@ -301,6 +304,7 @@ def run_document_harness(head_dir: str | Path, engine=None, exclude_sources: Seq
     all_features = np.arange(len(DOC_FEATURES))
     no_retrieval = np.asarray([i for i, n in enumerate(DOC_FEATURES) if not n.startswith("vote") and n != "head_x_vote"])
     chosen_models: dict[str, DocumentModel] = {}
+    oof: dict[str, np.ndarray] = {}
     for label, keep in (("document-model", all_features), ("document-model-no-retrieval", no_retrieval)):
         # out-of-fold probabilities on val (fit on the other folds' val documents, all forms)
         p_oof = np.zeros_like(h_max)
@@ -311,6 +315,7 @@ def run_document_harness(head_dir: str | Path, engine=None, exclude_sources: Seq
                 continue
             params = _fit_lr(F[fit_rows], Y[fit_rows], mask[fit_rows], keep)
             p_oof[pred_rows] = _probabilities(F[pred_rows], mask[pred_rows], params)
+        oof[label] = p_oof
         final = _fit_lr(F[val_all], Y[val_all], mask[val_all], keep)
         p_test = _probabilities(F, mask, final)
         for rule in ("threshold", "relative", "count"):
@@ -339,6 +344,13 @@ def run_document_harness(head_dir: str | Path, engine=None, exclude_sources: Seq
     model.training = {"documents": {"val": int(val_all.sum()), "test": int((splits == "test").sum())},
                       "candidate_min": CANDIDATE_MIN, "lr_C": LR_C, "folds": FOLDS,
                       "excluded_sources": sorted(excluded)}
+    # -- the short-text path (alert-sized texts): no retrieval, chosen on the val one-sentence documents --
+    short_path = _short_path(extractor, sigs, held, Y, unreachable, entities, splits, forms, folds, no_retrieval,
+                             best_name, oof[best_name.rsplit("/", 1)[0]], variants[best_name]["params"], say)
+    if short_path["chosen"]:
+        model.short = {"max_chars": short_path["max_chars"], "model": short_path.pop("model"),
+                       "selection": {k: v for k, v in short_path.items() if k != "model"}}
+    short_path.pop("model", None)
     results = {
         "task": "attack-documents",
         "what": "document-level ATT&CK extraction on the ATT&CK-derived development set (paragraphs about one "
@@ -358,11 +370,89 @@ def run_document_harness(head_dir: str | Path, engine=None, exclude_sources: Seq
                               "folds for the document model; thresholds tuned on the val documents for the others)",
                       "chosen": best_name},
         "variants": variants,
+        "short_path": short_path,
         "chosen": best_name,
         "baseline": baseline_name,
         "seconds": round(time.time() - started, 1),
     }
     return results, model, index
+
+
+def _paired_difference(a: np.ndarray, b: np.ndarray, entities: Sequence[str], resamples: int = BOOTSTRAP,
+                       seed: int = 0) -> list[float]:
+    """95% percentile-bootstrap interval of micro-F1(a) - micro-F1(b) (per-document tp/fp/fn
+    counts of two systems on the same documents), resampling entities."""
+    groups = sorted(set(entities))
+    where = {e: i for i, e in enumerate(groups)}
+    A = np.zeros((len(groups), 3))
+    B = np.zeros((len(groups), 3))
+    for row_a, row_b, e in zip(a, b, entities):
+        A[where[e]] += row_a
+        B[where[e]] += row_b
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(groups), size=(resamples, len(groups)))
+
+    def f1(M: np.ndarray) -> np.ndarray:
+        tp, fp, fn = M[idx, 0].sum(axis=1), M[idx, 1].sum(axis=1), M[idx, 2].sum(axis=1)
+        return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+
+    d = f1(A) - f1(B)
+    return [round(float(np.percentile(d, 2.5)), 4), round(float(np.percentile(d, 97.5)), 4)]
+
+
+def _short_path(extractor, sigs, held, Y, unreachable, entities, splits, forms, folds, keep, full_name, full_oof,
+                full_params, say) -> dict:
+    """The cheaper path for alert-sized texts: the document model without retrieval (no MiniLM
+    embedding), its features computed with the retrieval signals at zero as they are at
+    inference; fit on the val documents (5-fold out-of-fold for its figure), its rule (the full
+    path's) tuned on the val paragraphs like the full path's. Compared with the full path on the
+    val one-sentence documents (neither tuned on them); taken when it is at most
+    :data:`SHORT_TOLERANCE` below. Applies to texts up to the 99th percentile of those
+    documents' lengths (rounded up to 50 characters)."""
+    from secfm.workflows.attack_extraction import DOC_FEATURES, DocumentModel
+
+    rule = full_name.rsplit("/", 1)[1]
+    zero = [{**s, "share": np.zeros_like(s["share"]), "best": np.zeros_like(s["best"])} for s in sigs]
+    F0 = feature_tensor(extractor, zero)
+    fi = {name: i for i, name in enumerate(DOC_FEATURES)}
+    mask0 = 1 / (1 + np.exp(-F0[:, :, fi["head_max_logit"]])) >= CANDIDATE_MIN
+    val_all = splits == "val"
+    val_para = val_all & (forms == "paragraph")
+    val_sent = val_all & (forms == "sentence")
+    p_oof = np.zeros(F0.shape[:2])
+    for k in range(FOLDS):
+        fit_rows, pred_rows = val_all & (folds != k), val_all & (folds == k)
+        if pred_rows.any() and fit_rows.any():
+            p_oof[pred_rows] = _probabilities(F0[pred_rows], mask0[pred_rows], _fit_lr(F0[fit_rows], Y[fit_rows], mask0[fit_rows], keep))
+    rp, _ = _tune_rule(p_oof[val_para], Y[val_para], unreachable[val_para], rule)
+
+    def decided(p: np.ndarray, params: dict) -> np.ndarray:
+        return _decide(p, rule, params["threshold"], params.get("ratio", 0.0), (params.get("count_a", 1.0), params.get("count_b", 0.0)))
+
+    c_full = counts(decided(full_oof, full_params)[val_sent], Y[val_sent], unreachable[val_sent])
+    c_short = counts(decided(p_oof, rp)[val_sent], Y[val_sent], unreachable[val_sent])
+    ents = entities[val_sent]
+    full, short = figure(c_full, ents), figure(c_short, ents)
+    chosen = short["micro_f1"] >= full["micro_f1"] - SHORT_TOLERANCE
+    lengths = [len(d.text) for d, v in zip(held, val_sent) if v]
+    max_chars = int(np.ceil(np.percentile(lengths, 99) / 50.0) * 50) if lengths else 0
+    mean, scale, coef, intercept = _fit_lr(F0[val_all], Y[val_all], mask0[val_all], keep)
+    model = DocumentModel(features=list(DOC_FEATURES), mean=[round(float(x), 6) for x in mean],
+                          scale=[round(float(x), 6) for x in scale], coef=[round(float(x), 6) for x in coef],
+                          intercept=round(intercept, 6), rule=rule, threshold=rp["threshold"], ratio=rp.get("ratio", 0.0),
+                          count_a=rp.get("count_a", 1.0), count_b=rp.get("count_b", 0.0), use_retrieval=False,
+                          calibration_sources=sorted({d.entity for d, v in zip(held, val_all) if v}))
+    say(f"short-text path (no retrieval) on the val one-sentence documents: {short['micro_f1']:.3f} "
+        f"{short['micro_f1_ci95']} vs the full path {full['micro_f1']:.3f} {full['micro_f1_ci95']}: "
+        f"{'taken' if chosen else 'not taken'} for texts up to {max_chars} characters")
+    return {"what": "alert-sized texts: the document model without retrieval (no MiniLM embedding; evidence examples "
+                    "matched by word overlap), compared with the full path on the val one-sentence documents "
+                    "(both rules tuned on the val paragraphs, out-of-fold probabilities)",
+            "rule": f"taken when its val F1 on the one-sentence documents is at most {SHORT_TOLERANCE} below the full path's; "
+                    "applies to texts up to the 99th percentile of their lengths, rounded up to 50 characters",
+            "val_one_sentence": {"short": short, "full": full,
+                                 "difference_ci95": _paired_difference(c_short, c_full, ents)},
+            "params": rp, "max_chars": max_chars, "chosen": bool(chosen), "model": asdict(model)}
 
 
 def _tfidf_variants(add, held, sigs, extractor, excluded, Y, unreachable, val_para, build_attack_dataset) -> None:
@@ -425,6 +515,16 @@ def results_markdown(r: dict) -> str:
                      f"{t['micro_f1_ci95'][1]:.3f}] | {t['micro_precision']:.3f} | {t['micro_recall']:.3f} | "
                      f"{cell(v, 'test_enterprise')} | {cell(v, 'test_mobile')} | {cell(v, 'test_ics')} | "
                      f"{cell(v, 'test_one_sentence')} |")
+    sp = r.get("short_path")
+    if sp:
+        v = sp["val_one_sentence"]
+        lines += ["", f"Short-text path ({sp['what']}): val one-sentence documents (n={v['short']['documents']}): "
+                      f"short path {v['short']['micro_f1']:.3f} [{v['short']['micro_f1_ci95'][0]:.3f}, "
+                      f"{v['short']['micro_f1_ci95'][1]:.3f}], full path {v['full']['micro_f1']:.3f} "
+                      f"[{v['full']['micro_f1_ci95'][0]:.3f}, {v['full']['micro_f1_ci95'][1]:.3f}], difference "
+                      f"95% interval [{v['difference_ci95'][0]:.3f}, {v['difference_ci95'][1]:.3f}]; "
+                      f"{'**taken**' if sp['chosen'] else 'not taken'} for texts up to {sp['max_chars']} characters "
+                      f"({sp['rule']})."]
     lines += ["", "Variants:", ""]
     lines += [f"- `{name}`: {v['what']}; parameters {v['params']}" for name, v in r["variants"].items()]
     return "\n".join(lines) + "\n"

@@ -50,6 +50,8 @@ def register(app: typer.Typer) -> None:
         exclude_cves: Annotated[Optional[str], typer.Option("--exclude-cves", help="cwe/cvss: CVE ids (or @FILE, e.g. a CTIBench TSV) to leave out with their near duplicates.")] = None,
         hidden_layer: Annotated[Optional[list[str]], typer.Option("--hidden-layer", help="cwe/cvss: also try a head over TF-IDF plus these layers' mean-pooled hidden states (1 or 1,2; repeatable; 0 = token embeddings).")] = None,
         allow_busy: AllowBusyOpt = False,
+        baseline_for: Annotated[Optional[Path], typer.Option("--baseline-for", help="Train no head: fit the TF-IDF baseline on the splits of the head in this folder (its data hash is checked) and add it to that head's results (--results FOLDER, default the head folder; with --ship: the shipped head and training/results).")] = None,
+        baseline_c: Annotated[str, typer.Option("--baseline-c", help="Regularization strengths the baseline chooses among by validation (comma-separated).")] = "1,4,16",
     ) -> None:
         """Train a classifier head on hidden states (CPU: on cached frozen features), compare it with the TF-IDF baseline on the same entity splits, save it."""
         from rich.console import Console
@@ -62,6 +64,15 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True)
         if task not in TASKS:
             raise SecfmError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
+        try:
+            cs = tuple(float(c) for c in baseline_c.split(",") if c.strip())
+        except ValueError:
+            raise SecfmError(f"--baseline-c must be numbers separated by commas, not {baseline_c!r}") from None
+        if not cs or any(c <= 0 for c in cs):
+            raise SecfmError(f"--baseline-c must be positive numbers, not {baseline_c!r}")
+        if baseline_for is not None:
+            _refit_baseline(task, baseline_for, ship, results, cs, allow_busy, err)
+            return
         if task in CVE_TASKS:
             _train_cve_head(task, out, ship, cve_data, exclude_cves, hidden_layer, model, results, baseline, limit,
                             allow_busy, err)
@@ -167,6 +178,29 @@ def register(app: typer.Typer) -> None:
         docs = [d for d in docs if split == "all" or d.split == split][: limit or None]
         write_documents_tsv(docs, out)
         print(f"{len(docs)} documents ({split}) -> {out}")
+
+
+def _refit_baseline(task: str, head: Path, ship: bool, results: Path | None, cs, allow_busy: bool, err) -> None:
+    from secfm.training.heads import refit_baseline
+
+    if task not in ("attack", "cwe"):
+        raise SecfmError("--baseline-for takes --task attack or --task cwe")
+    if not (head / "head.json").is_file():
+        raise SecfmError(f"{head} is not a head folder (no head.json)")
+    folder = results or (Path("training/results") if ship else head)
+    from secfm.heads import read_manifest
+
+    stem = f"heads-{task}" + ("-excl" if read_manifest(head).excluded_sources else "")
+    target = folder / f"{stem}.json"
+    from secfm.provenance import recording
+
+    command = _command_line()
+    with recording(data_files=[head / "head.json"], allow_busy=allow_busy, command=command) as rec:
+        res = refit_baseline(head, target, C=cs, command=command, progress=lambda msg: err.print(msg), recorder=rec)
+    b = res["baseline"]["eval"]["test"]
+    key = "micro_f1" if task == "attack" else "top1"
+    err.print(f"baseline test {key} {b.get(key, float('nan')):.3f}; head {res['head']['test'].get(key, float('nan')):.3f}; "
+              f"results: {target} and {target.with_suffix('.md')}")
 
 
 def _train_cve_head(task, out, ship, cve_data, exclude_cves, hidden_layer, model, results, baseline, limit, allow_busy, err) -> None:

@@ -596,21 +596,7 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
     best = max(candidates, key=lambda c: (c["val_score"], c["kind"] == "linear"))
 
     def evaluate(P_val, P_test, groups_val):
-        if cfg.objective == "multiclass":
-            return {"val": multiclass_metrics(P_val, Y["val"]), "test": multiclass_metrics(P_test, Y["test"])}, {}
-        t, _ = best_global_threshold(P_val, Y["val"])
-        pc = per_class_thresholds(P_val, Y["val"], t)
-        mode, crossfit = choose_threshold_mode(P_val, Y["val"], groups_val)
-        res = {
-            "threshold_mode": mode,
-            "global_threshold": t,
-            **crossfit,
-            "val": multilabel_metrics(P_val, Y["val"], pc if mode == "per-class" else t),
-            "test": multilabel_metrics(P_test, Y["test"], pc if mode == "per-class" else t),
-            "test_global": multilabel_metrics(P_test, Y["test"], t),
-            "test_per_class": multilabel_metrics(P_test, Y["test"], pc),
-        }
-        return res, {"threshold": t, "class_thresholds": pc, "mode": mode}
+        return evaluate_scores(cfg.objective, P_val, P_test, Y, groups_val)
 
     groups_val = [e.source for e in splits["val"]]
     head_eval = {}
@@ -621,25 +607,7 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
     baseline_eval = None
     baseline_info = None
     if cfg.baseline:
-        from secfm.training.baseline import TfidfBaseline
-
-        tr_texts = [e.text for e in splits["train"]]
-        best_b = None
-        for C in cfg.baseline_C:
-            b = TfidfBaseline("multilabel" if cfg.objective == "multilabel" else "multiclass", C=C).fit(tr_texts, Y["train"])
-            Pv = b.scores([e.text for e in splits["val"]])
-            if parents is not None:
-                Pv = lift_parents(Pv, parents)
-            v = _val_score(Pv, Y["val"], cfg.objective)
-            say(f"baseline tfidf-logreg C={C}: val {v:.3f} ({b.fit_seconds:.0f}s)")
-            if best_b is None or v > best_b[0]:
-                best_b = (v, b, Pv)
-        _, b, Pv = best_b
-        Pt = b.scores([e.text for e in splits["test"]])
-        if parents is not None:
-            Pt = lift_parents(Pt, parents)
-        baseline_eval, _ = evaluate(Pv, Pt, groups_val)
-        baseline_info = b.describe()
+        baseline_eval, baseline_info = fit_baseline(cfg, splits, Y, parents, groups_val, say)
 
     chosen_eval = head_eval[best["kind"]]
     thr = thresholds_by_kind[best["kind"]]
@@ -713,6 +681,98 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
         say(f"saved the {best['kind']} head to {out} ({results['head_bytes'] / 1e6:.2f} MB)")
     if results_dir is not None:
         write_results(results, Path(results_dir), recorder=recorder)
+    return results
+
+
+def evaluate_scores(objective: str, P_val: np.ndarray, P_test: np.ndarray, Y: dict, groups_val: Sequence[str]):
+    """Val and test metrics of scores, thresholds chosen on val (multilabel: global or per-class
+    by cross-fitting over the val groups). Returns (metrics, the thresholds)."""
+    if objective == "multiclass":
+        return {"val": multiclass_metrics(P_val, Y["val"]), "test": multiclass_metrics(P_test, Y["test"])}, {}
+    t, _ = best_global_threshold(P_val, Y["val"])
+    pc = per_class_thresholds(P_val, Y["val"], t)
+    mode, crossfit = choose_threshold_mode(P_val, Y["val"], groups_val)
+    res = {
+        "threshold_mode": mode,
+        "global_threshold": t,
+        **crossfit,
+        "val": multilabel_metrics(P_val, Y["val"], pc if mode == "per-class" else t),
+        "test": multilabel_metrics(P_test, Y["test"], pc if mode == "per-class" else t),
+        "test_global": multilabel_metrics(P_test, Y["test"], t),
+        "test_per_class": multilabel_metrics(P_test, Y["test"], pc),
+    }
+    return res, {"threshold": t, "class_thresholds": pc, "mode": mode}
+
+
+def fit_baseline(cfg: HarnessConfig, splits: dict, Y: dict, parents, groups_val: Sequence[str],
+                 say: Callable[[str], None]) -> tuple[dict, dict]:
+    """The TF-IDF + logistic regression baseline on the head's splits: C chosen among
+    ``cfg.baseline_C`` by the val score, then scored like the head. Returns (metrics, its config)."""
+    from secfm.training.baseline import TfidfBaseline
+
+    tr_texts = [e.text for e in splits["train"]]
+    best_b = None
+    for C in cfg.baseline_C:
+        b = TfidfBaseline("multilabel" if cfg.objective == "multilabel" else "multiclass", C=C).fit(tr_texts, Y["train"])
+        Pv = b.scores([e.text for e in splits["val"]])
+        if parents is not None:
+            Pv = lift_parents(Pv, parents)
+        v = _val_score(Pv, Y["val"], cfg.objective)
+        say(f"baseline tfidf-logreg C={C}: val {v:.3f} ({b.fit_seconds:.0f}s)")
+        if best_b is None or v > best_b[0]:
+            best_b = (v, b, Pv)
+    _, b, Pv = best_b
+    Pt = b.scores([e.text for e in splits["test"]])
+    if parents is not None:
+        Pt = lift_parents(Pt, parents)
+    metrics, _ = evaluate_scores(cfg.objective, Pv, Pt, Y, groups_val)
+    info = b.describe()
+    if len(cfg.baseline_C) > 1:
+        info["C_candidates"] = list(cfg.baseline_C)
+    return metrics, info
+
+
+def refit_baseline(head_dir: str | Path, results_file: str | Path, C: Sequence[float] = (1.0, 4.0, 16.0),
+                   command: str = "", progress: Callable[[str], None] | None = None, recorder=None) -> dict:
+    """Fit the TF-IDF baseline on exactly the splits the head in ``head_dir`` trained on (the
+    dataset is rebuilt with the head's exclusions and its hash must match the head's
+    ``training_data_hash``) and put it into the head's results file ``results_file`` (JSON,
+    with the markdown beside it rewritten). For a head trained with ``--no-baseline``: the
+    results then report head and baseline on the same splits. Returns the results dict."""
+    from secfm.heads import read_manifest
+
+    say = progress or (lambda msg: log.info("%s", msg))
+    m = read_manifest(head_dir)
+    results_file = Path(results_file)
+    try:
+        results = json.loads(results_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SecfmError(f"cannot read the head's results {results_file}: {exc}") from exc
+    if results.get("task") != m.task or results.get("data", {}).get("training_data_hash") not in (None, m.training_data_hash):
+        raise SecfmError(f"{results_file} is not the results of the head in {head_dir} (task or data hash differ)")
+    if m.task not in ("attack", "cwe"):
+        raise SecfmError(f"--baseline-for takes an ATT&CK or CWE head, not a {m.task} head")
+    cfg = HarnessConfig(task=m.task, model=m.base_model, exclude_sources=tuple(m.excluded_sources), baseline_C=tuple(C),
+                        command=command)
+    data = build_dataset(cfg)
+    if data.data_hash() != m.training_data_hash:
+        raise SecfmError(f"the {m.task} dataset this secfm builds (hash {data.data_hash()[:12]}) is not the one the head in "
+                         f"{head_dir} trained on ({m.training_data_hash[:12]}); the baseline would not share its splits")
+    splits = {s: data.split(s) for s in ("train", "val", "test")}
+    Y = {s: label_matrix(rows, data.labels) for s, rows in splits.items()}
+    if list(data.labels) != list(m.labels):
+        raise SecfmError(f"the dataset's labels are not the head's ({len(data.labels)} vs {len(m.labels)})")
+    parents = parent_index(data.labels) if cfg.task == "attack" else None
+    say(f"baseline on the head's splits: {len(splits['train'])} train / {len(splits['val'])} val / {len(splits['test'])} test rows")
+    metrics, info = fit_baseline(cfg, splits, Y, parents, [e.source for e in splits["val"]], say)
+    info["added_by"] = command or "secfm.training.heads.refit_baseline"
+    results["baseline"] = {"eval": _round(metrics), "config": info}
+    if recorder is not None:
+        recorder.write_json(results_file, {k: v for k, v in results.items() if k != "provenance"})
+        recorder.write_text(results_file.with_suffix(".md"), results_markdown(results))
+    else:
+        results_file.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        results_file.with_suffix(".md").write_text(results_markdown(results), encoding="utf-8")
     return results
 
 

@@ -56,7 +56,8 @@ class Evidence:
     score: float  # the sentence head's probability for the technique on this segment
     example: str = ""  # the nearest ATT&CK procedure example of the technique (retrieval)
     example_source: str = ""  # whose example it is (G0016, S0154, C0022, attack-kb)
-    similarity: float = 0.0  # cosine similarity of the segment and that example
+    similarity: float = 0.0  # cosine similarity of the segment and that example (``match`` "words": word overlap)
+    match: str = "embedding"  # how the example was found: "embedding" (MiniLM) or "words" (the short-text path)
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,31 @@ class ProcedureIndex:
             self._label_cache[key] = (np.asarray(r_idx, dtype=np.int64), np.asarray(l_idx, dtype=np.int64))
         return self._label_cache[key]
 
+    def word_match(self, text: str, label: str) -> tuple[int, float] | None:
+        """The row illustrating ``label`` whose words overlap ``text`` most (Jaccard over
+        lower-cased words; ties: the first row), and that overlap; None when no row carries
+        ``label``. The short-text path's evidence: it costs no embedding."""
+        if not hasattr(self, "_rows_by_label"):
+            by: dict[str, list[int]] = {}
+            for i, row in enumerate(self.rows):
+                for t in row.techniques:
+                    by.setdefault(t, []).append(i)
+            self._rows_by_label, self._words = by, {}
+        rows = self._rows_by_label.get(label)
+        if not rows:
+            return None
+        words = _words(text)
+        best = (rows[0], -1.0)
+        for i in rows:
+            other = self._words.get(i)
+            if other is None:
+                other = self._words[i] = _words(self.rows[i].text)
+            union = len(words | other)
+            overlap = len(words & other) / union if union else 0.0
+            if overlap > best[1]:
+                best = (i, overlap)
+        return best[0], max(best[1], 0.0)
+
     def votes(self, queries: np.ndarray, labels: Sequence[str], k: int = DEFAULT_NEIGHBOURS,
               temperature: float = VOTE_TEMPERATURE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For query vectors (m, d): ``(share, best_similarity, nearest_row)``, each (m, labels):
@@ -385,6 +411,13 @@ class ProcedureIndex:
                         best[q, j] = sim
                         nearest[q, j] = row
         return share, best, nearest
+
+
+_WORD = re.compile(r"[a-z0-9][a-z0-9_.-]*[a-z0-9]|[a-z0-9]")
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
 
 
 def _pack(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -512,12 +545,29 @@ class DocumentModel:
     calibration_sources: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    #: the cheaper path for alert-sized texts, when the development set chose one: ``{"max_chars": N,
+    #: "model": {a DocumentModel without retrieval}, "selection": {...}}``; texts of at most
+    #: ``max_chars`` characters skip the MiniLM retrieval and are decided by that model
+    short: dict | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.short, dict) and isinstance(self.short.get("model"), dict):
+            model = DocumentModel(**{k: v for k, v in self.short["model"].items() if k in DocumentModel.__dataclass_fields__})
+            if model.use_retrieval or model.short:
+                raise SecfmError("the short-text document model must not use retrieval or nest another")
+            self._short_model = model
+        else:
+            self._short_model = None
         if self.rule not in DECISION_RULES:
             raise SecfmError(f"document rule must be one of {', '.join(DECISION_RULES)}, not {self.rule!r}")
         if list(self.features) != list(DOC_FEATURES):
             raise SecfmError(f"document model features {self.features} are not this secfm's {list(DOC_FEATURES)}")
+
+    def short_model(self, text_chars: int) -> DocumentModel | None:
+        """The short-text model when a text of ``text_chars`` characters takes the short path."""
+        if self._short_model is not None and text_chars <= int(self.short.get("max_chars", 0)):
+            return self._short_model
+        return None
 
     def probabilities(self, F: np.ndarray) -> np.ndarray:
         z = ((F - np.asarray(self.mean)) / np.asarray(self.scale)) @ np.asarray(self.coef) + self.intercept
@@ -673,35 +723,44 @@ class AttackExtractor(_HeadRunner):
         return cls(_load_head("attack", head, model, engine), engine, **options)
 
     # -- signals ------------------------------------------------------------------------------
-    def signals(self, texts: Sequence[str], featurize=None, embed=None) -> list[dict]:
+    def signals(self, texts: Sequence[str], featurize=None, embed=None, short: bool = True) -> list[dict]:
         """Per document: its segments, head scores ``S`` (segments, labels) and, with an index,
         retrieval ``share``/``best``/``nearest`` (segments, parent labels). ``featurize`` and
         ``embed`` replace the head's features and the MiniLM embeddings of the segments (the
-        development harness reads them from its caches)."""
+        development harness reads them from its caches). A text the document model's short-text
+        path takes (``short``; :meth:`DocumentModel.short_model`) skips retrieval: its ``short``
+        entry is that path's model, and its retrieval signals are zero."""
         docs = [split_sentences(t, self.window_chars) for t in texts]
+        shorts = [self.document.short_model(len(t)) if short and self.document is not None else None for t in texts]
         flat = [s.text for segs in docs for s in segs]
         if not flat:
             S = np.zeros((0, len(self.head.labels)), dtype=np.float32)
         else:
             S = self.head.scores(featurize(flat)) if featurize is not None else self.scores(flat)
+        share = best = np.zeros((len(flat), len(self._parents)), dtype=np.float32)
+        nearest = np.full((len(flat), len(self._parents)), -1, dtype=np.int64)
         if self.index is not None and flat and (self.document is None or self.document.use_retrieval):
-            k = self.document.neighbours if self.document else DEFAULT_NEIGHBOURS
-            temp = self.document.temperature if self.document else VOTE_TEMPERATURE
-            share, best, nearest = self.index.votes((embed or embed_texts)(flat), self._parent_labels, k, temp)
-        else:
-            share = best = np.zeros((len(flat), len(self._parents)), dtype=np.float32)
-            nearest = np.full((len(flat), len(self._parents)), -1, dtype=np.int64)
+            wanted = np.asarray([sh is None for segs, sh in zip(docs, shorts) for _ in segs], dtype=bool)
+            if wanted.any():
+                k = self.document.neighbours if self.document else DEFAULT_NEIGHBOURS
+                temp = self.document.temperature if self.document else VOTE_TEMPERATURE
+                queries = (embed or embed_texts)([t for t, w in zip(flat, wanted) if w])
+                got = self.index.votes(queries, self._parent_labels, k, temp)
+                share, best = share.copy(), best.copy()
+                share[wanted], best[wanted], nearest[wanted] = got
         out, offset = [], 0
-        for segs in docs:
+        for segs, sh in zip(docs, shorts):
             sl = slice(offset, offset + len(segs))
-            out.append({"segments": segs, "S": S[sl], "share": share[sl], "best": best[sl], "nearest": nearest[sl]})
+            out.append({"segments": segs, "S": S[sl], "share": share[sl], "best": best[sl], "nearest": nearest[sl],
+                        "short": sh})
             offset += len(segs)
         return out
 
     def document_probabilities(self, sig: dict) -> np.ndarray:
-        """Calibrated probability of each parent label for one document's signals."""
+        """Calibrated probability of each parent label for one document's signals (by the
+        short-text model when the document took that path)."""
         F = document_signals(sig["S"][:, self._parents], sig["share"], sig["best"], self._prior, self._domain_index)
-        return self.document.probabilities(F)
+        return (sig.get("short") or self.document).probabilities(F)
 
     # -- extraction ---------------------------------------------------------------------------
     def extract_many(self, texts: Sequence[str]) -> list[list[TechniqueHit]]:
@@ -722,7 +781,7 @@ class AttackExtractor(_HeadRunner):
         else:
             p = self.document_probabilities(sig)
             chosen = []
-            for col in self.document.decide(p, self.doc_threshold):
+            for col in (sig.get("short") or self.document).decide(p, self.doc_threshold):
                 j = self._parents[col]
                 chosen.append((j, float(p[col])))
                 for c in self._children.get(j, ()):
@@ -741,12 +800,17 @@ class AttackExtractor(_HeadRunner):
                 if S[r, j] < self.sentence_thresholds[j] and evidence:
                     break
                 seg = segments[r]
-                example, source, similarity = "", "", 0.0
+                example, source, similarity, match = "", "", 0.0, "embedding"
                 if parent_col is not None and self.index is not None and sig["nearest"][r, parent_col] >= 0:
                     row = self.index.rows[int(sig["nearest"][r, parent_col])]
                     example, source, similarity = row.text, row.source, round(float(sig["best"][r, parent_col]), 4)
+                elif parent_col is not None and self.index is not None and sig.get("short") is not None:
+                    found = self.index.word_match(seg.text, self._parent_labels[parent_col])
+                    if found is not None:
+                        row, overlap = self.index.rows[found[0]], found[1]
+                        example, source, similarity, match = row.text, row.source, round(overlap, 4), "words"
                 evidence.append(Evidence(seg.index, seg.text, seg.start, seg.end, round(float(S[r, j]), 4),
-                                         example, source, similarity))
+                                         example, source, similarity, match))
             hits.append(self._hit(self.head.labels[j], score, tuple(evidence)))
         return hits
 

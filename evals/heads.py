@@ -223,12 +223,14 @@ def item_entity(url: str) -> str | None:
 
 
 def load_attack_extractor(path: str | Path | None, items, engine=None, exclude_sources: Sequence[str] = (),
-                          allow_seen: bool = False, train_limit: int | None = None, model: str | None = None):
+                          allow_seen: bool = False, train_limit: int | None = None, model: str | None = None,
+                          progress=None):
     """The ATT&CK document extractor for CTI-ATE items, clean of their entities (read from each
     item's URL) and of ``exclude_sources``: the shipped one when clean, else one trained (or
     reused from the cache) without them; a given ``path`` that saw any of them is refused with
     one line naming how many items, unless ``allow_seen`` (then recorded as contaminated).
-    Returns (extractor, record for metrics.json)."""
+    ``progress(message)`` hears how the training of a clean extractor goes. Returns (extractor,
+    record for metrics.json)."""
     from secfm.workflows.attack_extraction import SeenEntitiesError, expand_sources, load_attack_predictor
 
     if path is not None and not Path(path).expanduser().exists():
@@ -238,7 +240,7 @@ def load_attack_extractor(path: str | Path | None, items, engine=None, exclude_s
     requested = sorted(set(from_urls) | {s.upper() for s in exclude_sources})
     try:
         extractor = load_attack_predictor(requested, head=path, model=model, engine=engine, allow_seen=allow_seen,
-                                          train_limit=train_limit)
+                                          train_limit=train_limit, progress=progress)
     except SeenEntitiesError as exc:
         held = expand_sources(exc.overlap)
         n = sum(1 for e in entity_of.values() if e in held)

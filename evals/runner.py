@@ -283,8 +283,13 @@ def run_eval(cfg: EvalConfig, engine=None, head: HeadPredictor | None = None, pr
     if cfg.mode == "head" and spec.head.kind == "attack" and head is None:
         # the extractor must never have seen the items' entities (their URLs): the shipped one when
         # clean, else one trained (or reused) without them; a given --head that saw them is refused
+        say = None
+        if progress:
+            from rich.console import Console
+
+            say = Console(stderr=True).print
         head, attack_record = load_attack_extractor(cfg.head, sel.scored, engine, cfg.exclude_sources, cfg.allow_seen,
-                                                    cfg.train_limit, cfg.model)
+                                                    cfg.train_limit, cfg.model, progress=say)
         contamination = attack_record["contamination"]
         engine = engine or head.engine
     settings = _settings(cfg, spec, ds, sel.scored, sel.shots, max_new)

@@ -451,7 +451,7 @@ def test_baseline_refit_on_a_heads_own_splits_lands_in_its_results(tmp_path, mon
     (tmp_path / "res" / "heads-attack.json").write_text(json.dumps(results))
     monkeypatch.setattr(th, "build_dataset", lambda cfg: data)
     run = CliRunner().invoke(app, ["train", "head", "--task", "attack", "--baseline-for", str(head), "--results",
-                                   str(tmp_path / "res"), "--baseline-c", "1,4"])
+                                   str(tmp_path / "res"), "--baseline-c", "1,4", "--allow-busy"])
     assert run.exit_code == 0, run.output
     got = json.loads((tmp_path / "res" / "heads-attack.json").read_text())
     assert got["baseline"]["eval"]["test"]["micro_f1"] > 0.9 and got["baseline"]["config"]["C_candidates"] == [1.0, 4.0]
@@ -459,5 +459,5 @@ def test_baseline_refit_on_a_heads_own_splits_lands_in_its_results(tmp_path, mon
     assert "baseline" in (tmp_path / "res" / "heads-attack.md").read_text()
     other = HeadDataset("attack", list(words), rows[:-1])
     monkeypatch.setattr(th, "build_dataset", lambda cfg: other)
-    run = CliRunner().invoke(app, ["train", "head", "--task", "attack", "--baseline-for", str(head), "--results", str(tmp_path / "res")])
+    run = CliRunner().invoke(app, ["train", "head", "--task", "attack", "--baseline-for", str(head), "--results", str(tmp_path / "res"), "--allow-busy"])
     assert run.exit_code != 0 and "not the one the head" in str(run.exception or run.output)

@@ -126,6 +126,7 @@ class Detection:
     start: int
     end: int
     value: str
+    detector: str = ""  # which pattern found it (``secret_named``, ``detect-secrets:aws``, ...)
 
 
 _DETECT_SECRETS_PLUGINS = {
@@ -144,7 +145,7 @@ _DETECT_SECRETS_PLUGINS = {
 }
 
 
-def _detect_secrets_patterns() -> list[tuple[str, re.Pattern, int | None]]:
+def _detect_secrets_patterns() -> list[tuple[str, re.Pattern, int | None, str]]:
     """(kind, pattern, group of the secret) from detect-secrets' regex plugins (its own
     definitions, kept up to date by that project)."""
     global _DS_CACHE
@@ -158,7 +159,7 @@ def _detect_secrets_patterns() -> list[tuple[str, re.Pattern, int | None]]:
             except (ImportError, AttributeError):  # a plugin renamed in another release: the others still run
                 continue
             for pattern in plugin.denylist:
-                found.append((kind, pattern, 1 if pattern.groups else None))
+                found.append((kind, pattern, 1 if pattern.groups else None, f"detect-secrets:{module_name}"))
         _DS_CACHE = found
     return _DS_CACHE
 
@@ -304,16 +305,16 @@ class Redactor:
                 return False
             return not (i < len(taken) and taken[i].start < end)
 
-        def add(kind: str, start: int, end: int) -> None:
+        def add(kind: str, start: int, end: int, detector: str = "") -> None:
             from bisect import bisect_right
 
             if start >= end or not free(start, end):
                 return
             i = bisect_right(starts, start)
-            taken.insert(i, Detection(kind, start, end, text[start:end]))
+            taken.insert(i, Detection(kind, start, end, text[start:end], detector))
             starts.insert(i, start)
 
-        def scan(kind: str, pattern: re.Pattern, group: int | None = None, check=None) -> None:
+        def scan(kind: str, pattern: re.Pattern, group: int | None = None, check=None, detector: str = "") -> None:
             if kind not in self.types:
                 return
             for m in pattern.finditer(text):
@@ -321,40 +322,40 @@ class Redactor:
                 value = m.group(g)
                 if value is None or (check is not None and not check(value, m)):
                     continue
-                add(kind, *m.span(g))
+                add(kind, *m.span(g), detector or kind)
 
-        scan("private_key", _PRIVATE_KEY, 2)
-        scan("private_key", _PRIVATE_KEY_OPEN, 2)
-        scan("private_key", _PUTTY_KEY, 2)
+        scan("private_key", _PRIVATE_KEY, 2, detector="private_key_block")
+        scan("private_key", _PRIVATE_KEY_OPEN, 2, detector="private_key_open")
+        scan("private_key", _PUTTY_KEY, 2, detector="putty_key")
         for m in _URL_CREDS.finditer(text):  # before e-mails: the host after @ is not an address
             if "username" in self.types:
-                add("username", *m.span(2))
-            add("password", *m.span(3))
-            add("url-host", m.start(3), m.end(0))  # holds the span so no e-mail takes "pw@host"
+                add("username", *m.span(2), "url_credentials")
+            add("password", *m.span(3), "url_credentials")
+            add("url-host", m.start(3), m.end(0), "url_credentials")  # holds the span so no e-mail takes "pw@host"
         for pattern in _KEY_FORMATS:
-            scan("api_key", pattern, 2)
-        for kind, pattern, group in (_detect_secrets_patterns() if self.use_detect_secrets else ()):
-            scan(kind, pattern, group)
-        scan("api_key", _AWS_SECRET, 1, check=_looks_aws_secret)
+            scan("api_key", pattern, 2, detector="key_format")
+        for kind, pattern, group, name in (_detect_secrets_patterns() if self.use_detect_secrets else ()):
+            scan(kind, pattern, group, detector=name)
+        scan("api_key", _AWS_SECRET, 1, check=_looks_aws_secret, detector="aws_secret")
         for m in _USERPASS_FLAG.finditer(text):
             if "username" in self.types:
-                add("username", *m.span(1))
+                add("username", *m.span(1), "userpass_flag")
             if _looks_cli_password(m.group(2), m):
-                add("password", *m.span(2))
-        scan("token", _JWT)
-        scan("token", _BEARER, 2, check=_token_like)
-        scan("api_key", _API_ASSIGN, 2, check=_looks_secret)
-        scan("token", _TOKEN_ASSIGN, 2, check=_looks_secret)
-        scan("password", _PASSWORD_ASSIGN, 2, check=_looks_password)
-        scan("password", _CLI_PASSWORD, 2, check=_looks_cli_password)
-        scan("password", _NET_USER, 2, check=_looks_cli_password)
-        scan("api_key", _SECRET_NAMED, 2, check=_looks_secret)
-        scan("token", _PREFIXED_TOKEN, None, check=_high_entropy_token)
+                add("password", *m.span(2), "userpass_flag")
+        scan("token", _JWT, detector="jwt")
+        scan("token", _BEARER, 2, check=_token_like, detector="bearer")
+        scan("api_key", _API_ASSIGN, 2, check=_looks_secret, detector="api_key_assignment")
+        scan("token", _TOKEN_ASSIGN, 2, check=_looks_secret, detector="token_assignment")
+        scan("password", _PASSWORD_ASSIGN, 2, check=_looks_password, detector="password_assignment")
+        scan("password", _CLI_PASSWORD, 2, check=_looks_cli_password, detector="cli_password")
+        scan("password", _NET_USER, 2, check=_looks_cli_password, detector="net_user")
+        scan("api_key", _SECRET_NAMED, 2, check=_looks_secret, detector="secret_named")
+        scan("token", _PREFIXED_TOKEN, None, check=_high_entropy_token, detector="prefixed_token")
         scan("card", _CARD, None, check=_luhn_card)
         scan("ssn", _SSN)
         scan("phone", _PHONE, None, check=_valid_phone)
         scan("email", _EMAIL, None, check=lambda v, m: not v.lower().endswith("@example.com"))
-        scan("email", _EMAIL_OBFUSCATED)
+        scan("email", _EMAIL_OBFUSCATED, detector="email_obfuscated")
         scan("username", _USER_PATHS, 2, check=lambda v, m: v.strip().lower() not in _SYSTEM_USERS)
         scan("username", _DOMAIN_USER, 2, check=lambda v, m: v.lower() not in _SYSTEM_USERS and not v.startswith("user-"))
         scan("username", _USER_ASSIGN, 2, check=lambda v, m: v.lower() not in _SYSTEM_USERS and not v.startswith("user-"))

@@ -213,3 +213,32 @@ def test_recall_on_public_secret_scanner_vectors():
     print(f"redaction recall on {result['secret_lines']} gitleaks vectors: {result['recall']:.1%}, "
           f"false alarms {result['false_alarm_rate']:.1%} of {result['clean_lines']}")
     assert result["recall"] >= 0.8
+
+
+def test_placeholders_names_urls_and_public_ids_are_not_secrets_but_real_tokens_still_are():
+    """The false-alarm classes found on the development half of gitleaks' vectors (#18), on lines
+    written here: placeholders, file names, URL paths, constant and member names, version strings,
+    GUIDs under *id keys and public keys stay; key-shaped secrets, webhooks and tokens go."""
+    r = Redactor(salt="s")
+    clean = [
+        "token = ghp_" + "x" * 36,
+        'API_KEY="glc_' + "0" * 40 + '="',
+        'auth_token="sk_live_PUT_YOUR_TOKEN_HERE_PLEASE"',
+        '<img src="./img/logo-9f2c4e7a1b3d5f6e8a0c2b4d6f8e0a1c3b5d7f9e.png">',
+        "see https://cdn.example-static.net/files/aZ3kQ9mW2xR7tY5uP1oL8nB4vC6 for details",
+        "pub const IMAGE_SUBSYSTEM_WINDOWS_BOOT_APPLICATION_FLAG: u32 = 16;",
+        "this.mainToolStripButton2.Text = label;",
+        'release_version = "build0.9.1_20240102_0930-SNAPSHOT"',
+        'clientId = "3f2b8c1d-4e5a-4b6c-9d7e-8f9a0b1c2d3e"',
+        'public_key = "Qm9vbGVhbk1hcmtldFB1YmxpY0tleTEyMzQ1Njc4OQ"',
+        'schemaKey = "Invoice_Line_7_2"',
+    ]
+    for line in clean:
+        assert r.redact(line) == line, (line, r.detect(line))
+    secret = [
+        ("webhook https://hooks.slack.com/workflows/T0AB12CD3/A0EF45GH6/123456789012345678/q8Wn3RkT5vYx", "q8Wn3RkT5vYx"),
+        ('deploy_token = "gLpX8mN2qR5tV9wZ3bC7dF1hJ4kM6"', "gLpX8mN2qR5tV9wZ3bC7dF1hJ4kM6"),
+        ('set apikey="API-Q7WKM4ST9LR2HXV5NB8PDC3GJ"', "Q7WKM4ST9LR2HXV5NB8PDC3GJ"),
+    ]
+    for line, value in secret:
+        assert value not in r.redact(line), (line, r.detect(line))

@@ -132,10 +132,11 @@ def register(app: typer.Typer) -> None:
         from secfm.training.redaction_eval import DEFAULT_DATA, run_redaction_bench
 
         res = run_redaction_bench(data or DEFAULT_DATA, out, allow_busy)
-        for name in ("with_detect_secrets", "project_patterns_only"):
-            r = res[name]
-            print(f"{name}: recall {r['recall']:.1%} ({r['caught']}/{r['secret_lines']}), "
-                  f"false alarms {r['false_alarm_rate']:.1%} ({r['false_alarms']}/{r['clean_lines']})")
+        for part, figures in (("held_out", res["held_out"]), ("development", res["development"]), ("all", res)):
+            for name in ("with_detect_secrets", "project_patterns_only"):
+                r = figures[name]
+                print(f"{part} {name}: recall {r['recall']:.1%} ({r['caught']}/{r['secret_lines']}), "
+                      f"false alarms {r['false_alarm_rate']:.1%} ({r['false_alarms']}/{r['clean_lines']})")
         print(f"wrote {out}")
 
     # -------------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ _IPV6 = re.compile(
 # a bare AWS secret access key: 40 base64 characters (checked: mixed classes, not hex, not a path)
 _AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])")
 # payment cards: 13-19 digits in groups of 4 (or unbroken), Luhn-checked
-_CARD = re.compile(r"(?<![\d-])(?:\d{4}[ -]?){3}\d{1,7}(?![\d-])")
+_CARD = re.compile(r"(?<![\w-])(?:\d{4}[ -]?){3}\d{1,7}(?![\w-])")
 _SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")
 # phone numbers: +CC with separators, or (NNN) NNN-NNNN / NNN-NNN-NNNN / NNN.NNN.NNNN; validated by phonenumbers
 _PHONE = re.compile(r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{2,4}){1,4}|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}[-.]\d{3}[-.]\d{4})(?![\w.-]\d|\d)")
@@ -322,6 +322,8 @@ class Redactor:
                 value = m.group(g)
                 if value is None or (check is not None and not check(value, m)):
                     continue
+                if kind in ("api_key", "token") and _filler(m.group(0)):
+                    continue  # ghp_xxxx..., glc_1111..., ...PUT_YOUR_TOKEN_HERE...: a placeholder, not a secret
                 add(kind, *m.span(g), detector or kind)
 
         scan("private_key", _PRIVATE_KEY, 2, detector="private_key_block")
@@ -406,6 +408,61 @@ def _token_like(value: str, m: re.Match) -> bool:
     return _not_redacted(value) and bool(re.search(r"\d", value) and re.search(r"[A-Za-z]", value))
 
 
+_FILLER_WORDS = re.compile(
+    r"(?i)(?:your|put|insert|replace|add)[_-]?(?:\w{0,12}?[_-])?(?:token|key|secret|password)|"
+    r"(?:token|key|secret|string)[_-]?here\b|\bmy[_-](?:\w{1,10}[_-])?(?:token|key|secret)\b|placeholder|changeme")
+_FILE_NAME = re.compile(r"(?i)\.(?:png|jpe?g|gif|svg|webp|ico|bmp|image|pem|crt|cer|der|pdf|html?|css|js|json|ya?ml|"
+                        r"xml|txt|md|zip|gz|tgz|tar|jar|war|so|dll|exe|py|go|rs|java|rb|php)$")
+_NOT_A_SECRET_WORDS = re.compile(r"(?i)version|snapshot|release|commit|checksum|digest")
+_HOST_THEN_PATH = re.compile(r"[A-Za-z0-9-]\.[A-Za-z]{2,24}/")
+
+
+def _filler(value: str) -> bool:
+    """A placeholder where a secret would go: one character filling much of the value
+    (``xxxx``, ``XXXX``, ``0000``, ``1111``) or the words of an instruction (``YOUR_TOKEN``,
+    ``..._HERE``, ``my-bot-token``)."""
+    v = _unquote(value)
+    body = re.sub(r"[^A-Za-z0-9]", "", v)
+    if len(body) >= 8:
+        ch, n = Counter(body).most_common(1)[0]
+        if n / len(body) >= 0.6 and ch * 5 in body:
+            return True
+    return bool(_FILLER_WORDS.search(v))
+
+
+def _identifier(value: str) -> bool:
+    """A name, not a random string: ``this.ultraPictureBox1.Name``, ``MINIDUMP_SYSMEMINFO1_PERF``,
+    ``SalesResults-1.2``, ``DOC_Vector_5_32``: its letters come in word-length runs (a mean of
+    3.5+ letters per case-consistent chunk) and digits are at most 30% of it."""
+    body = re.sub(r"[^A-Za-z0-9]", "", value)
+    if not body:
+        return False
+    chunks = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", value)
+    if not chunks:
+        return False
+    digits = sum(c.isdigit() for c in body)
+    if any(len(re.findall(r"[A-Za-z]\d+(?=[A-Za-z])", seg)) >= 2 for seg in re.split(r"[^A-Za-z0-9]+", value)):
+        return False  # digits strewn inside a word (ZNRMR7SL6L3ATMOIK): random, not a name
+    return sum(map(len, chunks)) / len(chunks) >= 3.5 and digits / len(body) <= 0.3
+
+
+_CAPABILITY_URL = re.compile(r"(?i)hook|token|secret|key|/bot\d|sig=|signature")
+
+
+def _in_url_or_file(value: str, m: re.Match) -> bool:
+    """A file name, or part of a URL (``host.tld/path``, or after ``://`` in the same word) that
+    is not a capability URL (webhooks, bot and signed links carry their secret in the path)."""
+    if _FILE_NAME.search(value.rstrip(".,;:)'\"")):
+        return True
+    text, start, end = m.string, m.start(), m.end()
+    lo, hi = max(0, start - 2000), min(len(text), end + 2000)  # a bounded look around: linear time
+    word_start = max(lo - 1, *(text.rfind(c, lo, start) for c in " \t\n\"'(<[=")) + 1
+    word_end = min((i for i in (text.find(c, end, hi) for c in " \t\n\"'>)]") if i >= 0), default=hi)
+    word = text[word_start:word_end]
+    in_url = bool(_HOST_THEN_PATH.search(value)) or "://" in text[word_start:start]
+    return in_url and not _CAPABILITY_URL.search(word)
+
+
 def _high_entropy_token(value: str, m: re.Match) -> bool:
     """A prefixed token, not a word, path, hash or version: letters and digits mixed, upper and
     lower case (or 32+ characters), at least 3.5 bits of entropy per character."""
@@ -414,6 +471,8 @@ def _high_entropy_token(value: str, m: re.Match) -> bool:
     body = value.rstrip(".,;:")
     if re.fullmatch(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}", body):
         return False  # a GUID (CLSIDs, ids in logs) is an indicator, not a secret
+    if _in_url_or_file(body, m) or _identifier(body) or _NOT_A_SECRET_WORDS.search(body):
+        return False  # a URL path, a file name, a constant or member name, a version string
     if not (re.search(r"\d", body) and re.search(r"[A-Za-z]", body)) or body.count(".") > 3 or "/" in body[:12]:
         return False
     if re.fullmatch(r"[A-Za-z]+[_.-][0-9a-fA-F.-]+", body) and not re.search(r"[g-zG-Z]", body.split("_", 1)[-1].split("-", 1)[-1]):
@@ -430,9 +489,19 @@ def _placeholder(v: str) -> bool:
             or bool(re.fullmatch(r"\$\{?[\w.]+\}?|%\w+%|\{\{.*\}\}|<[^>]*>|(?:os\.)?environ\b.*|getenv\(.*", v)))
 
 
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+
+
 def _looks_secret(value: str, m: re.Match) -> bool:
     v = _unquote(value).rstrip(".,;:")
     if _placeholder(v) or len(v) < 8:
+        return False
+    key = re.sub(r"[\s\"'`:=?+!>]+$", "", m.group(1))
+    if re.search(r"(?i)public|(?:^|[_.-])pub(?:lic)?[_.-]?key", key):
+        return False  # a public key or token is published, not a secret
+    if re.search(r"(?:[_.-]id|[a-z]Id|ID)$|^id$", key) and _UUID.fullmatch(v):
+        return False  # clientId = <GUID>, kms_key_id: <GUID>: a name for something, not a secret
+    if _identifier(v) or _in_url_or_file(v, m):
         return False
     if re.search(r"\d", v) and re.search(r"[A-Za-z]", v):
         return True

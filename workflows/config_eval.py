@@ -53,7 +53,12 @@ def run_config_bench(data: str | Path = DEFAULT_DATA, out: str | Path = "workflo
 
     meta, rows = load_vectors(data)
     with recording(data_files=[data], allow_busy=allow_busy) as rec:
+        scored = score(rows)
+        o = scored["overall"]
+        sources = ", ".join(f"{x['repo']} {x['commit'][:10]} ({x['licence']})" for x in meta.get("sources", []))
         payload = {"task": "config review precision/recall on public scanner fixtures", "data": str(data),
-                   "sources": meta, **score(rows)}
+                   "headline": {"precision": o["precision"], "recall": o["recall"], "files": scored["files"],
+                                "sources": sources},
+                   "sources": meta, **scored}
         rec.write_json(out, payload)
     return payload

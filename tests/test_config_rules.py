@@ -108,6 +108,54 @@ def test_precision_and_recall_on_public_scanner_fixtures():
     assert result["precision"] >= 0.9 and result["recall"] >= 0.6
 
 
+def test_terraform_values_come_from_python_hcl2_and_lines_from_the_line_parser():
+    """python-hcl2 reads the values (objects in attribute syntax, heredocs, numbers) and the
+    line-span parser the lines; ``dynamic`` blocks and a file python-hcl2 cannot parse are still
+    reviewed."""
+    from secfm.workflows.config_rules import ConfigDoc, hcl2_values, parse_terraform, run_rules
+
+    text = """resource "aws_security_group" "inline" {
+  ingress = [
+    {
+      cidr_blocks = ["0.0.0.0/0"]
+      from_port   = 0
+      to_port     = 65535
+      protocol    = "-1"
+    }
+  ]
+}
+
+resource "aws_security_group" "generated" {
+  dynamic "ingress" {
+    for_each = var.admin_ports
+    content {
+      from_port   = 3389
+      to_port     = 3389
+      protocol    = "tcp"
+      cidr_blocks = ["0.0.0.0/0"]
+    }
+  }
+}
+
+resource "aws_db_instance" "db" {
+  password = <<EOT
+Winter2024!
+EOT
+}
+"""
+    assert hcl2_values(text)["resource"][0]["aws_security_group"]["inline"]["ingress"][0]["to_port"] == 65535
+    found = {(r.id, span) for r, span in run_rules(ConfigDoc(text, "terraform"))}
+    assert ("TF-SG-ADMIN-OPEN", (2, 9)) in found  # the attribute-syntax object, at its lines
+    assert ("TF-SG-ADMIN-OPEN", (13, 21)) in found  # the dynamic block
+    assert ("TF-HARDCODED-SECRET", (25, 27)) in found  # a heredoc's value, read by python-hcl2
+    db = parse_terraform(text)[2]
+    assert db.attrs[0].literal == "Winter2024!" and (db.attrs[0].start, db.attrs[0].end) == (25, 27)
+
+    broken = text + "%%% not HCL\n"  # python-hcl2 refuses the file; the line parser reads what it can
+    assert hcl2_values(broken) is None
+    assert ("TF-SG-ADMIN-OPEN", (13, 21)) in {(r.id, span) for r, span in run_rules(ConfigDoc(broken, "terraform"))}
+
+
 def test_a_new_rule_is_one_yaml_entry(tmp_path):
     from secfm.errors import SecfmError
     from secfm.workflows.config_rules import load_rules

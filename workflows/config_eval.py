@@ -3,7 +3,9 @@
 The labelled set (``workflows/data/config_public_vectors.jsonl``) is derived from the test
 fixtures of two public scanners (sources, commits and licences in its first line): checkov's
 Dockerfile and Kubernetes check fixtures (a file under ``failure``/named ``FAILED`` is one the
-check must flag) and gixy's nginx alias-traversal fixtures (``*_fp.conf`` must not be flagged).
+check must flag), checkov's Terraform fixtures for four checks (resource level: each resource
+block, labelled by the check test's ``failing_resources``/``passing_resources``) and gixy's
+nginx alias-traversal fixtures (``*_fp.conf`` must not be flagged).
 Each source check is mapped to the secfm rule that tests the same thing; a file counts as
 flagged when that rule fires anywhere in it.
 """

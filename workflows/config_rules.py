@@ -11,9 +11,11 @@ to the functions here; a check returns the 1-based line ranges it fires on, whic
 quotes as evidence.
 
 Parsers keep line numbers: sshd is read as sshd reads it (first value wins, ``Match`` blocks
-apart); Dockerfiles through dockerfile-parse; nginx through crossplane's lexer; Terraform block
-by block (HCL attributes, nested and ``dynamic`` blocks, heredocs and ``jsonencode`` bodies by
-brace counting); Kubernetes, Compose and IAM policies (JSON is YAML) through PyYAML's composer.
+apart); Dockerfiles through dockerfile-parse; nginx through crossplane's lexer; Terraform twice:
+the line-span parser gives the blocks and their lines (HCL attributes, nested and ``dynamic``
+blocks, heredocs and ``jsonencode`` bodies by brace counting; python-hcl2 8.x gives no line
+numbers) and python-hcl2 gives the values (unquoted strings, heredocs, numbers, objects written
+in attribute syntax such as ``ingress = [{...}]``), matched block by block; Kubernetes, Compose and IAM policies (JSON is YAML) through PyYAML's composer.
 Walks over nested structures are iterative, and every pattern is linear in its input.
 """
 
@@ -24,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePath
+from typing import Any
 
 from secfm.errors import SecfmError
 
@@ -303,12 +306,23 @@ def _nginx_plain_http(doc: ConfigDoc) -> list[Span]:
 # --------------------------------------------------------------------------------------------
 # Terraform (HCL, read by brace counting)
 # --------------------------------------------------------------------------------------------
+UNPARSED = object()  # an attribute python-hcl2 gave no value for (the file did not parse, or was too big)
+
+
 @dataclass
 class TfAttr:
     name: str
-    value: str
+    value: str  # the text as written (the line parser's)
     start: int
     end: int
+    parsed: Any = UNPARSED  # the value as python-hcl2 reads it
+
+    @property
+    def literal(self) -> str | None:
+        """The value when it is a plain string (no ``${...}`` interpolation), else None."""
+        if self.parsed is UNPARSED:
+            return _tf_literal(self.value)
+        return self.parsed if isinstance(self.parsed, str) and "${" not in self.parsed else None
 
 
 @dataclass
@@ -394,6 +408,10 @@ def parse_terraform(text: str) -> list[TfBlock]:
                 end = i if len(body) > 1 else n
                 value = "\n".join(body)
             stack[-1].attrs.append(TfAttr(name, value.strip(), n, end))
+    values = hcl2_values(text)
+    if values is not None:
+        _attach_values(root.blocks, values)
+        _objects_as_blocks(root)
     _expand_dynamic(root)
     return root.blocks
 
@@ -412,6 +430,83 @@ def _expand_dynamic(root: TfBlock) -> None:
                                           child.attrs + (content.attrs if content else []),
                                           [b for b in child.blocks if b is not content] + (content.blocks if content else []))
             stack.append(block.blocks[i])
+
+
+HCL2_MAX_CHARS = 256_000  # python-hcl2 takes ~3 s per 100 kB; bigger files keep the line parser's raw values
+
+
+def hcl2_values(text: str) -> dict | None:
+    """The document's values as python-hcl2 reads them (strings unquoted, heredocs as text,
+    numbers as numbers, expressions as ``${...}``), or None when it cannot (a syntax error, a file
+    over :data:`HCL2_MAX_CHARS`); line numbers come from :func:`parse_terraform`, which python-hcl2
+    8.x does not give."""
+    if len(text) > HCL2_MAX_CHARS:
+        return None
+    try:
+        import hcl2
+        from hcl2.utils import SerializationOptions
+
+        opts = SerializationOptions(with_comments=False, strip_string_quotes=True, preserve_heredocs=False)
+        return hcl2.loads(text, serialization_options=opts)
+    except Exception:  # noqa: BLE001 - any parse failure: the line parser's raw values stay
+        return None
+
+
+def _is_block_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) and v.get("__is_block__") for v in value)
+
+
+def _attach_values(blocks: list[TfBlock], body: dict) -> None:
+    """Give each attribute of ``blocks`` (children of a block whose python-hcl2 body is ``body``)
+    its parsed value, walking both trees in document order: blocks of one type are matched in
+    order, labels by name."""
+    by_type: dict[str, list[TfBlock]] = {}
+    for b in blocks:
+        by_type.setdefault(b.type, []).append(b)
+    for btype, ours in by_type.items():
+        theirs = body.get(btype)
+        if not isinstance(theirs, list):
+            continue
+        if len(ours) != len(theirs):
+            continue  # the two readers disagree on this level: keep the raw values
+        for block, item in zip(ours, theirs):
+            node = item
+            for label in block.labels:
+                node = node.get(label) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                _attach_block(block, node)
+
+
+def _attach_block(block: TfBlock, node: dict) -> None:
+    for a in block.attrs:
+        if a.name in node and not _is_block_list(node[a.name]):
+            a.parsed = node[a.name]
+    _attach_values(block.blocks, node)
+
+
+def _objects_as_blocks(root: TfBlock) -> None:
+    """``ingress = [{ from_port = 22, ... }]`` (attribute syntax, read by python-hcl2) becomes the
+    ``ingress`` blocks it declares, spanning the attribute's lines, so rules see both spellings."""
+    stack = [root]
+    while stack:
+        block = stack.pop()
+        for a in list(block.attrs):
+            if isinstance(a.parsed, list) and a.parsed and all(isinstance(v, dict) for v in a.parsed):
+                for obj in a.parsed:
+                    attrs = [TfAttr(k, _hcl_text(v), a.start, a.end, v) for k, v in obj.items() if not k.startswith("__")]
+                    block.blocks.append(TfBlock(a.name, [], a.start, a.end, attrs))
+        stack.extend(block.blocks)
+
+
+def _hcl_text(value) -> str:
+    """A parsed value written back as the HCL text the rules read."""
+    import json
+
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 def tf_walk(blocks: list[TfBlock]) -> Iterator[tuple[TfBlock | None, TfBlock]]:
@@ -450,7 +545,7 @@ def _tf_attr_is(types: tuple[str, ...], names: tuple[str, ...], bad: Callable[[s
 
 
 def _port_range_covers(block: TfBlock, ports: tuple[int, ...]) -> bool:
-    proto = (_tf_literal(block.attr("protocol").value) if block.attr("protocol") else None) or ""
+    proto = (block.attr("protocol").literal if block.attr("protocol") else None) or ""
     if proto in ("-1", "all"):
         return True
     try:
@@ -472,7 +567,7 @@ def _tf_open_admin(doc: ConfigDoc) -> list[Span]:
             candidates.append(block)
         elif rtype == "aws_security_group_rule" and block is top:
             t = block.attr("type")
-            if t and _tf_literal(t.value) == "ingress":
+            if t and t.literal == "ingress":
                 candidates.append(block)
         elif rtype == "aws_vpc_security_group_ingress_rule" and block is top:
             candidates.append(block)
@@ -492,7 +587,7 @@ def _tf_hardcoded_secret(doc: ConfigDoc) -> list[Span]:
         if top.type not in ("resource", "provider", "module", "data"):
             continue
         for a in block.attrs:
-            literal = _tf_literal(a.value)
+            literal = a.literal
             if _TF_SECRET_ATTR.match(a.name) and literal and "${" not in literal and len(literal) >= 4:
                 spans.append((a.start, a.end))
     return spans
@@ -523,7 +618,7 @@ def _tf_iam_wildcard(doc: ConfigDoc) -> list[Span]:
                 body = " ".join(f'{x.name} = {x.value}' for x in block.attrs)
                 act, res = _policy_wildcards(body)
                 effect = block.attr("effect")
-                if act and res and (effect is None or _tf_literal(effect.value) == "Allow"):
+                if act and res and (effect is None or effect.literal == "Allow"):
                     spans.append((block.start, block.end))
     return spans
 

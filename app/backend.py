@@ -46,6 +46,7 @@ class Backend:
         self._count = functools.lru_cache(maxsize=8192)(self._count_uncached)
         self._attack_lock = threading.Lock()
         self._chat = None
+        self._warm_thread: threading.Thread | None = None
 
     @classmethod
     def from_options(cls, model: str | None = None, endpoint: str | None = None, *, engine: str = "transformers",
@@ -60,17 +61,34 @@ class Backend:
         """Load what the first triage, review or extraction would otherwise wait for: the ATT&CK
         knowledge base and the retrieval store with its embedding model. Failures only log."""
         steps = (("ATT&CK knowledge", _warm_attack), ("retrieval store", _warm_store),
-                 ("chat name index", lambda: self.chat_pipeline().warm_up()))
+                 ("chat name index", lambda: self.chat_pipeline().warm_up()), ("chat turn", self._warm_chat))
         for name, step in steps:
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - warming is best effort
                 log.info("warm-up of %s skipped: %s", name, exc)
 
+    def _warm_chat(self) -> None:
+        """One grounded turn with a one-token phrasing: the tools' first-call costs and the model's
+        first forward are paid here, and the phrasing prompt's shared start (system prompt, data
+        rules) is left in the engine's prompt-prefix cache for the analysts' turns."""
+        from secfm.workflows.chat_schemas import Conversation
+
+        self.chat_pipeline().answer("What is T1059.001?", Conversation(), max_new_tokens=1)
+
     def warm_up_in_background(self) -> threading.Thread:
         thread = threading.Thread(target=self.warm_up, name="secfm-app-warm-up", daemon=True)
         thread.start()
+        self._warm_thread = thread
         return thread
+
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Wait for the background warm-up (if one runs); True when it has finished."""
+        thread = self._warm_thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
     # -- facts ---------------------------------------------------------------------------------
     @property

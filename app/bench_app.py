@@ -46,7 +46,9 @@ class SessionRun:
     error: str = ""
     turns: int = 0
     queued_s: float | None = None  # submit -> the app started the answer (first update)
-    ttft_s: list[float] = field(default_factory=list)  # per turn: submit -> first token on screen
+    ttft_s: list[float] = field(default_factory=list)  # per turn: submit -> first answer text on screen (the tools' facts)
+    model_ttft_s: list[float] = field(default_factory=list)  # per phrased turn: submit -> the model's first piece
+    phrased: int = 0  # turns the model phrased (the tools found facts)
     total_s: list[float] = field(default_factory=list)  # per turn: submit -> answer complete
     updates: int = 0  # streamed updates received
     chars: int = 0
@@ -106,7 +108,7 @@ def _one_session(url: str, i: int, barrier: threading.Barrier, turns: int, max_n
             sent.append(message)
             t0 = time.monotonic()
             job = client.submit(message, max_new_tokens, 0.0, api_name="/chat")
-            first_update = first_token = None
+            first_update = first_token = first_piece = None
             last = ""
             deadline = t0 + timeout
             for out in job:
@@ -121,6 +123,8 @@ def _one_session(url: str, i: int, barrier: threading.Barrier, turns: int, max_n
                 text = _last_assistant(chat)
                 if text and first_token is None:
                     first_token = now
+                if first_piece is None and _phrasing(out):
+                    first_piece = now
                 last = text or last
             final = job.result(timeout=timeout)
             chat = final[0] if isinstance(final, (list, tuple)) else final
@@ -130,6 +134,9 @@ def _one_session(url: str, i: int, barrier: threading.Barrier, turns: int, max_n
                 run.queued_s = first_update - t0
             run.ttft_s.append((first_token or done) - t0)
             run.total_s.append(done - t0)
+            if first_piece is not None:
+                run.phrased += 1
+                run.model_ttft_s.append(first_piece - t0)
             run.chars += len(last)
             answers.append(last)
             run.turns += 1
@@ -145,6 +152,12 @@ def _one_session(url: str, i: int, barrier: threading.Barrier, turns: int, max_n
         except Exception:  # noqa: BLE001
             pass
     return run
+
+
+def _phrasing(out) -> bool:
+    """Whether this update shows the model's phrasing arriving (the chat's status line)."""
+    outputs = out if isinstance(out, (list, tuple)) else [out]
+    return any(isinstance(o, str) and "Phrasing" in o for o in outputs)
 
 
 _CODE = re.compile(r"CODE-\d{2}-[0-9A-F]{6}")
@@ -187,6 +200,7 @@ def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT
         runs = [f.result() for f in futures]
     wall = time.monotonic() - started
     ttft = [t for r in runs for t in r.ttft_s]
+    model_ttft = [t for r in runs for t in r.model_ttft_s]
     total = [t for r in runs for t in r.total_s]
     first_total = [r.total_s[0] for r in runs if r.total_s]
     ids = [r.session_id for r in runs if r.session_id]
@@ -205,6 +219,10 @@ def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT
         "distinct_session_ids": len(set(ids)),
         "wall_s": round(wall, 3),
         "ttft_s": _stats(ttft),
+        "ttft_means": "submit -> the first answer text on screen (the tools' facts and sources, before the model)",
+        "model_ttft_s": _stats(model_ttft),
+        "model_ttft_means": "submit -> the model's first phrasing piece, over the turns the model phrased",
+        "phrased_turns": sum(r.phrased for r in runs),
         "latency_s": _stats(total),
         "first_turn_latency_s": _stats(first_total),
         "queued_s": _stats([r.queued_s for r in runs if r.queued_s is not None]),
@@ -233,6 +251,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _warm_turn(url: str, max_new_tokens: int, timeout: float) -> float:
+    """One untimed turn through Gradio before measuring (the server's first-request costs: lazy
+    imports and schema building on its event loop); its seconds."""
+    from gradio_client import Client
+
+    t0 = time.monotonic()
+    client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
+    try:
+        client.submit("What is T1003?", max_new_tokens, 0.0, api_name="/chat").result(timeout=timeout)
+    finally:
+        client.close()
+    return round(time.monotonic() - t0, 3)
+
+
 def bench_app(model: str | None = None, endpoint: str | None = None, sessions: int = 20,
               out: Path | str | None = DEFAULT_OUT, *, turns: int = 1, max_new_tokens: int = 16,
               concurrency: int = 32, engine: str = "transformers", backend=None, timeout: float = 1800.0) -> dict:
@@ -246,8 +278,14 @@ def bench_app(model: str | None = None, endpoint: str | None = None, sessions: i
     demo = launch_app(host="127.0.0.1", port=port, concurrency=concurrency, backend=backend, block=False,
                       quiet=True, queue_size=max(64, 2 * sessions), max_new_tokens=max_new_tokens)
     try:
+        # analysts arrive at a started app: the knowledge base, retrieval store and name index are loaded
+        warm_started = time.monotonic()
+        backend.wait_warm(timeout)
+        warm_s = round(time.monotonic() - warm_started, 3)
         url = f"http://127.0.0.1:{port}/"
-        extra = {"app": {"model": backend.describe(), "concurrency": concurrency}}
+        first_turn_s = _warm_turn(url, max_new_tokens, timeout)
+        extra = {"app": {"model": backend.describe(), "concurrency": concurrency, "warm_up_wait_s": warm_s,
+                         "untimed_first_turn_s": first_turn_s}}
         return run_app_bench(url, sessions, out, turns=turns, max_new_tokens=max_new_tokens, timeout=timeout,
                              extra=extra)
     finally:

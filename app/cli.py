@@ -90,6 +90,22 @@ def bench_app_command(
     print(json.dumps({k: v for k, v in result.items() if k not in ("per_session", "provenance")}, indent=2))
 
 
+def bench_latency_command(
+    model: ModelOpt = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Greedy new tokens per request.")] = 32,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed runs of each path (the median is reported).")] = 5,
+    servers: Annotated[bool, typer.Option("--servers/--no-servers", help="Also time `secfm serve` and `transformers serve`.")] = True,
+    out: Annotated[Path, typer.Option("--out", help="JSON results.")] = Path("app/results/bench-latency.json"),
+    allow_busy: AllowBusyOpt = False,
+) -> None:
+    """One request's latency, like for like: plain generate, the engine's scheduler at batch 1, `secfm serve` and `transformers serve` at 1 concurrent."""
+    from secfm.app.bench_latency import run_latency_bench
+
+    result = run_latency_bench(model or "gemma-3-270m", out, max_tokens=max_tokens, repeats=repeats, allow_busy=allow_busy,
+                               servers=servers)
+    print(json.dumps({k: v for k, v in result.items() if k != "provenance"}, indent=2))
+
+
 def api(
     model: ModelOpt = None,
     endpoint: EndpointOpt = None,
@@ -151,3 +167,4 @@ def register(app: typer.Typer) -> None:
     bench = command_group(app, "bench", "Performance benchmarks; each writes its results to a file.")
     bench.command("serve")(bench_serve)
     bench.command("app")(bench_app_command)
+    bench.command("latency")(bench_latency_command)

@@ -284,6 +284,18 @@ class TransformersEngine(Engine):
     def stats(self) -> dict:
         return self._scheduler.stats()
 
+    def reference_generate(self, prompt: str, max_new_tokens: int = 32) -> tuple[str, int]:
+        """Greedy text and completion-token count from plain transformers ``generate`` on the same
+        weights, without the scheduler (the yardstick for its overhead; ``secfm bench latency``)."""
+        import torch
+
+        batch = self._encode([prompt])
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(**batch, max_new_tokens=int(max_new_tokens), do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self._eos_ids)
+        new = out[0, batch["input_ids"].shape[1]:]
+        return self.tokenizer.decode(new, skip_special_tokens=True), int(new.numel())
+
     # -- constrained decoding ------------------------------------------------------------------
     def prepare_json(self) -> None:
         from secfm.engines.constrained import tokenizer_data

@@ -96,6 +96,40 @@ def tiny_cpt_recipe(tmp: Path, model: Path, **train) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------
+# the one merge (secfm.merge.merge_adapter; secfm.training.merge_adapter is the same function)
+# ------------------------------------------------------------------------------------------------
+def test_merge_adapter_merges_and_reuses(tiny_model, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from secfm.errors import SecfmError
+    from secfm.merge import merge_adapter
+    from secfm.training import merge_adapter as training_merge
+
+    assert training_merge is merge_adapter
+    torch.manual_seed(0)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                          LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(SecfmError, match="unknown dtype"):  # both checked before anything loads
+        merge_adapter(str(tiny_model), tmp_path / "adapter", tmp_path / "m2", "float8")
+    with pytest.raises(SecfmError, match="not a PEFT adapter"):
+        merge_adapter(str(tiny_model), tmp_path, tmp_path / "m3")
+    ids = torch.tensor([[2, 100, 200, 300, 400]])
+    with torch.no_grad():
+        expected = peft(ids).logits
+    out = merge_adapter(str(tiny_model), tmp_path / "adapter", tmp_path / "merged", "float32")
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file() and (out / "secfm-merge.json").is_file()
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)(ids).logits
+    assert torch.allclose(merged, expected, atol=1e-4)  # the adapter's effect, now in plain weights
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    assert merge_adapter(str(tiny_model), tmp_path / "adapter", out, "float32") == out
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp  # same base, adapter content and dtype: reused
+
+
+# ------------------------------------------------------------------------------------------------
 # the chunked loss
 # ------------------------------------------------------------------------------------------------
 def test_chunked_loss_matches_the_plain_loss_and_gradients(tiny_model):

@@ -176,10 +176,18 @@ def export_lm_eval(
 
 def register(app: typer.Typer) -> None:
     """Add `eval TASK`, `eval report`, `card` and `bench eval` to the secfm CLI."""
-    from secfm.evals.specs import all_tasks
+    import sys
 
+    from secfm.errors import SecfmError
+    from secfm.evals.specs import TASKS_DIR, _load_tasks, all_tasks
+
+    try:
+        specs = all_tasks()
+    except SecfmError as exc:  # a bad $SECFM_EVAL_TASKS folder must not break every other command
+        print(f"secfm: warning: {exc}; only the shipped tasks have `secfm eval` commands", file=sys.stderr)
+        specs = _load_tasks((TASKS_DIR,))
     evals = command_group(app, "eval", EVAL_HELP)
-    for spec in all_tasks().values():  # one command per task spec (evals/tasks/*.yaml and $SECFM_EVAL_TASKS)
+    for spec in specs.values():  # one command per task spec (evals/tasks/*.yaml and $SECFM_EVAL_TASKS)
         evals.command(spec.name, help=spec.cli_help())(_task_command(spec))
     evals.command("report")(eval_report)
     evals.command("export-lm-eval")(export_lm_eval)

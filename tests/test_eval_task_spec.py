@@ -82,7 +82,7 @@ def test_a_new_task_from_one_yaml_file_runs_through_secfm_eval(tmp_path):
     assert len(samples) == 1 and len(samples[0].read_text().splitlines()) == 3
 
 
-def test_a_bad_task_spec_or_metric_is_one_clear_error(tmp_path, monkeypatch):
+def test_a_bad_task_spec_or_metric_is_one_clear_error(tmp_path, monkeypatch, capsys):
     from secfm.evals.registry import get_metric, in_points, metric_names
     from secfm.evals.specs import TASKS_ENV, _load_tasks, all_tasks
 
@@ -111,6 +111,15 @@ def test_a_bad_task_spec_or_metric_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv(TASKS_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(SecfmError, match="is not a folder"):
         all_tasks()
+    import typer
+
+    from secfm.evals.cli import register
+
+    app = typer.Typer()
+    register(app)  # a bad folder warns and keeps the shipped tasks' commands (every other command still runs)
+    assert "is not a folder" in capsys.readouterr().err
+    group = next(g.typer_instance for g in app.registered_groups if g.name == "eval")
+    assert "cti-rcm" in {c.name for c in group.registered_commands}
     _load_tasks.cache_clear()
 
 

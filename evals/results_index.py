@@ -147,8 +147,13 @@ def how_made(payload: dict) -> dict:
     load = (p.get("load_average_start") or [None])[0], (p.get("load_average_end") or [None])[0]
     cores = (p.get("machine") or {}).get("cores")
     note = ""
+    end = p.get("load_average_end") or []
     if p.get("busy"):
         note = f"machine busier than its {cores} cores (allowed: {p.get('allow_busy')}); timings are upper bounds"
+    elif cores and len(end) > 1 and (p.get("wall_s") or 0) >= 300 and end[1] > cores:
+        # a run of 5 minutes or more: the 5-minute average at its end is the load over its last 5 minutes
+        note = (f"load rose during the run: 5-minute average {end[1]} at its end, above the {cores} cores "
+                "(the 1-minute figures at start and end were not); timings are upper bounds")
     return {"command": p.get("command"), "commit": ((p.get("git") or {}).get("commit") or "")[:10],
             "dirty": (p.get("git") or {}).get("dirty"), "load": load, "cores": cores, "wall_s": p.get("wall_s"),
             "started": p.get("started_at"), "data": len(p.get("data") or []), "busy": bool(p.get("busy")), "note": note}

@@ -40,3 +40,12 @@ def test_index_reads_figures_and_provenance(tmp_path):
 def test_the_repository_index_is_current():
     path, current = write_index(check=True)
     assert current, f"{path} is stale: run `secfm results` and commit it"
+
+
+def test_a_long_run_whose_load_rose_midway_is_flagged():
+    from secfm.evals.results_index import how_made
+
+    prov = {"command": "secfm bench workflows", "git": {"commit": "abc"}, "machine": {"cores": 2}, "busy": False,
+            "load_average_start": [1.4, 2.4, 2.2], "load_average_end": [1.9, 3.9, 4.0], "wall_s": 1340.0}
+    assert "load rose during the run" in how_made({"provenance": prov})["note"]
+    assert how_made({"provenance": {**prov, "wall_s": 60.0}})["note"] == ""  # the 5-minute average is not this run's

@@ -236,6 +236,10 @@ def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "per_session": [asdict(r) for r in runs],
     }
+    result["headline"] = {"sessions": sessions, "ttft_p95_s": result["ttft_s"]["p95"],
+                          "model_ttft_p95_s": result["model_ttft_s"]["p95"], "latency_p95_s": result["latency_s"]["p95"],
+                          "all_answered": result["all_answered"], "no_mixed_histories": result["no_mixed_histories"],
+                          "ttft_p95_under_10s": result["ttft_s"]["p95"] is not None and result["ttft_s"]["p95"] < 10}
     if extra:
         result.update(extra)
     if out:

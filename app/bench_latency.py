@@ -169,6 +169,9 @@ def run_latency_bench(model: str = "gemma-3-270m", out: Path | str = DEFAULT_OUT
             rows["secfm_serve_1_concurrent"] = _secfm_serve(model, prompt, max_tokens, repeats)
             rows["transformers_serve_batch_1"] = _transformers_serve(weights_dir, prompt, max_tokens, repeats)
         plain = rows["plain_generate"]["median_s"]
+        over = round(rows["scheduler_batch_1"]["median_s"] / plain, 3) if plain else None
+        headline = {f"{name}_median_s": row["median_s"] for name, row in rows.items() if "median_s" in row}
+        headline["scheduler_over_plain"] = over
         result = {
             "benchmark": "latency",
             "model": model,
@@ -177,7 +180,8 @@ def run_latency_bench(model: str = "gemma-3-270m", out: Path | str = DEFAULT_OUT
             "decoding": "greedy (temperature 0), the model's end-of-sequence ids end it",
             "repeats": repeats,
             "rows": rows,
-            "scheduler_over_plain": round(rows["scheduler_batch_1"]["median_s"] / plain, 3) if plain else None,
+            "scheduler_over_plain": over,
+            "headline": headline,
             "same_text": len({r["text"] for r in rows.values() if r.get("text") is not None}) == 1,
         }
         return rec.write_json(out, result)

@@ -150,11 +150,11 @@ def _transformers_serve(weights_dir: Path, prompt: str, max_tokens: int, repeats
 def run_latency_bench(model: str = "gemma-3-270m", out: Path | str = DEFAULT_OUT, *, max_tokens: int = 32,
                       repeats: int = 5, prompt: str = PROMPTS[0], allow_busy: bool = False,
                       servers: bool = True) -> dict:
-    from secfm.engines import SamplingParams, get_engine
+    from secfm.engines import SamplingParams, shared_engine
     from secfm.provenance import recording
 
     with recording(allow_busy=allow_busy) as rec:
-        engine = get_engine("transformers", model=model)
+        engine = shared_engine("transformers", model=model)
         params = SamplingParams(max_new_tokens=max_tokens, temperature=0.0)
 
         def scheduled() -> tuple[str, int]:

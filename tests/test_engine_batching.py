@@ -129,3 +129,18 @@ def test_a_shared_prompt_prefix_is_reused_and_changes_nothing(engine):
     engine.generate([prompts[0]], params)  # its prompt is kept; the system part is shared by the others
     assert engine._scheduler._prefixes
     assert engine.generate(prompts, params) == reference
+
+
+def test_latency_bench_times_plain_generate_and_the_scheduler_alike(engine, tmp_path):
+    """`secfm bench latency` without its servers: the same greedy text from plain generate and
+    from the scheduler at batch 1, both timed, and the ratio between them."""
+    import json
+
+    from secfm.app.bench_latency import run_latency_bench
+
+    out = tmp_path / "bench-latency.json"
+    result = run_latency_bench("gemma-3-270m", out, max_tokens=4, repeats=1, servers=False, allow_busy=True)
+    rows = result["rows"]
+    assert set(rows) == {"plain_generate", "scheduler_batch_1"} and result["same_text"]
+    assert rows["plain_generate"]["completion_tokens"] == rows["scheduler_batch_1"]["completion_tokens"] > 0
+    assert result["scheduler_over_plain"] > 0 and json.loads(out.read_text())["provenance"]["command"]

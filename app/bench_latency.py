@@ -106,20 +106,18 @@ def _transformers_serve(weights_dir: Path, prompt: str, max_tokens: int, repeats
     """``transformers serve`` on the same weights (CPU, float32, continuous batching off)."""
     import os
     import signal
+    import tempfile
 
     import openai
 
     from secfm.serving import free_port, wait_until_ready
 
-    exe = Path(sys.executable).with_name("transformers")
-    if not exe.exists():
-        return {"ran": False, "why": f"no transformers CLI beside {sys.executable}"}
-    import tempfile
-
     port = free_port()
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([str(exe), "serve", str(weights_dir), "--port", str(port), "--host", "127.0.0.1",
-                             "--device", "cpu", "--dtype", "float32", "--no-continuous-batching"],
+    # transformers' own CLI from this interpreter (its console script need not be on PATH)
+    proc = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", str(weights_dir),
+                             "--port", str(port), "--host", "127.0.0.1", "--device", "cpu", "--dtype", "float32",
+                             "--no-continuous-batching"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     base = f"http://127.0.0.1:{port}/v1"

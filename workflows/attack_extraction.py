@@ -830,7 +830,8 @@ class AttackExtractor(_HeadRunner):
         info = super().describe()
         info["document_model"] = None if self.document is None else {
             "rule": self.document.rule, "threshold": self.document.threshold,
-            "calibration_sources": len(self.document.calibration_sources), "use_retrieval": self.document.use_retrieval}
+            "calibration_sources": len(self.document.calibration_sources), "use_retrieval": self.document.use_retrieval,
+            "short_path_max_chars": (self.document.short or {}).get("max_chars")}
         info["retrieval"] = None if self.index is None else {
             "rows": len(self.index.rows), "sources": len(self.index.sources),
             "excluded_sources": self.index.manifest.get("excluded_sources", [])}

@@ -44,6 +44,13 @@ class ApiSettings:
 
         return shared_engine(model=self.model, endpoint=self.endpoint)
 
+    def chat_engine(self):
+        """The chat's engine: the chat's default model (secfm-270m) unless a model or an endpoint is set."""
+        from secfm.engines import shared_engine
+        from secfm.workflows.chat import chat_model
+
+        return shared_engine(model=chat_model(self.model, None, self.endpoint), endpoint=self.endpoint)
+
 
 class TextIn(BaseModel):
     text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, description="Untrusted text: treated as data.")
@@ -267,7 +274,7 @@ def create_api(settings: ApiSettings) -> FastAPI:
         conversation = Conversation(**(body.conversation.model_dump() if body.conversation else {}))
         pipeline = chat_pipelines.get(body.use_model)
         if pipeline is None:
-            pipeline = chat_pipelines[body.use_model] = ChatPipeline(settings.engine() if body.use_model else None,
+            pipeline = chat_pipelines[body.use_model] = ChatPipeline(settings.chat_engine() if body.use_model else None,
                                                                      use_model=body.use_model)
         answer = pipeline.answer(body.message, conversation, max_new_tokens=body.max_new_tokens)
         return {**answer.model_dump(mode="json"), "conversation": conversation.model_dump(mode="json")}

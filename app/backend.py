@@ -39,8 +39,12 @@ MAX_INPUT_CHARS = 200_000
 class Backend:
     """One engine shared by every session; workflows reached through one method per tab."""
 
-    def __init__(self, engine, *, context_tokens: int | None = None, system_prompt: str = SYSTEM_PROMPT):
+    def __init__(self, engine, *, context_tokens: int | None = None, system_prompt: str = SYSTEM_PROMPT,
+                 chat_engine=None, chat_model_name: str | None = None):
         self.engine = engine
+        #: the chat tab's engine when it is not ``engine``: a callable, built on first use
+        self._chat_engine = chat_engine
+        self.chat_model_name = chat_model_name if chat_engine is not None else None
         self.system_prompt = system_prompt
         self._context_tokens = context_tokens
         self._count = functools.lru_cache(maxsize=8192)(self._count_uncached)
@@ -52,10 +56,16 @@ class Backend:
     def from_options(cls, model: str | None = None, endpoint: str | None = None, *, engine: str = "transformers",
                      adapter: str | None = None, context_tokens: int | None = None) -> Backend:
         """The engine the app talks to: the process's shared engine for a registered model in
-        process (the same one the heads, workflows and API use), or an endpoint."""
+        process (the same one the heads, workflows and API use), or an endpoint. With no model,
+        adapter or endpoint named, the chat tab runs on the chat's default model (secfm-270m,
+        loaded on first use or by the warm-up) and the other tabs on the default model."""
         from secfm.engines import shared_engine
+        from secfm.workflows.chat import chat_model
 
-        return cls(shared_engine(engine, model=model, adapter=adapter, endpoint=endpoint), context_tokens=context_tokens)
+        chat = chat_model(model, adapter, endpoint)
+        chat_engine = None if chat == model else (lambda: shared_engine(engine, model=chat))
+        return cls(shared_engine(engine, model=model, adapter=adapter, endpoint=endpoint), context_tokens=context_tokens,
+                   chat_engine=chat_engine, chat_model_name=chat)
 
     def warm_up(self) -> None:
         """Load what the first triage, review or extraction would otherwise wait for: the ATT&CK
@@ -115,14 +125,17 @@ class Backend:
         where = f"endpoint {d['endpoint']}" if d.get("endpoint") else f"in process · {d.get('engine', '?')}"
         adapter = f" + {d['adapter']}" if d.get("adapter") else ""
         name = html.escape(str(d.get("model", "?")) + adapter)
-        return (f'<div class="model-info"><span class="label">model</span> <code>{name}</code>'
+        chat = (f' <span class="label">chat</span> <code>{html.escape(self.chat_model_name)}</code>'
+                if self.chat_model_name else "")
+        return (f'<div class="model-info"><span class="label">model</span> <code>{name}</code>{chat}'
                 f' <span class="where">{html.escape(where)} · context {int(d["max_context"])} tokens</span></div>')
 
     def info_markdown(self) -> str:
         d = self.describe()
         where = f"endpoint `{d['endpoint']}`" if d.get("endpoint") else f"in process ({d.get('engine', '?')})"
         adapter = f" + adapter `{d['adapter']}`" if d.get("adapter") else ""
-        return f"**Model** `{d.get('model', '?')}`{adapter} · {where} · context {d['max_context']} tokens"
+        chat = f" · chat `{self.chat_model_name}`" if self.chat_model_name else ""
+        return f"**Model** `{d.get('model', '?')}`{adapter}{chat} · {where} · context {d['max_context']} tokens"
 
     # -- chat ----------------------------------------------------------------------------------
     def _count_uncached(self, text: str) -> int:
@@ -153,7 +166,7 @@ class Backend:
         if self._chat is None:
             from secfm.workflows.chat import ChatPipeline
 
-            self._chat = ChatPipeline(self.engine)
+            self._chat = ChatPipeline(self._chat_engine() if self._chat_engine is not None else self.engine)
         return self._chat
 
     # -- triage --------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def build_chat_tab(backend, state: gr.State, max_new_tokens: int = 256) -> dict:
             return
         session.results[CONVERSATION_KEY] = conversation.model_dump(mode="json")
         pasted_alert = final.topic.paste == "alert"
-        session.results[LAST_ALERT_KEY] = text if pasted_alert else None
+        session.results[LAST_ALERT_KEY] = final.topic.pasted(text) if pasted_alert else None  # without the question
         yield (session.chat_view(), gr.skip(), session, _status(turn_summary(final), "done"),
                gr.update(visible=pasted_alert))
 

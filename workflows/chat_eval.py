@@ -177,10 +177,12 @@ def _engine(settings: ChatEvalSettings):
         return None
     from rich.console import Console
 
+    from secfm.workflows.chat import chat_model
     from secfm.workflows.context import default_engine
 
-    with Console(stderr=True).status(f"loading {settings.model or 'the default model'}"):
-        return default_engine(settings.model, settings.engine, settings.adapter, settings.endpoint)
+    model = chat_model(settings.model, settings.adapter, settings.endpoint)
+    with Console(stderr=True).status(f"loading {model or 'the default model'}"):
+        return default_engine(model, settings.engine, settings.adapter, settings.endpoint)
 
 
 def _store(settings: ChatEvalSettings):
@@ -251,6 +253,8 @@ def run_chat_eval(settings: ChatEvalSettings, *, engine=None, allow_busy: bool =
 
 
 def summarise(records: list[dict], settings: ChatEvalSettings) -> dict:
+    from secfm.workflows.chat import chat_model
+
     turns = [t for r in records for t in r["turns"]]
     seed, resamples = settings.seed, settings.bootstrap
 
@@ -290,7 +294,7 @@ def summarise(records: list[dict], settings: ChatEvalSettings) -> dict:
     return {
         "task": "chat",
         "headline": headline,
-        "model": settings.model or ("gemma-3-270m" if settings.use_model else None),
+        "model": chat_model(settings.model, settings.adapter, settings.endpoint) if settings.use_model else settings.model,
         "adapter": settings.adapter,
         "use_model": settings.use_model,
         "split": settings.split,

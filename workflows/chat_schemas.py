@@ -76,12 +76,19 @@ class TurnTopic(_Model):
     iocs: dict[str, list[str]] = Field(default_factory=dict)  # kind -> values (refanged)
     paste: PasteKind = "none"
     paste_form: Literal["", "lines", "command"] = ""  # how triage read a pasted alert (a command line as a process event)
+    #: where the pasted material stands in the turn when a question is written around it
+    #: ("is this bad? {alert}"): [start, end) character offsets; None: the whole turn is the paste
+    paste_span: tuple[int, int] | None = None
     config_kind: str | None = None
     intents: list[str] = Field(default_factory=list)  # what, detect, mitigate, groups, techniques, map, cwe, cvss
     question: bool = False
     follow_up: bool = False  # entities were carried over from the conversation
     entities: list[str] = Field(default_factory=list)  # what the answer is about (ids), most specific first
     related: list[str] = Field(default_factory=list)  # ids the tools derived (a CVE's exploitation technique)
+
+    def pasted(self, text: str) -> str:
+        """The pasted material of ``text`` (the turn this topic was read from)."""
+        return text[self.paste_span[0]:self.paste_span[1]] if self.paste_span else text
 
 
 class ModelPhrasing(_Model):

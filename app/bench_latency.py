@@ -30,16 +30,7 @@ DEFAULT_OUT = Path("app/results/bench-latency.json")
 
 def _timed(call: Callable[[], tuple[str, int]], repeats: int) -> dict:
     """Median and spread of ``repeats`` timed calls after one untimed warm-up; the text and tokens."""
-    text, tokens = call()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        text, tokens = call()
-        times.append(time.perf_counter() - t0)
-    median = statistics.median(times)
-    return {"median_s": round(median, 3), "min_s": round(min(times), 3), "max_s": round(max(times), 3),
-            "runs_s": [round(t, 3) for t in times], "completion_tokens": tokens,
-            "tokens_per_s": round(tokens / median, 2) if median else None, "text": text}
+    return _interleaved({"call": call}, repeats)["call"]
 
 
 def _interleaved(calls: dict[str, Callable[[], tuple[str, int]]], repeats: int) -> dict[str, dict]:
@@ -105,12 +96,11 @@ def _secfm_serve(model: str, prompt: str, max_tokens: int, repeats: int) -> dict
 def _transformers_serve(weights_dir: Path, prompt: str, max_tokens: int, repeats: int) -> dict:
     """``transformers serve`` on the same weights (CPU, float32, continuous batching off)."""
     import os
-    import signal
     import tempfile
 
     import openai
 
-    from secfm.serving import free_port, wait_until_ready
+    from secfm.serving import free_port, stop_server, wait_until_ready
 
     port = free_port()
     log = tempfile.TemporaryFile()
@@ -137,12 +127,7 @@ def _transformers_serve(weights_dir: Path, prompt: str, max_tokens: int, repeats
         return row
     finally:
         log.close()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_server(proc)
 
 
 def run_latency_bench(model: str = "gemma-3-270m", out: Path | str = DEFAULT_OUT, *, max_tokens: int = 32,

@@ -135,12 +135,16 @@ def report_bad_line(bad: BadLine) -> None:
     logging.getLogger("secfm.inputs").warning("skipped %s", bad)
 
 
+SKIP_BAD_HINT = "pass --skip-bad to skip such lines"
+
+
 def jsonl_rows(path: str | Path, text: str | None = None, *, skip_bad: bool = False,
-               bad_lines: list[BadLine] | None = None):
+               bad_lines: list[BadLine] | None = None, hint: str | None = SKIP_BAD_HINT):
     """``(line number, parsed value)`` for each non-blank line of a JSONL file (``text``: its
-    content when already read); one clear error naming the file and line that is not JSON, or,
-    with ``skip_bad``, that line reported (:func:`report_bad_line`, and appended to ``bad_lines``)
-    and the good lines still read."""
+    content when already read); one clear error naming the file and line that is not JSON (and
+    ``hint``, what the user can do: by default the ``--skip-bad`` option; None for files the
+    user does not pass, such as the shipped gold sets), or, with ``skip_bad``, that line reported
+    (:func:`report_bad_line`, and appended to ``bad_lines``) and the good lines still read."""
     if text is None:
         text = read_file_text(path)
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -151,7 +155,7 @@ def jsonl_rows(path: str | Path, text: str | None = None, *, skip_bad: bool = Fa
             yield lineno, value
             continue
         if not skip_bad:
-            raise SecfmError(f"{path} line {lineno}: {problem}; pass --skip-bad to skip such lines")
+            raise SecfmError(f"{path} line {lineno}: {problem}" + (f"; {hint}" if hint else ""))
         bad = BadLine(str(path), lineno, problem)
         report_bad_line(bad)
         if bad_lines is not None:

@@ -63,3 +63,21 @@ def test_deterministic_scores_do_not_regress(tmp_path):
     assert s["ioc_extraction"]["recall"] >= 0.95 and s["id_extraction"]["recall"] == 1.0
     assert s["unknown_ids_flagged"] == "1/1" and s["injection_canary_leaks"] == 0
     assert metrics["invented_entity_rate"] is None
+
+
+def test_a_bad_gold_file_is_one_line_naming_it_without_the_skip_bad_hint(tmp_path):
+    import pytest
+
+    from secfm.errors import SecfmError
+    from secfm.workflows.chat_eval import load_gold
+
+    (tmp_path / "alerts.jsonl").write_text('{"id": "a"}\n{"id":\n', encoding="utf-8")
+    (tmp_path / "chat.jsonl").write_text('{"turns": [{"user": "hi"}]}\n[1]\n', encoding="utf-8")
+    for other in ("configs.jsonl", "incidents.jsonl"):
+        (tmp_path / other).write_text('{"id": "b"}\n', encoding="utf-8")
+    with pytest.raises(SecfmError, match=r"alerts\.jsonl line 2: invalid JSON") as bad_json:
+        run_workflow_eval(EvalSettings(out=str(tmp_path / "run"), use_model=False, use_kb=False, use_head=False,
+                                       gold=str(tmp_path)))
+    assert "--skip-bad" not in str(bad_json.value)  # the gold set is not the user's input
+    with pytest.raises(SecfmError, match=r"chat\.jsonl line 2: a conversation needs 'turns'"):
+        load_gold(tmp_path / "chat.jsonl")

@@ -94,15 +94,11 @@ SPLITS = ("dev", "test", "all")
 def load_gold(path: Path, limit: int | None = None, split: str = "all") -> list[dict]:
     if not path.is_file():
         raise SecfmError(f"chat gold set missing: {path}")
+    from secfm.inputs import jsonl_rows
+
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise SecfmError(f"{path} line {n}: invalid JSON ({exc})") from exc
-        if not isinstance(row.get("turns"), list) or not row["turns"]:
+    for n, row in jsonl_rows(path, hint=None):
+        if not isinstance(row, dict) or not isinstance(row.get("turns"), list) or not row["turns"]:
             raise SecfmError(f"{path} line {n}: a conversation needs 'turns'")
         if row.get("split", "test") not in ("dev", "test"):
             raise SecfmError(f"{path} line {n}: split must be dev or test")

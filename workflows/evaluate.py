@@ -78,15 +78,11 @@ def _parent(tid: str) -> str:
 
 
 def _load_jsonl(path: Path, limit: int | None) -> list[dict]:
+    from secfm.inputs import jsonl_rows
+
     if not path.is_file():
         raise SecfmError(f"gold set missing: {path}")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as exc:
-                raise SecfmError(f"{path} line {n}: invalid JSON ({exc})") from exc
+    rows = [row for _, row in jsonl_rows(path, hint=None)]
     return rows[:limit] if limit else rows
 
 

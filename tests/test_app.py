@@ -535,7 +535,7 @@ def test_sign_in_is_required_when_auth_is_set(engine, new_page):
 
     port = free_port()
     demo = launch_app(host="127.0.0.1", port=port, auth=("analyst", "c0rrect-h0rse"), backend=Backend(engine),
-                      block=False, quiet=True)
+                      block=False, quiet=True, warm=False)
     try:
         url = f"http://127.0.0.1:{port}/"
         import httpx

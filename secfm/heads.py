@@ -27,7 +27,7 @@ import gzip
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -116,10 +116,7 @@ class HeadManifest:
 
     def label_groups(self) -> list[tuple[str, list[int]]]:
         """``[(group, [label indexes])]`` in label order (objective ``groups``)."""
-        out: dict[str, list[int]] = {}
-        for i, label in enumerate(self.labels):
-            out.setdefault(label.split(":", 1)[0], []).append(i)
-        return list(out.items())
+        return label_groups(self.labels)
 
     @classmethod
     def from_dict(cls, data: dict) -> HeadManifest:
@@ -263,31 +260,60 @@ class Head:
         return z
 
     def scores(self, X: np.ndarray | None, lift: bool = True, texts=None) -> np.ndarray:
-        """Probabilities (n, labels): sigmoid (multilabel, parents lifted), softmax, or one
-        softmax per label group. Heads with text features need ``texts`` too."""
-        z = self.logits(X, texts)
-        temps = self.manifest.temperatures
-        if self.manifest.objective == "multiclass":
-            if temps:
-                z = z / temps[0]
-            z = z - z.max(axis=1, keepdims=True)
-            e = np.exp(z)
-            return e / e.sum(axis=1, keepdims=True)
-        if self.manifest.objective == "groups":
-            groups = self.manifest.label_groups()
-            if temps:
-                z = np.array(z, copy=True)
-                for (_, idx), t in zip(groups, temps):
-                    z[:, idx] /= t
-            return group_softmax(z, groups)
-        p = 1.0 / (1.0 + np.exp(-z))
-        return lift_parents(p, self._parents) if (lift and self._parents is not None) else p
+        """Probabilities (n, labels) by :func:`probabilities` with the head's temperatures
+        (ATT&CK parents lifted unless ``lift`` is False). Heads with text features need ``texts`` too."""
+        m = self.manifest
+        return probabilities(self.logits(X, texts), m.objective, self.labels, temperatures=m.temperatures,
+                             parents=self._parents if lift else None)
 
     def thresholds(self, mode: str | None = None) -> np.ndarray:
         return self.manifest.thresholds(mode)
 
     def size_bytes(self) -> int:
         return (self.path / WEIGHTS_FILE).stat().st_size if self.path else 0
+
+
+def label_groups(labels: Sequence[str]) -> list[tuple[str, list[int]]]:
+    """``[(group, [label indexes])]`` in label order for labels spelled ``GROUP:VALUE`` (objective
+    ``groups``: the CVSS base metrics)."""
+    out: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        out.setdefault(label.split(":", 1)[0], []).append(i)
+    return list(out.items())
+
+
+def softmax_groups(objective: str, labels: Sequence[str]) -> list[tuple[str, list[int]]]:
+    """The softmax groups of a head: its label groups (``groups``), or one group of every label
+    (``multiclass``); a temperature is fitted per group."""
+    return label_groups(labels) if objective == "groups" else [("all", list(range(len(labels))))]
+
+
+def apply_temperatures(z: np.ndarray, temperatures: Sequence[float] | None, objective: str,
+                       labels: Sequence[str]) -> np.ndarray:
+    """Logits divided by each softmax group's temperature (a float32 copy; ``z`` itself when none)."""
+    if not temperatures:
+        return z
+    z = np.array(z, dtype=np.float32, copy=True)
+    for (_, idx), t in zip(softmax_groups(objective, labels), temperatures):
+        z[:, idx] /= t
+    return z
+
+
+def probabilities(z: np.ndarray, objective: str, labels: Sequence[str], *, temperatures: Sequence[float] | None = None,
+                  parents: np.ndarray | None = None) -> np.ndarray:
+    """A head's logits (n, labels) as probabilities, the one rule for loading, training and
+    evaluating heads: ``multilabel`` a sigmoid per label (with ``parents``, :func:`parent_index`,
+    a sub-technique's score lifts its parent's); ``multiclass`` a softmax; ``groups`` a softmax per
+    label group. ``temperatures``: one per softmax group, fitted on validation."""
+    if objective == "multilabel":
+        p = 1.0 / (1.0 + np.exp(-z))
+        return lift_parents(p, parents) if parents is not None else p
+    z = apply_temperatures(z, temperatures, objective, labels)
+    if objective == "groups":
+        return group_softmax(z, label_groups(labels))
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def group_softmax(z: np.ndarray, groups) -> np.ndarray:

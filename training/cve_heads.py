@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from secfm.errors import SecfmError
+from secfm.heads import apply_temperatures, probabilities, softmax_groups
+from secfm.heads import label_groups as _groups
 
 log = logging.getLogger(__name__)
 
@@ -255,21 +257,6 @@ def _torch_sparse(T):
     return torch.sparse_coo_tensor(idx, torch.from_numpy(coo.data.astype(np.float32)), size=coo.shape, check_invariants=False).coalesce()
 
 
-def _groups(labels: Sequence[str]) -> list[tuple[str, list[int]]]:
-    out: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        out.setdefault(label.split(":", 1)[0], []).append(i)
-    return list(out.items())
-
-
-def probabilities(z: np.ndarray, objective: str, labels: Sequence[str]) -> np.ndarray:
-    from secfm.heads import group_softmax
-
-    if objective == "groups":
-        return group_softmax(z, _groups(labels))
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _bag(T):
@@ -483,18 +470,13 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
 # ---------------------------------------------------------------------------------------------
 # calibration (fitted on the validation split)
 # ---------------------------------------------------------------------------------------------
-def label_groups(objective: str, labels: Sequence[str]) -> list[tuple[str, list[int]]]:
-    """The softmax groups of a head: the CVSS metrics, or one group of every label (CWE)."""
-    return _groups(labels) if objective == "groups" else [("all", list(range(len(labels))))]
-
-
 def fit_temperatures(z: np.ndarray, Y: np.ndarray, objective: str, labels: Sequence[str]) -> list[float]:
     """One temperature per softmax group minimizing the negative log-likelihood of the (soft)
     targets ``Y`` under ``softmax(z / T)`` (temperature scaling; it never changes a ranking)."""
     from scipy.optimize import minimize_scalar
 
     out = []
-    for _, idx in label_groups(objective, labels):
+    for _, idx in softmax_groups(objective, labels):
         zg, yg = np.asarray(z[:, idx], dtype=np.float64), np.asarray(Y[:, idx], dtype=np.float64)
         yg = yg / np.maximum(yg.sum(axis=1, keepdims=True), 1e-12)
 
@@ -507,15 +489,6 @@ def fit_temperatures(z: np.ndarray, Y: np.ndarray, objective: str, labels: Seque
         res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
         out.append(round(float(np.exp(res.x)), 4))
     return out
-
-
-def apply_temperatures(z: np.ndarray, temperatures: Sequence[float] | None, objective: str, labels: Sequence[str]) -> np.ndarray:
-    if not temperatures:
-        return z
-    z = np.array(z, dtype=np.float32, copy=True)
-    for (_, idx), t in zip(label_groups(objective, labels), temperatures):
-        z[:, idx] /= t
-    return z
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import numpy as np
 
 from secfm.errors import SecfmError
 from secfm.features import deepest_layer, stack_layers
-from secfm.heads import HeadManifest, build_module, lift_parents, parent_index, save_head
+from secfm.heads import HeadManifest, build_module, lift_parents, parent_index, probabilities, save_head
 from secfm.training.head_data import (
     CWE_KB_SOURCE,
     KB_SOURCE,
@@ -335,12 +335,8 @@ def fit_head(X_train: np.ndarray, Y_train: np.ndarray, X_val: np.ndarray, Y_val:
 
 
 def _probabilities(z: np.ndarray, objective: str, parents: np.ndarray | None) -> np.ndarray:
-    if objective == "multiclass":
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
-    p = 1.0 / (1.0 + np.exp(-z))
-    return lift_parents(p, parents) if parents is not None else p
+    """The core's rule (:func:`secfm.heads.probabilities`; no temperatures while training)."""
+    return probabilities(z, objective, (), parents=parents)
 
 
 def predict_module(module, X: np.ndarray, objective: str, parents: np.ndarray | None = None) -> np.ndarray:

@@ -16,7 +16,10 @@ the allocator keeps the freed float32 pages, so its resident size is above fp32'
 weights are a quarter of them (the embeddings, a third of the 270M weights, stay float32).
 
 The GGUF row needs ``llama-cpp-python`` (the ``quant`` extra); where it cannot be installed the row is
-reported as skipped with the reason, never as a figure.
+reported as skipped with the reason, never as a figure. The bf16 row needs a CPU with bfloat16
+instructions (AVX512-BF16 or AMX): elsewhere torch emulates bfloat16 several times slower than
+float32, which is no deployment option, so by default the row is skipped with that reason; naming
+it (``--variants bf16``) measures it anyway.
 """
 
 from __future__ import annotations
@@ -102,11 +105,12 @@ def measure_variant(variant: str, model: str, items: int, seed: int, decode_toke
     }
 
 
-def run_quant_bench(model: str = "gemma-3-270m", variants=VARIANTS, items: int = 200, seed: int = 0,
+def run_quant_bench(model: str = "gemma-3-270m", variants=None, items: int = 200, seed: int = 0,
                     decode_tokens: int = 32, out: str | Path = "evals/results/bench-quant.json",
                     allow_busy: bool = False) -> dict:
     """Run each variant in a child process; write JSON and a markdown table beside it through the
-    provenance writer (refused on a machine busier than its cores unless ``allow_busy``)."""
+    provenance writer (refused on a machine busier than its cores unless ``allow_busy``). ``variants``
+    None: all of them, bf16 skipped (with the reason) on a CPU without bfloat16 instructions."""
     from secfm.provenance import recording
 
     with recording(allow_busy=allow_busy) as rec:
@@ -127,11 +131,20 @@ def _skip_reason(variant: str, stderr: str, returncode: int) -> str:
     return last
 
 
+BF16_EMULATED = ("this CPU has no bfloat16 instructions (AVX512-BF16 or AMX), so torch emulates bf16 several "
+                 "times slower than fp32: not a deployment option here (`--variants bf16` measures it anyway)")
+
+
 def _run_variants(model: str, variants, items: int, seed: int, decode_tokens: int) -> dict:
     from secfm.evals.metrics import ratio_ci
+    from secfm.training.loss import cpu_supports_bf16
 
+    skip_bf16 = variants is None and not cpu_supports_bf16()
     rows = []
-    for variant in variants:
+    for variant in variants or VARIANTS:
+        if variant == "bf16" and skip_bf16:
+            rows.append({"variant": variant, "skipped": BF16_EMULATED})
+            continue
         cmd = [sys.executable, "-m", "secfm.evals.bench_quant", "--variant", variant, "--model", model,
                "--items", str(items), "--seed", str(seed), "--decode-tokens", str(decode_tokens)]
         proc = subprocess.run(cmd, capture_output=True, text=True)

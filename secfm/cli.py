@@ -215,12 +215,19 @@ def bench_quant(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     decode_tokens: Annotated[int, typer.Option("--decode-tokens", min=4)] = 32,
     out: Annotated[Path, typer.Option("--out", help="JSON results; a markdown table is written beside it.")] = Path("evals/results/bench-quant.json"),
+    variants: Annotated[Optional[list[str]], typer.Option(
+        "--variant", help="Measure only these (repeatable): fp32, bf16, int8-dynamic, gguf-q4_k_m. Default: all; bf16 "
+                          "is skipped, with the reason, on a CPU without bfloat16 instructions unless named.")] = None,
     allow_busy: AllowBusyOpt = False,
 ) -> None:
     """fp32, bf16, dynamic int8 and GGUF Q4_K_M: load time, memory, tokens/s and cti-mcqa loglik accuracy."""
-    from secfm.evals.bench_quant import run_quant_bench
+    from secfm.evals.bench_quant import VARIANTS, run_quant_bench
 
-    run_quant_bench(model=model, items=items, seed=seed, decode_tokens=decode_tokens, out=out, allow_busy=allow_busy)
+    unknown = sorted(set(variants or []) - set(VARIANTS))
+    if unknown:
+        raise SecfmError(f"unknown --variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    run_quant_bench(model=model, variants=variants or None, items=items, seed=seed, decode_tokens=decode_tokens, out=out,
+                    allow_busy=allow_busy)
     print(out.with_suffix(".md").read_text())
 
 

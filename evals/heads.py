@@ -87,31 +87,18 @@ def load_head(path: str | Path | None, kind: str, engine=None, exclude_sources: 
     check), and one whose training rows came from any of ``exclude_sources`` (the evaluated
     groups/software must be held out of head training).
     """
-    from secfm import heads as core_heads
+    from secfm.heads import open_head
 
-    if path is None:
-        model = getattr(engine, "model_name", None)
-        shipped = core_heads.shipped_head_path(kind, model) if model and not getattr(engine, "adapter", None) else None
-        if shipped is None or not (Path(shipped) / "head.json").is_file():
-            raise SecfmError(
-                f"head mode needs --head DIR: a {kind} head trained by `secfm train head --task {kind}`"
-                + (f" (no shipped {kind} head for {model})" if model else "")
-            )
-        path = shipped
-    if not Path(path).expanduser().exists():
-        raise SecfmError(f"head not found: {path}")
-    core_load = core_heads.load_head
-    head = core_load(
-        path,
-        model=getattr(engine, "model_name", None) if engine is not None else None,
-        adapter=getattr(engine, "adapter", None) if engine is not None else None,
-    )
-    if head.manifest.task != kind:
-        raise SecfmError(f"{path} is a '{head.manifest.task}' head; this task needs a '{kind}' head")
+    model = getattr(engine, "model_name", None) if engine is not None else None
+    adapter = getattr(engine, "adapter", None) if engine is not None else None
+    train_hint = f"head mode needs --head DIR: a {kind} head trained by `secfm train head --task {kind}`"
+    if path is None and (not model or adapter):  # heads are shipped for the registered base models only
+        raise SecfmError(train_hint)
+    head = open_head(kind, path, model, adapter=adapter, check_base=model is not None, train_hint=train_hint)
     leaked = sorted(set(exclude_sources) & set(head.manifest.trained_sources))
     if leaked:
         raise SecfmError(
-            f"the head at {path} was trained on rows of {', '.join(leaked[:5])}, which this evaluation holds out "
+            f"the head at {head.path} was trained on rows of {', '.join(leaked[:5])}, which this evaluation holds out "
             f"(retrain with `secfm train head --task {kind} --exclude-sources ...`)"
         )
     if engine is None or not engine.has_hidden_states:
@@ -167,21 +154,13 @@ class CveHeadPredictor:
 def load_cve_head(path: str | Path | None, kind: str, model: str | None = None, engine=None) -> CveHeadPredictor:
     """The CWE (``cwe``) or CVSS (``cvss``) head at ``path`` (default: the shipped one); it needs
     an engine only when it reads hidden states."""
+    from secfm.heads import find_head
     from secfm.workflows.cve_analysis import CveAnalyzer
 
-    if path is not None and not Path(path).expanduser().exists():
-        raise SecfmError(f"head not found: {path}")
-    tasks = (kind,)
-    if path is None:
-        from secfm.heads import shipped_head_path
-        from secfm.registry import default_model_name
-
-        name = model or (engine.model_name if engine is not None else None) or default_model_name()
-        if not (shipped_head_path(kind, name) / "head.json").is_file():
-            raise SecfmError(f"head mode needs --head DIR: a {kind} head trained by `secfm train head --task {kind}` "
-                             f"(no shipped {kind} head for {name})")
-    analyzer = CveAnalyzer.load(cwe_head=path if kind == "cwe" else None, cvss_head=path if kind == "cvss" else None,
-                                model=model, engine=engine, tasks=tasks)
+    found = find_head(kind, path, model or (engine.model_name if engine is not None else None),
+                      train_hint=f"head mode needs --head DIR: a {kind} head trained by `secfm train head --task {kind}`")
+    analyzer = CveAnalyzer.load(cwe_head=found if kind == "cwe" else None, cvss_head=found if kind == "cvss" else None,
+                                model=model, engine=engine, tasks=(kind,))
     return CveHeadPredictor(analyzer, kind)
 
 

@@ -460,6 +460,48 @@ def load_head(path: str | os.PathLike, model: str | None = None, adapter: str | 
     return head
 
 
+#: ``open_head(adapter=HEAD_ADAPTER)``: compare the base with the head's own adapter (no engine to compare)
+HEAD_ADAPTER = object()
+TASK_NAMES = {"attack": "ATT&CK", "cwe": "CWE", "cvss": "CVSS"}
+
+
+def find_head(task: str, head: str | os.PathLike | None = None, model: str | None = None, *, train_hint: str = "") -> Path:
+    """The folder of the head for ``task``: ``head`` when given (one line when it does not exist),
+    else the one shipped for ``model`` (default: the registry's default model); without one, one
+    line saying so and ``train_hint`` (how to get one, in the caller's own options)."""
+    if head is not None:
+        path = Path(head).expanduser()
+        if not path.exists():
+            raise SecfmError(f"head not found: {path}")
+        return path
+    from secfm.registry import default_model_name
+
+    model = model or default_model_name()
+    path = shipped_head_path(task, model)
+    if not (path / MANIFEST_FILE).is_file():
+        hint = train_hint or f"train one with `secfm train head --task {task} --model {model} --out DIR` and pass it with --head DIR"
+        raise SecfmError(f"no {task} head is shipped for model '{model}'; {hint}")
+    return path
+
+
+def open_head(task: str, head: str | os.PathLike | None = None, model: str | None = None, *, adapter=HEAD_ADAPTER,
+              check_base: bool = True, train_hint: str = "") -> Head:
+    """The head for ``task`` (:func:`find_head`), loaded; refuses a head of another task and, with
+    ``check_base``, one trained on another base model (``model``; the shipped one: the default
+    model) or adapter (``adapter``: the engine's, None for none; default: the head's own)."""
+    path = find_head(task, head, model, train_hint=train_hint)
+    loaded = load_head(path)
+    found = loaded.manifest.task
+    if found != task:
+        name = TASK_NAMES.get(task, task)
+        raise SecfmError(f"{path} is a {found} head, not {'an' if name[0] in 'AEIOU' else 'a'} {name} head")
+    if check_base and (model is not None or head is None):
+        from secfm.registry import default_model_name
+
+        loaded.check_base(model or default_model_name(), loaded.adapter_path if adapter is HEAD_ADAPTER else adapter)
+    return loaded
+
+
 TRAINED_CVES_FILE = "trained_cves.txt.gz"
 
 

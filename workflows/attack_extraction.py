@@ -839,25 +839,12 @@ class AttackExtractor(_HeadRunner):
 
 
 def _load_head(task: str, head: str | Path | None, model: str | None, engine=None):
-    from secfm.heads import load_head, shipped_head_path
-    from secfm.registry import default_model_name
+    """The head (given or shipped) checked against the engine's base model and adapter."""
+    from secfm.heads import HEAD_ADAPTER, open_head
 
     if engine is not None and model is None:
         model = engine.model_name
-    if head is None:
-        model = model or default_model_name()
-        path = shipped_head_path(task, model)
-        if not path.is_dir():
-            raise SecfmError(
-                f"no {task} head is shipped for model '{model}'; train one with "
-                f"`secfm train head --task {task} --model {model} --out DIR` and pass it with --head DIR"
-            )
-        head = path
-    loaded = load_head(head)
-    if model is not None:
-        adapter = getattr(engine, "adapter", None) if engine is not None else loaded.adapter_path
-        loaded.check_base(model, adapter)
-    return loaded
+    return open_head(task, head, model, adapter=getattr(engine, "adapter", None) if engine is not None else HEAD_ADAPTER)
 
 
 # one extractor per (head, model) for the module-level helpers

@@ -145,19 +145,11 @@ def severity(score: float) -> str:
 # the heads
 # ---------------------------------------------------------------------------------------------
 def _load(task: str, head: str | Path | None, model: str | None):
-    from secfm.heads import load_head, shipped_head_path
-    from secfm.registry import default_model_name
+    """The head (given or shipped); its base is checked where it runs (only heads reading hidden states)."""
+    from secfm.heads import open_head
 
-    if head is None:
-        path = shipped_head_path(task, model or default_model_name())
-        if not (path / "head.json").is_file():
-            raise SecfmError(f"no {task} head is shipped for model '{model or default_model_name()}'; train one with "
-                             f"`secfm train head --task {task} --cve-data DIR --out HEAD` and pass --{task}-head HEAD")
-        head = path
-    loaded = load_head(head)
-    if loaded.manifest.task != task:
-        raise SecfmError(f"{head} is a {loaded.manifest.task} head, not a {task} head")
-    return loaded
+    return open_head(task, head, model, check_base=False,
+                     train_hint=f"train one with `secfm train head --task {task} --cve-data DIR --out HEAD` and pass --{task}-head HEAD")
 
 
 class CveAnalyzer:

@@ -84,10 +84,10 @@ def load_head(path: str | Path | None, kind: str, engine=None, exclude_sources: 
     """The trained head at ``path`` for ``kind`` (``cwe`` or ``attack``), on ``engine``'s hidden states.
 
     Refuses a head of another task, one trained on another base model or adapter (the core's
-    check), and one whose training rows came from any of ``exclude_sources`` (the evaluated
-    groups/software must be held out of head training).
+    check), and one that saw any of ``exclude_sources`` (the core's one seen-sources check: the
+    evaluated groups/software must be held out of head training).
     """
-    from secfm.heads import open_head
+    from secfm.heads import open_head, seen_overlap
 
     model = getattr(engine, "model_name", None) if engine is not None else None
     adapter = getattr(engine, "adapter", None) if engine is not None else None
@@ -95,11 +95,11 @@ def load_head(path: str | Path | None, kind: str, engine=None, exclude_sources: 
     if path is None and (not model or adapter):  # heads are shipped for the registered base models only
         raise SecfmError(train_hint)
     head = open_head(kind, path, model, adapter=adapter, check_base=model is not None, train_hint=train_hint)
-    leaked = sorted(set(exclude_sources) & set(head.manifest.trained_sources))
+    leaked = seen_overlap(head.path, exclude_sources) if exclude_sources else []
     if leaked:
         raise SecfmError(
-            f"the head at {head.path} was trained on rows of {', '.join(leaked[:5])}, which this evaluation holds out "
-            f"(retrain with `secfm train head --task {kind} --exclude-sources ...`)"
+            f"the head at {head.path} saw {', '.join(leaked[:5])} (its training rows, retrieval index or calibration "
+            f"documents), which this evaluation holds out (retrain with `secfm train head --task {kind} --exclude-sources ...`)"
         )
     if engine is None or not engine.has_hidden_states:
         raise SecfmError("head mode needs an engine with hidden states (the transformers engine)")

@@ -466,6 +466,21 @@ def test_head_trained_on_held_out_sources_is_refused(tmp_path):
     assert m["exclusion"]["origin"] == "given"
 
 
+def test_a_generic_head_kind_uses_the_one_seen_sources_check(tmp_path):
+    """evals.heads.load_head (head mode of a task whose kind has no extractor of its own) refuses a
+    head folder that saw a held-out entity in any part: its rows or its retrieval index."""
+    from secfm.evals.heads import load_head
+
+    head_dir = _save_core_head(tmp_path / "head", "attack", ["T1071", "T1059", "T1486"],
+                               [[0, 0, 0, 1], [0, 0, 0, -1], [0, 0, 0, -1]], trained_sources=["G0016"])
+    assert load_head(head_dir, "attack", FeatureEngine(), exclude_sources=("S0154",)).predict(["SQL"])[0][0][0] == "T1071"
+    with pytest.raises(SecfmError, match="saw G0016 .its training rows"):
+        load_head(head_dir, "attack", FeatureEngine(), exclude_sources=("G0016",))
+    (head_dir / "retrieval.json").write_text(json.dumps({"sources": ["S0154"]}), encoding="utf-8")
+    with pytest.raises(SecfmError, match="saw S0154"):
+        load_head(head_dir, "attack", FeatureEngine(), exclude_sources=("S0154",))
+
+
 def test_runs_are_also_written_in_the_harness_layout(runs):
     results = sorted((runs / "mcq-loglik").glob("results_*.json"))
     samples = sorted((runs / "mcq-loglik").glob("samples_cti_mcqa_*.jsonl"))

@@ -216,7 +216,7 @@ def bench_quant(
     decode_tokens: Annotated[int, typer.Option("--decode-tokens", min=4)] = 32,
     out: Annotated[Path, typer.Option("--out", help="JSON results; a markdown table is written beside it.")] = Path("evals/results/bench-quant.json"),
     variants: Annotated[Optional[list[str]], typer.Option(
-        "--variant", help="Measure only these (repeatable): fp32, bf16, int8-dynamic, gguf-q4_k_m. Default: all; bf16 "
+        "--variant", "--variants", help="Measure only these (repeatable): fp32, bf16, int8-dynamic, gguf-q4_k_m. Default: all; bf16 "
                           "is skipped, with the reason, on a CPU without bfloat16 instructions unless named.")] = None,
     allow_busy: AllowBusyOpt = False,
 ) -> None:

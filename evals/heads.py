@@ -50,10 +50,7 @@ class EngineHeadPredictor:
 
     def predict(self, texts: Sequence[str]) -> list[Scored]:
         m = self.head.manifest
-        from secfm.features import head_features
-
-        features = head_features(self.engine, texts, m, batch_size=self.batch_size)
-        scores = self.head.scores(features)
+        scores = self.head.run(texts, self.engine, batch_size=self.batch_size)
         limits = self.head.thresholds() if m.objective == "multilabel" else None
         out = []
         for row in scores:

@@ -235,6 +235,24 @@ class Head:
         """SecfmError unless ``model`` (and ``adapter``) are what the head was trained on."""
         check_base(self.manifest, model, adapter, self.path)
 
+    def own_engine(self):
+        """The engine (shared in this process) of the base model and adapter the head was trained on."""
+        from secfm.engines import shared_engine
+
+        return shared_engine(model=self.manifest.base_model, adapter=self.adapter_path)
+
+    def run(self, texts, engine=None, batch_size: int = 16) -> np.ndarray:
+        """Probabilities (n, labels) for ``texts``: the pooled hidden states of ``engine``
+        (default: :meth:`own_engine`) when the head reads them, the texts' TF-IDF features when
+        it reads those; a text-only head needs no engine."""
+        texts = list(texts)
+        X = None
+        if self.needs_hidden:
+            from secfm.features import head_features
+
+            X = head_features(engine if engine is not None else self.own_engine(), texts, self.manifest, batch_size=batch_size)
+        return self.scores(X, texts=texts if self.needs_text else None)
+
     # -- scoring ---------------------------------------------------------------------------
     def logits(self, X: np.ndarray | None, texts=None) -> np.ndarray:
         import torch

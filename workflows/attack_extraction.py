@@ -628,10 +628,7 @@ class _HeadRunner:
     @property
     def engine(self):
         if self._engine is None:
-            from secfm.engines import shared_engine
-
-            self._engine = shared_engine("transformers", model=self.head.manifest.base_model,
-                                         adapter=self.head.adapter_path)
+            self._engine = self.head.own_engine()
         return self._engine
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
@@ -640,7 +637,7 @@ class _HeadRunner:
         return head_features(self.engine, texts, self.head.manifest, batch_size=self.batch_size)
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
-        return self.head.scores(self.features(texts))
+        return self.head.run(texts, self.engine, batch_size=self.batch_size)
 
     def describe(self) -> dict:
         m = self.head.manifest

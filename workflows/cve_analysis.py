@@ -171,20 +171,10 @@ class CveAnalyzer:
         return cls(_load("cwe", cwe_head, model) if "cwe" in tasks else None,
                    _load("cvss", cvss_head, model) if "cvss" in tasks else None, engine)
 
-    def _engine_for(self, head):
-        if self._engine is None:
-            from secfm.engines import shared_engine
-
-            self._engine = shared_engine("transformers", model=head.manifest.base_model, adapter=head.adapter_path)
-        return self._engine
-
     def _scores(self, head, texts: list[str]) -> np.ndarray:
-        X = None
-        if head.needs_hidden:
-            from secfm.features import head_features
-
-            X = head_features(self._engine_for(head), texts, head.manifest, batch_size=self.batch_size)
-        return head.scores(X, texts=texts if head.needs_text else None)
+        if head.needs_hidden and self._engine is None:
+            self._engine = head.own_engine()
+        return head.run(texts, self._engine, batch_size=self.batch_size)
 
     def predict_cwe(self, texts: Sequence[str], top_k: int = 5) -> list[list[CweScore]]:
         if self.cwe_head is None:

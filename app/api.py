@@ -242,26 +242,22 @@ def create_api(settings: ApiSettings) -> FastAPI:
 
     @api.post("/v1/triage", dependencies=guarded)
     def triage(body: TriageIn) -> dict:
-        from secfm.workflows import triage_alerts
-
-        engine = settings.engine() if body.use_model else None
-        return _dump(triage_alerts(body.alerts, input_format=body.input_format, k=body.k, engine=engine,
-                                   use_model=body.use_model))
+        return _run_workflow("triage", body)
 
     @api.post("/v1/summarize", dependencies=guarded)
     def summarize(body: SummarizeIn) -> dict:
-        from secfm.workflows import summarize_incident
-
-        engine = settings.engine() if body.use_model else None
-        return _dump(summarize_incident(body.text, audience=body.audience, engine=engine, use_model=body.use_model))
+        return _run_workflow("summarize", body)
 
     @api.post("/v1/review-config", dependencies=guarded)
     def review(body: ReviewIn) -> dict:
-        from secfm.workflows import review_config
+        return _run_workflow("review-config", body)
 
-        engine = settings.engine() if body.use_model else None
-        return _dump(review_config(body.text, kind=body.kind, filename=body.filename, engine=engine,
-                                   use_model=body.use_model))
+    def _run_workflow(name: str, body) -> dict:
+        """Dispatch through the Workflow protocol (secfm.workflows.protocol); the engine loads only
+        for a request that asks for the model step."""
+        from secfm.workflows.protocol import get_workflow
+
+        return _dump(get_workflow(name).run(body, engine=settings.engine() if body.use_model else None))
 
     chat_pipelines: dict[bool, Any] = {}
 

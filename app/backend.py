@@ -172,10 +172,10 @@ class Backend:
     # -- triage --------------------------------------------------------------------------------
     def triage(self, text: str, use_model: bool = False) -> dict:
         text = _check(text, "alerts")
-        from secfm.workflows import triage_alerts
+        from secfm.workflows.protocol import get_workflow
 
-        result = triage_alerts(text, engine=self.engine if use_model else None, use_model=use_model,
-                               **self._technique_kwargs())
+        result = get_workflow("triage").run({"alerts": text, "use_model": use_model}, engine=self.engine,
+                                            **self._technique_kwargs())
         try:
             from secfm.workflows import parse_alerts
 
@@ -195,19 +195,19 @@ class Backend:
     # -- summarize -----------------------------------------------------------------------------
     def summarize(self, text: str, audience: str = "analyst", use_model: bool = True) -> dict:
         text = _check(text, "incident text")
-        from secfm.workflows import summarize_incident
+        from secfm.workflows.protocol import get_workflow
 
-        result = summarize_incident(text, audience=audience, use_model=use_model,
-                                    engine=self.engine if use_model else None, **self._technique_kwargs())
+        result = get_workflow("summarize").run({"text": text, "audience": audience, "use_model": use_model},
+                                               engine=self.engine, **self._technique_kwargs())
         return summary_view(result)
 
     # -- config review -------------------------------------------------------------------------
     def review(self, text: str, kind: str = "auto", use_model: bool = True, filename: str | None = None) -> dict:
         text = _check(text, "configuration")
-        from secfm.workflows import review_config
+        from secfm.workflows.protocol import get_workflow
 
-        result = review_config(text, kind=kind or "auto", use_model=use_model, filename=filename,
-                               engine=self.engine if use_model else None)
+        result = get_workflow("review-config").run({"text": text, "kind": kind or "auto", "filename": filename,
+                                                    "use_model": use_model}, engine=self.engine)
         return review_view(result)
 
     def config_kinds(self) -> list[str]:

@@ -149,3 +149,26 @@ def test_console_entry_point(tmp_path):
                           input=(FIXTURES / "alerts_mixed.jsonl").read_bytes(), env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout)["counts"]["critical"] == 2
+
+
+def test_the_workflows_dispatch_through_one_protocol(home, tmp_path):
+    """CLI, API and app run triage, summarize and review-config through secfm.workflows.protocol:
+    the request model's fields, the model step only with use_model, one Markdown and one table view."""
+    from secfm.errors import SecfmError
+    from secfm.workflows.protocol import WORKFLOWS, get_workflow
+
+    assert set(WORKFLOWS) == {"triage", "summarize", "review-config"}
+    review = get_workflow("review-config")
+    result = review.run({"text": "Port 22\nPermitRootLogin yes\n", "filename": "sshd_config", "use_model": False},
+                        engine=object())  # no model step: the engine is never touched
+    assert result.kind == "sshd" and result.model.status == "skipped" and "SSHD-ROOT-LOGIN" in review.render_markdown(result)
+    title, columns, rows = review.table_rows(result)
+    assert title == "sshd review" and rows[0][2] == "SSHD-ROOT-LOGIN" and len(columns) == len(rows[0])
+    with pytest.raises(SecfmError, match="summarize: audience"):
+        get_workflow("summarize").run({"text": "notes", "audience": "board", "use_model": False})
+    with pytest.raises(SecfmError, match="unknown workflow"):
+        get_workflow("chat")
+    cfg = tmp_path / "sshd_config"
+    cfg.write_text("Port 22\nPermitRootLogin yes\n")
+    proc = run("review-config", str(cfg), "--no-model", "--format", "table", env=home)
+    assert proc.returncode == 0 and "SSHD-ROOT-LOGIN" in proc.stdout.decode()

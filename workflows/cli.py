@@ -107,20 +107,11 @@ def _emit(result, fmt: str, render, out: Path | None, inputs=()) -> None:
 def _table(result) -> None:
     """The result's main rows as a terminal table (``--format table``)."""
     from secfm.formats import print_table
-    from secfm.workflows.schemas import ConfigReview, IncidentSummary, TriageResult
+    from secfm.workflows.protocol import workflow_for
 
-    if isinstance(result, TriageResult):
-        by_index = {a.index: a for a in result.alerts}
-        print_table("triage queue", ("rank", "severity", "score", "line", "alert", "techniques"),
-                    [(q.rank, q.severity, q.score, by_index[q.index].line, q.title,
-                      ", ".join(t.id for t in by_index[q.index].techniques[:4])) for q in result.queue])
-    elif isinstance(result, ConfigReview):
-        print_table(f"{result.kind} review", ("severity", "lines", "rule", "title"),
-                    [(f.severity, f"{f.line_start}-{f.line_end}", f.rule_id, f.title) for f in result.findings])
-    elif isinstance(result, IncidentSummary):
-        print_table(result.headline, ("kind", "value"),
-                    [("summary", result.summary)] + [(k, ", ".join(v)) for k, v in result.iocs.items() if v]
-                    + [("techniques", ", ".join(t.id for t in result.techniques))])
+    workflow = workflow_for(result)
+    if workflow is not None:
+        print_table(*workflow.table_rows(result))
     for w in getattr(result, "warnings", [])[:20]:
         print(f"warning: {w.location}: {w.kind}: {w.detail}", file=sys.stderr)
 
@@ -149,9 +140,10 @@ def triage(
     """Triage alerts: Sigma rules (SigmaHQ's, secfm's, your --rules) give severity, ATT&CK techniques and evidence;
     correlations fold bursts into findings; next steps, a ranked queue."""
     from secfm.workflows.context import DEFAULT
-    from secfm.workflows.render import triage_md
-    from secfm.workflows.triage import DEFAULT_MAX_NEW_TOKENS, triage_alerts
+    from secfm.workflows.protocol import get_workflow
+    from secfm.workflows.triage import DEFAULT_MAX_NEW_TOKENS
 
+    workflow = get_workflow("triage")
     fmt = _check_format(fmt, out, (file,))
     text = _read(file, "alerts")
     from secfm.workflows.alerts import parse_alerts
@@ -164,11 +156,11 @@ def triage(
         ruleset = load_rules(rules or [], pipelines=pipeline or [])
     eng = _engine(no_model, model, adapter, engine, endpoint)
     with _progress("triage") as update:
-        result = triage_alerts(text, input_format=input_format, use_model=not no_model, engine=eng, store=_store(no_kb),
-                               technique_source=None if no_head else DEFAULT, k=top_k, rules=ruleset,
-                               max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=update, where=where,
-                               skip_bad=skip_bad)
-    _emit(result, fmt, triage_md, out, (file,))
+        result = workflow.run({"alerts": text, "input_format": input_format, "k": top_k, "use_model": not no_model},
+                              engine=eng, store=_store(no_kb), technique_source=None if no_head else DEFAULT, rules=ruleset,
+                              max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=update, where=where,
+                              skip_bad=skip_bad)
+    _emit(result, fmt, workflow.render_markdown, out, (file,))
 
 
 def summarize(
@@ -187,10 +179,11 @@ def summarize(
 ) -> None:
     """Summarise an incident report for an executive or an analyst; IOCs and ids extracted and checked."""
     from secfm.workflows.context import DEFAULT
-    from secfm.workflows.render import summary_md
+    from secfm.workflows.protocol import get_workflow
     from secfm.workflows.schemas import AUDIENCES
-    from secfm.workflows.summarize import DEFAULT_MAX_NEW_TOKENS, summarize_incident
+    from secfm.workflows.summarize import DEFAULT_MAX_NEW_TOKENS
 
+    workflow = get_workflow("summarize")
     fmt = _check_format(fmt, out, (file,))
     if audience not in AUDIENCES:
         raise SecfmError(f"unknown --audience {audience!r} (executive or analyst)")
@@ -202,9 +195,10 @@ def summarize(
         text = _read(file, "report")
     eng = _engine(no_model, model, adapter, engine, endpoint)
     with _progress("summarize") as update:
-        result = summarize_incident(text, audience, use_model=not no_model, engine=eng, technique_source=None if no_head else DEFAULT,
-                                    chunk_tokens=chunk_tokens, max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=update)
-    _emit(result, fmt, summary_md, out, (file,))
+        result = workflow.run({"text": text, "audience": audience, "use_model": not no_model}, engine=eng,
+                              technique_source=None if no_head else DEFAULT, chunk_tokens=chunk_tokens,
+                              max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=update)
+    _emit(result, fmt, workflow.render_markdown, out, (file,))
 
 
 def review_config_cmd(
@@ -222,9 +216,10 @@ def review_config_cmd(
 ) -> None:
     """Review a configuration: rule findings per kind plus a grounded model review, with line ranges."""
     from secfm.workflows.config_rules import detect_kind
-    from secfm.workflows.render import review_md
-    from secfm.workflows.review import DEFAULT_MAX_NEW_TOKENS, review_config
+    from secfm.workflows.protocol import get_workflow
+    from secfm.workflows.review import DEFAULT_MAX_NEW_TOKENS
 
+    workflow = get_workflow("review-config")
     fmt = _check_format(fmt, out, (file,))
     text = _read(file, "configuration")
     filename = None if file == "-" else file
@@ -232,9 +227,9 @@ def review_config_cmd(
         detect_kind(text, filename)  # fail fast, before loading the model
     eng = _engine(no_model, model, adapter, engine, endpoint)
     with _progress("review") as update:
-        result = review_config(text, kind, filename=filename, use_model=not no_model, engine=eng, store=_store(no_kb),
-                               max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=update)
-    _emit(result, fmt, review_md, out, (file,))
+        result = workflow.run({"text": text, "kind": kind, "filename": filename, "use_model": not no_model}, engine=eng,
+                              store=_store(no_kb), max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=update)
+    _emit(result, fmt, workflow.render_markdown, out, (file,))
 
 
 # ---------------------------------------------------------------------------------------------

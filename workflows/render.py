@@ -110,3 +110,24 @@ def review_md(result: ConfigReview) -> str:
         out.append(f"> rejected model finding ({r.kind}): {_md(r.value)} - {r.reason}")
     out += ["", f"_Knowledge: {result.knowledge}._", _model_line(result.model)]
     return "\n".join(out).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# terminal tables (``--format table``): (title, columns, rows)
+# ---------------------------------------------------------------------------------------------
+def triage_table(result: TriageResult):
+    by_index = {a.index: a for a in result.alerts}
+    return ("triage queue", ("rank", "severity", "score", "line", "alert", "techniques"),
+            [(q.rank, q.severity, q.score, by_index[q.index].line, q.title,
+              ", ".join(t.id for t in by_index[q.index].techniques[:4])) for q in result.queue])
+
+
+def review_table(result: ConfigReview):
+    return (f"{result.kind} review", ("severity", "lines", "rule", "title"),
+            [(f.severity, f"{f.line_start}-{f.line_end}", f.rule_id, f.title) for f in result.findings])
+
+
+def summary_table(result: IncidentSummary):
+    return (result.headline, ("kind", "value"),
+            [("summary", result.summary)] + [(k, ", ".join(v)) for k, v in result.iocs.items() if v]
+            + [("techniques", ", ".join(t.id for t in result.techniques))])

@@ -1,0 +1,91 @@
+"""The Workflow protocol: what the CLI, the API and the app need of an analyst workflow.
+
+A :class:`Workflow` names its input model (the request fields, the same for ``secfm triage``,
+``POST /v1/triage`` and the app's tab), its result model, the function that runs it (the
+deterministic step always: rules, extraction, retrieval; the model step when the request's
+``use_model`` is set and an engine is given) and its two renderings (``--format md`` and
+``--format table``). Front ends look a workflow up by name in :data:`WORKFLOWS` and dispatch
+through it; a new workflow is one entry here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from secfm.errors import SecfmError
+
+
+def _resolve(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str  # the command and endpoint name
+    what: str  # what its input text is, in messages
+    input_model: str  # "module:Class" (a pydantic model whose fields are the run function's arguments)
+    result_model: str  # "module:Class"
+    run_function: str  # "module:function", called with the request's fields, engine= and the caller's options
+    markdown: str  # "module:function": result -> Markdown
+    table: str  # "module:function": result -> (title, columns, rows)
+
+    def request(self, data: BaseModel | dict) -> BaseModel:
+        """``data`` as the workflow's input model (a subclass instance, like the API's bounded
+        request models, is kept); a field that does not fit is one SecfmError line."""
+        model = _resolve(self.input_model)
+        if isinstance(data, model):
+            return data
+        try:
+            return model.model_validate(data.model_dump() if isinstance(data, BaseModel) else data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or self.what
+            raise SecfmError(f"{self.name}: {where}: {first.get('msg')}") from None
+
+    def run(self, data: BaseModel | dict, *, engine=None, **options: Any):
+        """Run on ``data`` (the input model or its fields as a dict): the model step only when
+        ``use_model`` is set (``engine`` is then used; None: the workflow's default)."""
+        request = self.request(data)
+        fields = {name: getattr(request, name) for name in _resolve(self.input_model).model_fields}
+        return _resolve(self.run_function)(**fields, engine=engine if request.use_model else None, **options)
+
+    def render_markdown(self, result) -> str:
+        return _resolve(self.markdown)(result)
+
+    def table_rows(self, result) -> tuple[str, Sequence[str], list[Sequence[object]]]:
+        return _resolve(self.table)(result)
+
+
+_SCHEMAS = "secfm.workflows.schemas"
+_RENDER = "secfm.workflows.render"
+
+#: every analyst workflow the front ends dispatch through, by name
+WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (
+    Workflow("triage", "alerts", f"{_SCHEMAS}:TriageInput", f"{_SCHEMAS}:TriageResult",
+             "secfm.workflows.triage:triage_alerts", f"{_RENDER}:triage_md", f"{_RENDER}:triage_table"),
+    Workflow("summarize", "incident text", f"{_SCHEMAS}:SummaryInput", f"{_SCHEMAS}:IncidentSummary",
+             "secfm.workflows.summarize:summarize_incident", f"{_RENDER}:summary_md", f"{_RENDER}:summary_table"),
+    Workflow("review-config", "configuration", f"{_SCHEMAS}:ConfigInput", f"{_SCHEMAS}:ConfigReview",
+             "secfm.workflows.review:review_config", f"{_RENDER}:review_md", f"{_RENDER}:review_table"),
+)}
+
+
+def get_workflow(name: str) -> Workflow:
+    try:
+        return WORKFLOWS[name]
+    except KeyError:
+        raise SecfmError(f"unknown workflow {name!r} (known: {', '.join(WORKFLOWS)})") from None
+
+
+def workflow_for(result) -> Workflow | None:
+    """The workflow whose result model ``result`` is (None for another object)."""
+    for workflow in WORKFLOWS.values():
+        if isinstance(result, _resolve(workflow.result_model)):
+            return workflow
+    return None

@@ -625,6 +625,8 @@ def seen_sources(path: str | os.PathLike) -> dict[str, list[str]]:
     development documents its document model was calibrated on)."""
     path = Path(path).expanduser()
     out = {"head": list(read_manifest(path).trained_sources)}
+    for nested in sorted(path.glob(f"*/{MANIFEST_FILE}")):  # e.g. the short-text path's shallower head
+        out[f"head:{nested.parent.name}"] = list(read_manifest(nested.parent).trained_sources)
     for name, key in SOURCE_RECORDS.items():
         file = path / name
         if file.is_file():

@@ -130,9 +130,10 @@ def _head_copy(tmp_path: Path, trained: list[str], index_sources: list[str], cal
     """A copy of the shipped head folder claiming to have seen the given entities."""
     head = tmp_path / "head"
     shutil.copytree(SHIPPED, head)
-    manifest = json.loads((head / "head.json").read_text())
-    manifest["trained_sources"] = trained
-    (head / "head.json").write_text(json.dumps(manifest))
+    for file in [head / "head.json", *head.glob("*/head.json")]:  # the short-text path's head too
+        manifest = json.loads(file.read_text())
+        manifest["trained_sources"] = trained
+        file.write_text(json.dumps(manifest))
     for name, key, value in (("retrieval.json", "sources", index_sources), ("document.json", "calibration_sources", calibration)):
         if (head / name).is_file():
             data = json.loads((head / name).read_text())
@@ -289,3 +290,68 @@ def test_short_texts_take_the_path_without_retrieval_and_keep_evidence(monkeypat
     assert next(h for h in hits if h.id == "T1059").evidence[0].match == "embedding"
     back = DocumentModel.load(model.save(tmp_path).parent)
     assert back.short_model(100) is not None and back.short_model(100).use_retrieval is False
+
+
+def test_short_texts_use_the_shallower_head_saved_beside_the_extractor(monkeypatch, tmp_path: Path) -> None:
+    """A short-text path with its own head: save_extractor copies that head into the head folder,
+    the loaded extractor scores a text within the path's length with it (and still retrieves
+    when that path's model uses retrieval) and longer texts with the main head; the seen-sources
+    check covers the nested head; a path without a head removes a stale copy."""
+    from dataclasses import asdict
+
+    import secfm.workflows.attack_extraction as ax
+    from secfm.heads import load_head
+    from secfm.training.attack_docs import SHORT_HEAD_DIR, save_extractor
+
+    folder = tmp_path / "extractor"
+    folder.mkdir()
+    for name in ("head.json", "head.safetensors"):
+        shutil.copy2(SHIPPED / name, folder / name)
+    shallow_src = tmp_path / "shallow"
+    shallow_src.mkdir()
+    data = json.loads((SHIPPED / "head.json").read_text())
+    data["trained_sources"] = data["trained_sources"] + ["G9999"]  # marks the nested copy in the seen check
+    (shallow_src / "head.json").write_text(json.dumps(data))
+    shutil.copy2(SHIPPED / "head.safetensors", shallow_src / "head.safetensors")
+    rows = [IndexRow("Dumped lsass memory with procdump.", ("T1003",), "S0001"), IndexRow("Used cmd.", ("T1059",), "G0002")]
+    index = ProcedureIndex(rows, np.eye(2, 4, dtype=np.float32), {"sources": ["S0001", "G0002"]})
+    n = len(DOC_FEATURES)
+    coef = [0.0] * n
+    coef[DOC_FEATURES.index("vote_max")] = 10.0
+    base = {"features": list(DOC_FEATURES), "mean": [0.0] * n, "scale": [1.0] * n, "coef": coef, "intercept": -5.0,
+            "threshold": 0.5}
+    short = DocumentModel(**base, use_retrieval=True)
+    model = DocumentModel(**base, short={"max_chars": 80, "model": asdict(short), "head": SHORT_HEAD_DIR})
+    save_extractor(folder, model, index, shallow_src)
+    assert (folder / SHORT_HEAD_DIR / "head.json").is_file() and "head:short" in seen_sources(folder)
+    assert seen_overlap(folder, ["G9999"]) == ["G9999"]
+    extractor = ax.AttackExtractor(load_head(folder))
+    assert extractor.short_head is not None and extractor.describe()["document_model"]["short_path_layers"] == [1, 2, 6]
+    used = []
+
+    def scored_by(name, head):
+        def run(texts, *_, **__):
+            used.append((name, len(texts)))
+            return head.scores(np.zeros((len(texts), head.manifest.input_dim), dtype=np.float32))
+
+        return run
+
+    extractor.scores = scored_by("main", extractor.head)
+    extractor.short_head.run = scored_by("short", extractor.short_head)
+    embedded = []
+
+    def fake_embed(texts, **_):
+        embedded.append(len(texts))
+        return np.tile(np.asarray([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32), (len(texts), 1))
+
+    monkeypatch.setattr(ax, "embed_texts", fake_embed)
+    hits = extractor.extract("procdump.exe read lsass.exe memory on WS-01.")
+    assert used == [("short", 1)] and embedded == [1]
+    hit = next(h for h in hits if h.id == "T1003")
+    assert hit.evidence[0].match == "embedding" and hit.evidence[0].example == rows[0].text
+    used.clear()
+    extractor.extract("procdump.exe read lsass.exe memory on WS-01. " * 3)
+    assert [u[0] for u in used] == ["main"]
+    # a path without a head leaves no stale copy behind
+    save_extractor(folder, DocumentModel(**base, short={"max_chars": 80, "model": asdict(short)}), index)
+    assert not (folder / SHORT_HEAD_DIR).exists() and ax.AttackExtractor(load_head(folder)).short_head is None

@@ -51,6 +51,8 @@ BOOTSTRAP = 1000
 #: the short-text path (no retrieval) is taken when its val F1 on the one-sentence documents is
 #: at most this much below the full path's
 SHORT_TOLERANCE = 0.02
+#: the folder (inside the extractor's head folder) of the short-text path's shallower sentence head
+SHORT_HEAD_DIR = "short"
 #: a candidate (document, technique) row: some signal at all (the rest are certain negatives)
 CANDIDATE_MIN = 0.01
 LR_C = 1.0
@@ -65,10 +67,9 @@ def document_signals_for(extractor, texts: Sequence[str], engine=None) -> list[d
     from secfm.features import features, head_layers, stack_layers
     from secfm.workflows.attack_extraction import cached_embeddings
 
-    m = extractor.head.manifest
-    layers = head_layers(m)
-
-    def featurize(segments: list[str]) -> np.ndarray:
+    def featurize(segments: list[str], head) -> np.ndarray:
+        m = head.manifest
+        layers = head_layers(m)
         got = features(segments, layers, [m.pooling], engine=engine or extractor.engine, max_length=m.max_length,
                        batch_size=16, label="development sentences")
         return stack_layers(got, layers, m.pooling)
@@ -222,9 +223,12 @@ def _folds(entities: Sequence[str], k: int = FOLDS) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 def run_document_harness(head_dir: str | Path, engine=None, exclude_sources: Sequence[str] = (),
                          progress: Callable[[str], None] | None = None, baseline: bool = True,
-                         limit: int | None = None) -> tuple[dict, object, object]:
+                         limit: int | None = None, short_head: str | Path | None = None) -> tuple[dict, object, object]:
     """Fit and compare every variant on the development set. Returns (results, the chosen
-    :class:`DocumentModel`, the retrieval index of the head's training entities)."""
+    :class:`DocumentModel`, the retrieval index of the head's training entities).
+    ``short_head``: a shallower sentence head (same labels, trained on the same entities) the
+    short-text path may use; the chosen model's ``short["head"]`` is then :data:`SHORT_HEAD_DIR`,
+    where the caller puts a copy of it."""
     from secfm.heads import load_head
     from secfm.knowledge import load_attack
     from secfm.training.head_data import build_attack_dataset, build_attack_documents, stable_fraction
@@ -345,12 +349,23 @@ def run_document_harness(head_dir: str | Path, engine=None, exclude_sources: Seq
                       "candidate_min": CANDIDATE_MIN, "lr_C": LR_C, "folds": FOLDS,
                       "excluded_sources": sorted(excluded)}
     # -- the short-text path (alert-sized texts): no retrieval, chosen on the val one-sentence documents --
+    short_sigs = None
+    if short_head is not None:
+        shallow = load_head(short_head)
+        if list(shallow.labels) != list(head.labels) or set(shallow.manifest.trained_sources) != trained:
+            raise SecfmError(f"the short-text head {short_head} must have the labels and training entities of {head_dir}")
+        say(f"short-text head: layers {'+'.join(map(str, shallow.manifest.layers))} ({short_head})")
+        short_sigs = document_signals_for(AttackExtractor(shallow, engine, index=index, document=False),
+                                          [d.text for d in held], engine)
     short_path = _short_path(extractor, sigs, held, Y, unreachable, entities, splits, forms, folds, no_retrieval,
-                             best_name, oof[best_name.rsplit("/", 1)[0]], variants[best_name]["params"], say)
+                             best_name, oof[best_name.rsplit("/", 1)[0]], variants[best_name]["params"], say,
+                             short_sigs=short_sigs, short_layers=shallow.manifest.layers if short_head is not None else None)
+    chosen_model = short_path.pop("model", None)
     if short_path["chosen"]:
-        model.short = {"max_chars": short_path["max_chars"], "model": short_path.pop("model"),
+        picked = short_path["candidates"][short_path["chosen"]]
+        model.short = {"max_chars": short_path["max_chars"], "model": chosen_model,
+                       "head": SHORT_HEAD_DIR if picked["shallow_head"] else None,
                        "selection": {k: v for k, v in short_path.items() if k != "model"}}
-    short_path.pop("model", None)
     results = {
         "task": "attack-documents",
         "what": "document-level ATT&CK extraction on the ATT&CK-derived development set (paragraphs about one "
@@ -401,58 +416,87 @@ def _paired_difference(a: np.ndarray, b: np.ndarray, entities: Sequence[str], re
 
 
 def _short_path(extractor, sigs, held, Y, unreachable, entities, splits, forms, folds, keep, full_name, full_oof,
-                full_params, say) -> dict:
-    """The cheaper path for alert-sized texts: the document model without retrieval (no MiniLM
-    embedding), its features computed with the retrieval signals at zero as they are at
-    inference; fit on the val documents (5-fold out-of-fold for its figure), its rule (the full
-    path's) tuned on the val paragraphs like the full path's. Compared with the full path on the
-    val one-sentence documents (neither tuned on them); taken when it is at most
-    :data:`SHORT_TOLERANCE` below. Applies to texts up to the 99th percentile of those
-    documents' lengths (rounded up to 50 characters)."""
+                full_params, say, short_sigs=None, short_layers=None) -> dict:
+    """The cheaper path for alert-sized texts. Candidates, cheapest first: with a shallower
+    sentence head (``short_sigs``: its signals; the forward stops at its deepest layer) the
+    document model without retrieval (no MiniLM embedding) and with it; then the full head's
+    document model without retrieval. Each is fit on the val documents (5-fold out-of-fold for
+    its figure; features without retrieval computed with the retrieval signals at zero, as at
+    inference), its rule (the full path's) tuned on the val paragraphs like the full path's, and
+    compared with the full path on the val one-sentence documents (neither tuned on them). The
+    cheapest candidate at most :data:`SHORT_TOLERANCE` below the full path there is taken; it
+    applies to texts up to the 99th percentile of those documents' lengths (rounded up to 50
+    characters). Test one-sentence figures are reported, not used."""
     from secfm.workflows.attack_extraction import DOC_FEATURES, DocumentModel
 
     rule = full_name.rsplit("/", 1)[1]
-    zero = [{**s, "share": np.zeros_like(s["share"]), "best": np.zeros_like(s["best"])} for s in sigs]
-    F0 = feature_tensor(extractor, zero)
     fi = {name: i for i, name in enumerate(DOC_FEATURES)}
-    mask0 = 1 / (1 + np.exp(-F0[:, :, fi["head_max_logit"]])) >= CANDIDATE_MIN
     val_all = splits == "val"
     val_para = val_all & (forms == "paragraph")
     val_sent = val_all & (forms == "sentence")
-    p_oof = np.zeros(F0.shape[:2])
-    for k in range(FOLDS):
-        fit_rows, pred_rows = val_all & (folds != k), val_all & (folds == k)
-        if pred_rows.any() and fit_rows.any():
-            p_oof[pred_rows] = _probabilities(F0[pred_rows], mask0[pred_rows], _fit_lr(F0[fit_rows], Y[fit_rows], mask0[fit_rows], keep))
-    rp, _ = _tune_rule(p_oof[val_para], Y[val_para], unreachable[val_para], rule)
+    test_sent = (splits == "test") & (forms == "sentence")
+    all_features = np.arange(len(DOC_FEATURES))
 
     def decided(p: np.ndarray, params: dict) -> np.ndarray:
         return _decide(p, rule, params["threshold"], params.get("ratio", 0.0), (params.get("count_a", 1.0), params.get("count_b", 0.0)))
 
-    c_full = counts(decided(full_oof, full_params)[val_sent], Y[val_sent], unreachable[val_sent])
-    c_short = counts(decided(p_oof, rp)[val_sent], Y[val_sent], unreachable[val_sent])
-    ents = entities[val_sent]
-    full, short = figure(c_full, ents), figure(c_short, ents)
-    chosen = short["micro_f1"] >= full["micro_f1"] - SHORT_TOLERANCE
+    c_full = counts(decided(full_oof, full_params), Y, unreachable)
+    full = figure(c_full[val_sent], entities[val_sent])
+    layers = "+".join(map(str, short_layers or ()))
+    candidates = []  # (name, signals, retrieval, shallow head, what), cheapest first
+    if short_sigs is not None:
+        candidates += [(f"layers-{layers}-no-retrieval", short_sigs, False, True,
+                        f"sentence head on layers {layers}, document model without retrieval"),
+                       (f"layers-{layers}-retrieval", short_sigs, True, True,
+                        f"sentence head on layers {layers}, document model with retrieval")]
+    candidates.append(("no-retrieval", sigs, False, False, "the full sentence head, document model without retrieval"))
     lengths = [len(d.text) for d, v in zip(held, val_sent) if v]
     max_chars = int(np.ceil(np.percentile(lengths, 99) / 50.0) * 50) if lengths else 0
-    mean, scale, coef, intercept = _fit_lr(F0[val_all], Y[val_all], mask0[val_all], keep)
-    model = DocumentModel(features=list(DOC_FEATURES), mean=[round(float(x), 6) for x in mean],
-                          scale=[round(float(x), 6) for x in scale], coef=[round(float(x), 6) for x in coef],
-                          intercept=round(intercept, 6), rule=rule, threshold=rp["threshold"], ratio=rp.get("ratio", 0.0),
-                          count_a=rp.get("count_a", 1.0), count_b=rp.get("count_b", 0.0), use_retrieval=False,
-                          calibration_sources=sorted({d.entity for d, v in zip(held, val_all) if v}))
-    say(f"short-text path (no retrieval) on the val one-sentence documents: {short['micro_f1']:.3f} "
-        f"{short['micro_f1_ci95']} vs the full path {full['micro_f1']:.3f} {full['micro_f1_ci95']}: "
-        f"{'taken' if chosen else 'not taken'} for texts up to {max_chars} characters")
-    return {"what": "alert-sized texts: the document model without retrieval (no MiniLM embedding; evidence examples "
-                    "matched by word overlap), compared with the full path on the val one-sentence documents "
-                    "(both rules tuned on the val paragraphs, out-of-fold probabilities)",
-            "rule": f"taken when its val F1 on the one-sentence documents is at most {SHORT_TOLERANCE} below the full path's; "
-                    "applies to texts up to the 99th percentile of their lengths, rounded up to 50 characters",
-            "val_one_sentence": {"short": short, "full": full,
-                                 "difference_ci95": _paired_difference(c_short, c_full, ents)},
-            "params": rp, "max_chars": max_chars, "chosen": bool(chosen), "model": asdict(model)}
+    results: dict[str, dict] = {}
+    chosen, model = None, None
+    for name, cand_sigs, retrieval, shallow, what in candidates:
+        if not retrieval:
+            cand_sigs = [{**s, "share": np.zeros_like(s["share"]), "best": np.zeros_like(s["best"])} for s in cand_sigs]
+        F0 = feature_tensor(extractor, cand_sigs)
+        mask0 = 1 / (1 + np.exp(-F0[:, :, fi["head_max_logit"]])) >= CANDIDATE_MIN
+        if retrieval:
+            mask0 |= F0[:, :, fi["vote_max"]] >= CANDIDATE_MIN
+        used = all_features if retrieval else keep
+        p_oof = np.zeros(F0.shape[:2])
+        for k in range(FOLDS):
+            fit_rows, pred_rows = val_all & (folds != k), val_all & (folds == k)
+            if pred_rows.any() and fit_rows.any():
+                p_oof[pred_rows] = _probabilities(F0[pred_rows], mask0[pred_rows],
+                                                  _fit_lr(F0[fit_rows], Y[fit_rows], mask0[fit_rows], used))
+        rp, _ = _tune_rule(p_oof[val_para], Y[val_para], unreachable[val_para], rule)
+        c_short = counts(decided(p_oof, rp)[val_sent], Y[val_sent], unreachable[val_sent])
+        val = figure(c_short, entities[val_sent])
+        final = _fit_lr(F0[val_all], Y[val_all], mask0[val_all], used)
+        c_test = counts(decided(_probabilities(F0, mask0, final), rp)[test_sent], Y[test_sent], unreachable[test_sent])
+        passes = val["micro_f1"] >= full["micro_f1"] - SHORT_TOLERANCE
+        results[name] = {"what": what, "use_retrieval": retrieval, "shallow_head": shallow, "layers": list(short_layers or [])
+                         if shallow else list(extractor.head.manifest.layers), "params": rp, "val_one_sentence": val,
+                         "difference_ci95": _paired_difference(c_short, c_full[val_sent], entities[val_sent]),
+                         "passes": bool(passes), "test_one_sentence": figure(c_test, entities[test_sent])}
+        say(f"short-text path {name} on the val one-sentence documents: {val['micro_f1']:.3f} {val['micro_f1_ci95']} "
+            f"vs the full path {full['micro_f1']:.3f} {full['micro_f1_ci95']}, difference {results[name]['difference_ci95']}: "
+            f"{'within' if passes else 'beyond'} the tolerance")
+        if passes and chosen is None:
+            chosen = name
+            mean, scale, coef, intercept = final
+            model = DocumentModel(features=list(DOC_FEATURES), mean=[round(float(x), 6) for x in mean],
+                                  scale=[round(float(x), 6) for x in scale], coef=[round(float(x), 6) for x in coef],
+                                  intercept=round(intercept, 6), rule=rule, threshold=rp["threshold"], ratio=rp.get("ratio", 0.0),
+                                  count_a=rp.get("count_a", 1.0), count_b=rp.get("count_b", 0.0), use_retrieval=retrieval,
+                                  calibration_sources=sorted({d.entity for d, v in zip(held, val_all) if v}))
+    say(f"short-text path: {chosen or 'none'} taken for texts up to {max_chars} characters")
+    return {"what": "alert-sized texts: cheaper candidates (a shallower sentence head, no MiniLM retrieval; evidence "
+                    "examples matched by word overlap without retrieval), each compared with the full path on the val "
+                    "one-sentence documents (rules tuned on the val paragraphs, out-of-fold probabilities)",
+            "rule": f"the cheapest candidate whose val F1 on the one-sentence documents is at most {SHORT_TOLERANCE} below "
+                    "the full path's; applies to texts up to the 99th percentile of their lengths, rounded up to 50 characters",
+            "full_val_one_sentence": full,
+            "candidates": results, "max_chars": max_chars, "chosen": chosen, "model": asdict(model) if model else None}
 
 
 def _tfidf_variants(add, held, sigs, extractor, excluded, Y, unreachable, val_para, build_attack_dataset) -> None:
@@ -516,15 +560,20 @@ def results_markdown(r: dict) -> str:
                      f"{cell(v, 'test_enterprise')} | {cell(v, 'test_mobile')} | {cell(v, 'test_ics')} | "
                      f"{cell(v, 'test_one_sentence')} |")
     sp = r.get("short_path")
-    if sp:
-        v = sp["val_one_sentence"]
-        lines += ["", f"Short-text path ({sp['what']}): val one-sentence documents (n={v['short']['documents']}): "
-                      f"short path {v['short']['micro_f1']:.3f} [{v['short']['micro_f1_ci95'][0]:.3f}, "
-                      f"{v['short']['micro_f1_ci95'][1]:.3f}], full path {v['full']['micro_f1']:.3f} "
-                      f"[{v['full']['micro_f1_ci95'][0]:.3f}, {v['full']['micro_f1_ci95'][1]:.3f}], difference "
-                      f"95% interval [{v['difference_ci95'][0]:.3f}, {v['difference_ci95'][1]:.3f}]; "
-                      f"{'**taken**' if sp['chosen'] else 'not taken'} for texts up to {sp['max_chars']} characters "
-                      f"({sp['rule']})."]
+    if sp and "candidates" in sp:
+        full = sp["full_val_one_sentence"]
+        lines += ["", f"Short-text path ({sp['what']}); rule: {sp['rule']}. Full path on the val one-sentence documents "
+                      f"(n={full['documents']}): {full['micro_f1']:.3f} [{full['micro_f1_ci95'][0]:.3f}, "
+                      f"{full['micro_f1_ci95'][1]:.3f}]. Taken: **{sp['chosen'] or 'none'}** for texts up to "
+                      f"{sp['max_chars']} characters.", "",
+                  "| candidate (cheapest first) | val one-sentence F1 [95% CI] | difference to the full path [95% CI] | "
+                  "within tolerance | test one-sentence F1 [95% CI] |", "|---|---|---|---|---|"]
+        for name, c in sp["candidates"].items():
+            v, t, d = c["val_one_sentence"], c["test_one_sentence"], c["difference_ci95"]
+            lines.append(f"| {name}{' **(taken)**' if name == sp['chosen'] else ''} | {v['micro_f1']:.3f} "
+                         f"[{v['micro_f1_ci95'][0]:.3f}, {v['micro_f1_ci95'][1]:.3f}] | [{d[0]:.3f}, {d[1]:.3f}] | "
+                         f"{'yes' if c['passes'] else 'no'} | {t['micro_f1']:.3f} [{t['micro_f1_ci95'][0]:.3f}, "
+                         f"{t['micro_f1_ci95'][1]:.3f}] |")
     lines += ["", "Variants:", ""]
     lines += [f"- `{name}`: {v['what']}; parameters {v['params']}" for name, v in r["variants"].items()]
     return "\n".join(lines) + "\n"
@@ -542,15 +591,41 @@ def write_results(results: dict, out: str | Path, allow_busy: bool = True) -> Pa
     return out
 
 
+def save_extractor(target: Path, model, index, short_head: str | Path | None = None) -> None:
+    """Write the retrieval index, the document model and (when its short-text path uses it) a
+    copy of the shallower head into the head folder ``target``; a stale short head is removed."""
+    import shutil
+
+    from secfm.heads import MANIFEST_FILE, WEIGHTS_FILE
+
+    target = Path(target)
+    index.save(target)
+    folder = target / SHORT_HEAD_DIR
+    if (model.short or {}).get("head"):
+        if short_head is None:
+            raise SecfmError("the document model's short-text path names a head but none was given")
+        tmp = target / f".{SHORT_HEAD_DIR}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name in (MANIFEST_FILE, WEIGHTS_FILE):
+            shutil.copy2(Path(short_head) / name, tmp / name)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.replace(folder)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+    model.save(target)
+
+
 def build_document_extractor(head_dir: str | Path, out_dir: str | Path | None = None, engine=None,
                              exclude_sources: Sequence[str] = (), progress: Callable[[str], None] | None = None,
-                             results: str | Path | None = None, baseline: bool = True, limit: int | None = None) -> dict:
+                             results: str | Path | None = None, baseline: bool = True, limit: int | None = None,
+                             short_head: str | Path | None = None) -> dict:
     """Run the harness for the head in ``head_dir`` and write the chosen document model and the
-    retrieval index beside the head (in ``out_dir``, default the head folder itself)."""
-    res, model, index = run_document_harness(head_dir, engine, exclude_sources, progress, baseline, limit)
+    retrieval index beside the head (in ``out_dir``, default the head folder itself); with
+    ``short_head`` taken by the short-text path, a copy of it in :data:`SHORT_HEAD_DIR` there."""
+    res, model, index = run_document_harness(head_dir, engine, exclude_sources, progress, baseline, limit, short_head)
     target = Path(out_dir or head_dir)
-    index.save(target)
-    model.save(target)
+    save_extractor(target, model, index, short_head)
     if results is not None:
         write_results(res, results)
     return {"results": res, "document_model": asdict(model)}

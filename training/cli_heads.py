@@ -132,6 +132,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model of the head; default: the embedded one.")] = None,
         results: Annotated[Optional[Path], typer.Option("--results", help="Results JSON (a markdown table beside it); default with --ship: training/results/attack-documents.json.")] = None,
         baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also score the TF-IDF baseline variants on the same splits.")] = True,
+        short_head: Annotated[Optional[Path], typer.Option("--short-head", help="A shallower ATT&CK head (e.g. `secfm train head --task attack --layer 1,2`, same labels and training entities) the short-text path may use for alert-sized texts; copied into the head folder when the development set takes it.")] = None,
         allow_busy: AllowBusyOpt = False,
     ) -> None:
         """Fit the document-level ATT&CK extractor (retrieval index of the head's training entities, document model and decision rule chosen by development-set F1) on the ATT&CK development set and compare every variant with the TF-IDF baseline."""
@@ -139,7 +140,7 @@ def register(app: typer.Typer) -> None:
 
         from secfm.heads import shipped_head_path
         from secfm.registry import default_model_name
-        from secfm.training.attack_docs import results_markdown, run_document_harness, write_results
+        from secfm.training.attack_docs import results_markdown, run_document_harness, save_extractor, write_results
 
         err = Console(stderr=True)
         if head is None:
@@ -150,10 +151,12 @@ def register(app: typer.Typer) -> None:
             raise SecfmError(f"{head} is not a head folder (no head.json)")
         if results is None and ship:
             results = Path("training/results/attack-documents.json")
-        res, doc_model, index = run_document_harness(head, progress=lambda msg: err.print(msg), baseline=baseline)
+        if short_head is not None and not (short_head / "head.json").is_file():
+            raise SecfmError(f"{short_head} is not a head folder (no head.json)")
+        res, doc_model, index = run_document_harness(head, progress=lambda msg: err.print(msg), baseline=baseline,
+                                                     short_head=short_head)
         res["command"] = _command_line()
-        index.save(head)
-        doc_model.save(head)
+        save_extractor(head, doc_model, index, short_head)
         if results is not None:
             write_results(res, results, allow_busy=allow_busy)
             err.print(f"results: {results} and {results.with_suffix('.md')}")

@@ -27,7 +27,8 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -211,6 +212,38 @@ def split_sentences(text: str, max_chars: int = DEFAULT_WINDOW_CHARS, overlap: i
     if not kept:
         kept = [(s, e) for s, e in spans if re.search(r"[A-Za-z]", text[s:e])][:1]
     return [Segment(i, text[s:e], s, e) for i, (s, e) in enumerate(kept)]
+
+
+# ---------------------------------------------------------------------------------------------
+# one BLAS thread while extracting
+# ---------------------------------------------------------------------------------------------
+_BLAS = {"controller": None, "limit": None, "users": 0}
+_BLAS_LOCK = threading.Lock()
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """NumPy's BLAS (OpenBLAS) on one thread while the extractor runs. Its worker threads spin
+    for a while after each call (the head's layers, the retrieval similarities), and on a small
+    machine they took the cores the next torch forward needed: a one-alert extraction took
+    177 ms instead of 102 ms on 2 cores. Counted, so concurrent callers restore the setting
+    once, when the last one leaves."""
+    with _BLAS_LOCK:
+        if _BLAS["users"] == 0:
+            if _BLAS["controller"] is None:
+                from threadpoolctl import ThreadpoolController
+
+                _BLAS["controller"] = ThreadpoolController()
+            _BLAS["limit"] = _BLAS["controller"].limit(limits=1, user_api="blas")
+        _BLAS["users"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS["users"] -= 1
+            if _BLAS["users"] == 0 and _BLAS["limit"] is not None:
+                _BLAS["limit"].restore_original_limits()
+                _BLAS["limit"] = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,15 +579,16 @@ class DocumentModel:
     metrics: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     #: the cheaper path for alert-sized texts, when the development set chose one: ``{"max_chars": N,
-    #: "model": {a DocumentModel without retrieval}, "selection": {...}}``; texts of at most
-    #: ``max_chars`` characters skip the MiniLM retrieval and are decided by that model
+    #: "model": {a DocumentModel}, "head": folder of a shallower sentence head or None,
+    #: "selection": {...}}``; texts of at most ``max_chars`` characters are scored by that head
+    #: (else the main one) and decided by that model (without retrieval when it does not use it)
     short: dict | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.short, dict) and isinstance(self.short.get("model"), dict):
             model = DocumentModel(**{k: v for k, v in self.short["model"].items() if k in DocumentModel.__dataclass_fields__})
-            if model.use_retrieval or model.short:
-                raise SecfmError("the short-text document model must not use retrieval or nest another")
+            if model.short:
+                raise SecfmError("the short-text document model must not nest another")
             self._short_model = model
         else:
             self._short_model = None
@@ -667,7 +701,8 @@ class AttackExtractor(_HeadRunner):
 
     def __init__(self, head, engine=None, threshold: float | str | None = None, top_k: int | None = None,
                  max_evidence: int = 3, window_chars: int = DEFAULT_WINDOW_CHARS, batch_size: int = 16,
-                 index: ProcedureIndex | None | bool = True, document: DocumentModel | None | bool = True):
+                 index: ProcedureIndex | None | bool = True, document: DocumentModel | None | bool = True,
+                 short_head=True):
         if head.manifest.task != "attack":
             raise SecfmError(f"{head.path} is a {head.manifest.task} head, not an ATT&CK head")
         super().__init__(head, engine, batch_size)
@@ -680,6 +715,7 @@ class AttackExtractor(_HeadRunner):
         self.index = index or None
         if self.document is not None and self.document.use_retrieval and self.index is None:
             raise SecfmError(f"{head.path} has a document model that needs its retrieval index ({INDEX_FILE})")
+        self.short_head = self._short_head(head, short_head, engine)
         self.sentence_thresholds = head.thresholds(None)
         self.doc_threshold = None
         if threshold is None or isinstance(threshold, str):
@@ -707,6 +743,24 @@ class AttackExtractor(_HeadRunner):
         self._domain_index = np.asarray([DOMAINS.index(domain_of.get(t, "enterprise")) for t in self._parent_labels])
         self._prior = self._label_prior()
 
+    def _short_head(self, head, given, engine):
+        """The short-text path's sentence head: ``given`` (a loaded head), or with ``True`` the
+        one the document model's short block names (a folder inside the head folder), or None."""
+        if given is True:
+            name = (self.document.short or {}).get("head") if self.document is not None else None
+            if not name or not head.path:
+                return None
+            from secfm.heads import load_head
+
+            given = load_head(Path(head.path) / name)
+        if not given:
+            return None
+        if list(given.labels) != list(head.labels) or given.manifest.base_model != head.manifest.base_model:
+            raise SecfmError(f"the short-text head {given.path} does not share the labels and base model of {head.path}")
+        if engine is not None:
+            given.check_base(engine.model_name, getattr(engine, "adapter", None))
+        return given
+
     def _label_prior(self) -> np.ndarray:
         """log(1 + examples of each parent label in the retrieval index), scaled to [0, 1]."""
         counts = np.zeros(len(self._parent_labels), dtype=np.float32)
@@ -722,36 +776,49 @@ class AttackExtractor(_HeadRunner):
     # -- signals ------------------------------------------------------------------------------
     def signals(self, texts: Sequence[str], featurize=None, embed=None, short: bool = True) -> list[dict]:
         """Per document: its segments, head scores ``S`` (segments, labels) and, with an index,
-        retrieval ``share``/``best``/``nearest`` (segments, parent labels). ``featurize`` and
-        ``embed`` replace the head's features and the MiniLM embeddings of the segments (the
-        development harness reads them from its caches). A text the document model's short-text
-        path takes (``short``; :meth:`DocumentModel.short_model`) skips retrieval: its ``short``
-        entry is that path's model, and its retrieval signals are zero."""
-        docs = [split_sentences(t, self.window_chars) for t in texts]
-        shorts = [self.document.short_model(len(t)) if short and self.document is not None else None for t in texts]
-        flat = [s.text for segs in docs for s in segs]
-        if not flat:
-            S = np.zeros((0, len(self.head.labels)), dtype=np.float32)
-        else:
-            S = self.head.scores(featurize(flat)) if featurize is not None else self.scores(flat)
-        share = best = np.zeros((len(flat), len(self._parents)), dtype=np.float32)
-        nearest = np.full((len(flat), len(self._parents)), -1, dtype=np.int64)
-        if self.index is not None and flat and (self.document is None or self.document.use_retrieval):
-            wanted = np.asarray([sh is None for segs, sh in zip(docs, shorts) for _ in segs], dtype=bool)
-            if wanted.any():
-                k = self.document.neighbours if self.document else DEFAULT_NEIGHBOURS
-                temp = self.document.temperature if self.document else VOTE_TEMPERATURE
-                queries = (embed or embed_texts)([t for t, w in zip(flat, wanted) if w])
-                got = self.index.votes(queries, self._parent_labels, k, temp)
-                share, best = share.copy(), best.copy()
-                share[wanted], best[wanted], nearest[wanted] = got
-        out, offset = [], 0
-        for segs, sh in zip(docs, shorts):
-            sl = slice(offset, offset + len(segs))
-            out.append({"segments": segs, "S": S[sl], "share": share[sl], "best": best[sl], "nearest": nearest[sl],
-                        "short": sh})
-            offset += len(segs)
-        return out
+        retrieval ``share``/``best``/``nearest`` (segments, parent labels). ``featurize(segments,
+        head)`` and ``embed`` replace a head's features and the MiniLM embeddings of the segments
+        (the development harness reads them from its caches). A text the document model's
+        short-text path takes (``short``; :meth:`DocumentModel.short_model`) is scored by that
+        path's model (its ``short`` entry), by the path's shallower sentence head when it has one
+        (:attr:`short_head`: the forward stops at its deepest layer), and skips retrieval when
+        that model does not use it (its retrieval signals are then zero)."""
+        with one_blas_thread():
+            docs = [split_sentences(t, self.window_chars) for t in texts]
+            shorts = [self.document.short_model(len(t)) if short and self.document is not None else None for t in texts]
+            flat = [s.text for segs in docs for s in segs]
+            on_short = np.asarray([sh is not None and self.short_head is not None for segs, sh in zip(docs, shorts)
+                                   for _ in segs], dtype=bool)
+            S = np.zeros((len(flat), len(self.head.labels)), dtype=np.float32)
+            for head, rows in ((self.head, ~on_short), (self.short_head, on_short)):
+                if head is None or not rows.any():
+                    continue
+                part = [t for t, r in zip(flat, rows) if r]
+                if featurize is not None:
+                    S[rows] = head.scores(featurize(part, head))
+                elif head is self.head:
+                    S[rows] = self.scores(part)
+                else:
+                    S[rows] = head.run(part, self.engine, batch_size=self.batch_size)
+            share = best = np.zeros((len(flat), len(self._parents)), dtype=np.float32)
+            nearest = np.full((len(flat), len(self._parents)), -1, dtype=np.int64)
+            if self.index is not None and flat and (self.document is None or self.document.use_retrieval):
+                wanted = np.asarray([sh is None or sh.use_retrieval for segs, sh in zip(docs, shorts) for _ in segs],
+                                    dtype=bool)
+                if wanted.any():
+                    k = self.document.neighbours if self.document else DEFAULT_NEIGHBOURS
+                    temp = self.document.temperature if self.document else VOTE_TEMPERATURE
+                    queries = (embed or embed_texts)([t for t, w in zip(flat, wanted) if w])
+                    got = self.index.votes(queries, self._parent_labels, k, temp)
+                    share, best = share.copy(), best.copy()
+                    share[wanted], best[wanted], nearest[wanted] = got
+            out, offset = [], 0
+            for segs, sh in zip(docs, shorts):
+                sl = slice(offset, offset + len(segs))
+                out.append({"segments": segs, "S": S[sl], "share": share[sl], "best": best[sl], "nearest": nearest[sl],
+                            "short": sh})
+                offset += len(segs)
+            return out
 
     def document_probabilities(self, sig: dict) -> np.ndarray:
         """Calibrated probability of each parent label for one document's signals (by the
@@ -828,7 +895,8 @@ class AttackExtractor(_HeadRunner):
         info["document_model"] = None if self.document is None else {
             "rule": self.document.rule, "threshold": self.document.threshold,
             "calibration_sources": len(self.document.calibration_sources), "use_retrieval": self.document.use_retrieval,
-            "short_path_max_chars": (self.document.short or {}).get("max_chars")}
+            "short_path_max_chars": (self.document.short or {}).get("max_chars"),
+            "short_path_layers": list(self.short_head.manifest.layers) if self.short_head is not None else None}
         info["retrieval"] = None if self.index is None else {
             "rows": len(self.index.rows), "sources": len(self.index.sources),
             "excluded_sources": self.index.manifest.get("excluded_sources", [])}
@@ -866,7 +934,8 @@ def extract_attack(text: str, *, head: str | Path | None = None, model: str | No
             _DEFAULTS[key] = extractor
     if threshold is not None or top_k is not None or max_evidence != extractor.max_evidence:
         extractor = AttackExtractor(extractor.head, extractor._engine, threshold=threshold, top_k=top_k,
-                                    max_evidence=max_evidence, index=extractor.index, document=extractor.document)
+                                    max_evidence=max_evidence, index=extractor.index, document=extractor.document,
+                                    short_head=extractor.short_head)
     return extractor.extract(text)
 
 

@@ -283,7 +283,8 @@ def run_heads_bench(out: Path | None, head: Path | None = None, model: str | Non
             "head": {"path": str(extractor.head.path), "base_model": m.base_model, "layer": m.layer, "layers": list(m.layers),
                      "pooling": m.pooling, "kind": m.kind, "labels": len(m.labels),
                      "retrieval_rows": len(extractor.index.rows) if extractor.index else 0,
-                     "document_model": extractor.document.rule if extractor.document else None},
+                     "document_model": extractor.document.rule if extractor.document else None,
+                     "short_path": _short_path_info(extractor, alerts)},
             "texts": {"alerts": len(alerts), "tokens_mean": round(statistics.mean(tokens), 1), "tokens_max": max(tokens),
                       "segments_mean": round(statistics.mean(len(split_sentences(a)) for a in alerts), 2),
                       "reports": len(reports), "report_chars_mean": round(statistics.mean(len(r) for r in reports), 1),
@@ -304,13 +305,28 @@ def run_heads_bench(out: Path | None, head: Path | None = None, model: str | Non
     return res
 
 
+def _short_path_info(extractor, alerts: list[str]) -> dict | None:
+    """What the document model's short-text path is, and how many bench alerts take it."""
+    model = extractor.document
+    if model is None or model.short_model(0) is None:
+        return None
+    limit = int(model.short["max_chars"])
+    return {"max_chars": limit, "use_retrieval": model.short_model(0).use_retrieval,
+            "layers": list(extractor.short_head.manifest.layers) if extractor.short_head is not None else list(extractor.head.manifest.layers),
+            "alerts_taking_it": sum(len(a) <= limit for a in alerts)}
+
+
 def _bench_markdown(r: dict) -> str:
     h, t = r["head"], r["texts"]
+    sp = h.get("short_path")
     layers = "+".join(map(str, h.get("layers") or [h["layer"]]))
     lines = [
         "# Benchmark: extract_attack latency (document extraction)", "",
         f"Head: {h['kind']} on layers {layers} ({h['pooling']} pooling) of `{h['base_model']}`, {h['labels']} labels; "
-        f"retrieval over {h['retrieval_rows']} ATT&CK examples; document model rule: {h['document_model']}.", "",
+        f"retrieval over {h['retrieval_rows']} ATT&CK examples; document model rule: {h['document_model']}"
+        + (f"; short-text path for texts up to {sp['max_chars']} characters: head on layers {'+'.join(map(str, sp['layers']))}, "
+           f"{'with' if sp['use_retrieval'] else 'without'} retrieval ({sp['alerts_taking_it']} of the alerts take it)"
+           if sp else "; no short-text path") + ".", "",
         f"Texts: {t['reports']} reports of {t['report_chars_mean']} characters on average ({t['report_segments_mean']} "
         f"sentences); {t['alerts']} alerts of {t['tokens_mean']} tokens on average (max {t['tokens_max']}).", "",
         "| case | p50 ms | p95 ms | texts/s |", "|---|---|---|---|",

@@ -144,8 +144,9 @@ def severity(score: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # the heads
 # ---------------------------------------------------------------------------------------------
-def _load(task: str, head: str | Path | None, model: str | None):
-    """The head (given or shipped); its base is checked where it runs (only heads reading hidden states)."""
+def open_cve_head(task: str, head: str | Path | None = None, model: str | None = None):
+    """The CWE or CVSS head (``task``): the folder ``head`` or the one shipped for ``model``; its
+    base is checked where it runs (only heads reading hidden states)."""
     from secfm.heads import open_head
 
     return open_head(task, head, model, check_base=False,
@@ -168,8 +169,8 @@ class CveAnalyzer:
     def load(cls, cwe_head: str | Path | None = None, cvss_head: str | Path | None = None, model: str | None = None,
              engine=None, tasks: Sequence[str] = ("cwe", "cvss")) -> CveAnalyzer:
         model = model or (engine.model_name if engine is not None else None)
-        return cls(_load("cwe", cwe_head, model) if "cwe" in tasks else None,
-                   _load("cvss", cvss_head, model) if "cvss" in tasks else None, engine)
+        return cls(open_cve_head("cwe", cwe_head, model) if "cwe" in tasks else None,
+                   open_cve_head("cvss", cvss_head, model) if "cvss" in tasks else None, engine)
 
     def _scores(self, head, texts: list[str]) -> np.ndarray:
         if head.needs_hidden and self._engine is None:
@@ -369,4 +370,4 @@ def analyze_cves_in_texts(texts: Sequence[str], *, limit: int = 10, analyzer: Cv
 
 
 __all__ = ["CveAnalysis", "analyze_cves_in_texts", "CveAnalysisRequest", "CveAnalyzer", "CvssMetricValue", "CvssPrediction", "CweScore",
-           "NvdFacts", "analyze_cve", "analyze_cve_ids_in", "analyze_cves", "default_analyzer", "severity"]
+           "NvdFacts", "analyze_cve", "analyze_cve_ids_in", "analyze_cves", "default_analyzer", "open_cve_head", "severity"]

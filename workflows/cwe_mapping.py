@@ -43,9 +43,9 @@ class CweMapper:
 
     @classmethod
     def load(cls, head: str | Path | None = None, model: str | None = None, engine=None, **options) -> CweMapper:
-        from secfm.workflows.cve_analysis import _load
+        from secfm.workflows.cve_analysis import open_cve_head
 
-        return cls(_load("cwe", head, model or (engine.model_name if engine is not None else None)), engine, **options)
+        return cls(open_cve_head("cwe", head, model or (engine.model_name if engine is not None else None)), engine, **options)
 
     def map_many(self, texts: Sequence[str], top_k: int | None = None) -> list[list[CweHit]]:
         k = top_k or self.top_k

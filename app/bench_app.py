@@ -19,14 +19,13 @@ import platform
 import re
 import secrets
 import socket
-import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from secfm.stats import percentile
+from secfm.evals.bench import latency_stats
 
 DEFAULT_OUT = Path("app/results/bench-app.json")  # relative to the working directory, like every bench's --out
 QUESTIONS = [
@@ -57,15 +56,8 @@ class SessionRun:
     session_id: str = ""
 
 
-def _rounded_percentile(values: list[float], q: float) -> float | None:
-    value = percentile(values, q)
-    return None if value is None else round(value, 3)
-
-
 def _stats(values: list[float]) -> dict:
-    return {"n": len(values), "p50": _rounded_percentile(values, 0.5), "p95": _rounded_percentile(values, 0.95),
-            "mean": round(statistics.fmean(values), 3) if values else None,
-            "max": round(max(values), 3) if values else None}
+    return latency_stats(values, unit="", digits=3, extra=("mean", "max"), n_key="n")
 
 
 def _last_assistant(chat) -> str:

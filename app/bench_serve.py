@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from secfm.stats import percentile
+from secfm.evals.bench import latency_stats
 
 PROMPTS = [
     "Summarize the risk of CVE-2021-44228 in one sentence:",
@@ -54,10 +54,8 @@ def _one_level(client, model: str, concurrency: int, max_tokens: int, min_reques
         "completion_tokens": tokens,
         "wall_s": round(wall, 3),
         "tokens_per_s": round(tokens / wall, 2),
-        "ttft_p50_s": round(percentile(ttft, 0.5), 3),
-        "ttft_p95_s": round(percentile(ttft, 0.95), 3),
-        "latency_p50_s": round(percentile(latencies, 0.5), 3),
-        "latency_p95_s": round(percentile(latencies, 0.95), 3),
+        **latency_stats(ttft, unit="s", digits=3, n_key=None, prefix="ttft_"),
+        **latency_stats(latencies, unit="s", digits=3, n_key=None, prefix="latency_"),
     }
 
 

@@ -10,9 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from secfm.cli_groups import command_group
 from secfm.cli_options import AllowBusyOpt, EndpointOpt, ModelOpt
 from secfm.errors import SecfmError
+from secfm.evals.bench import bench_group
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to bind; beyond loopback an API key / auth is required.")]
 
@@ -164,7 +164,7 @@ def register(app: typer.Typer) -> None:
     app.command("app")(app_command)
     app.command("serve")(serve)
     app.command("api")(api)
-    bench = command_group(app, "bench", "Performance benchmarks; each writes its results to a file.")
+    bench = bench_group(app)
     bench.command("serve")(bench_serve)
     bench.command("app")(bench_app_command)
     bench.command("latency")(bench_latency_command)

@@ -9,10 +9,10 @@ import typer
 
 from secfm.cli_groups import command_group
 from secfm.cli_options import AdapterOpt, AllowBusyOpt, EndpointOpt, EngineOpt, ModelOpt
+from secfm.evals.bench import bench_group
 
 EVAL_HELP = ("Evaluate a model on CTIBench (cti-mcqa, cti-rcm, cti-ate, cti-vsp, cti-taa; one command per task spec, "
              "more from the YAML folders in $SECFM_EVAL_TASKS), on the workflow and chat gold sets, and compare runs.")
-BENCH_HELP = "Performance benchmarks; each writes its results to a file."
 
 DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Local TSV in the official CTIBench layout; default: the Hugging Face dataset AI4Sec/cti-bench.")]
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="Another file of the task, e.g. cti-rcm-2021.")]
@@ -174,6 +174,49 @@ def export_lm_eval(
         print(path)
 
 
+# ---------------------------------------------------------------------------------------------
+# benchmarks (the rest register themselves from their packages into secfm.evals.bench's group)
+# ---------------------------------------------------------------------------------------------
+def bench_tokenizer(
+    models: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Models whose tokenizers to compare (repeatable); default: all registered.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="JSON results; a markdown table is written beside it.")] = Path("evals/results/bench-tokenizer.json"),
+    allow_busy: AllowBusyOpt = False,
+) -> None:
+    """Tokens each tokenizer spends per IOC field (IPs, hashes, paths...) against plain words."""
+    import json
+
+    from secfm.evals.bench_tokenizer import load_tokenizers, run_tokenizer_bench
+    from secfm.registry import registry
+
+    names = models or list(registry())
+    results = run_tokenizer_bench(load_tokenizers(names), out, allow_busy=allow_busy)
+    print(out.with_suffix(".md").read_text() if out.with_suffix(".md").is_file() else json.dumps(results, indent=2))
+
+
+def bench_quant(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model to quantize.")] = "gemma-3-270m",
+    items: Annotated[int, typer.Option("--items", min=4, help="cti-mcqa questions scored per variant.")] = 200,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    decode_tokens: Annotated[int, typer.Option("--decode-tokens", min=4)] = 32,
+    out: Annotated[Path, typer.Option("--out", help="JSON results; a markdown table is written beside it.")] = Path("evals/results/bench-quant.json"),
+    variants: Annotated[Optional[list[str]], typer.Option(
+        "--variant", "--variants", help="Measure only these (repeatable): fp32, bf16, int8-dynamic, gguf-q4_k_m. Default: all; bf16 "
+                          "is skipped, with the reason, on a CPU without bfloat16 instructions unless named.")] = None,
+    allow_busy: AllowBusyOpt = False,
+) -> None:
+    """fp32, bf16, dynamic int8 and GGUF Q4_K_M: load time, memory, tokens/s and cti-mcqa loglik accuracy."""
+    from secfm.errors import SecfmError
+    from secfm.evals.bench_quant import VARIANTS, run_quant_bench
+
+    unknown = sorted(set(variants or []) - set(VARIANTS))
+    if unknown:
+        raise SecfmError(f"unknown --variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    run_quant_bench(model=model, variants=variants or None, items=items, seed=seed, decode_tokens=decode_tokens, out=out,
+                    allow_busy=allow_busy)
+    print(out.with_suffix(".md").read_text())
+
+
+
 def register(app: typer.Typer) -> None:
     """Add `eval TASK`, `eval report`, `card` and `bench eval` to the secfm CLI."""
     import sys
@@ -193,4 +236,7 @@ def register(app: typer.Typer) -> None:
     evals.command("export-lm-eval")(export_lm_eval)
     app.command("card")(card)
     app.command("results")(results)
-    command_group(app, "bench", BENCH_HELP).command("eval")(bench_eval)
+    bench = bench_group(app)
+    bench.command("tokenizer")(bench_tokenizer)
+    bench.command("quant")(bench_quant)
+    bench.command("eval")(bench_eval)

@@ -7,13 +7,12 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from typer._click import exceptions as click_exceptions  # typer >= 0.26 vendors click
 
-from secfm.cli_options import AdapterOpt, AllowBusyOpt, EndpointOpt, EngineOpt, ModelOpt
+from secfm.cli_options import AdapterOpt, EndpointOpt, EngineOpt, ModelOpt
 from secfm.errors import SecfmError
 from secfm.formats import FormatOpt, JsonAlias
 
@@ -27,10 +26,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The model registry: list registered models, pull weights into the cache.", no_args_is_help=True)
 kb_app = typer.Typer(help="The knowledge base: ATT&CK Enterprise, Mobile and ICS, CWE (and the retrieval index).", no_args_is_help=True)
-bench_app = typer.Typer(help="Performance benchmarks; each writes its results to a file.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")
-app.add_typer(bench_app, name="bench")
 
 
 
@@ -188,47 +185,6 @@ def kb_lookup(ids: Annotated[list[str], typer.Argument(help="ATT&CK, CWE or CVE 
                      for i, c in zip(ids, checks)], fmt)
     if not all(c.known for c in checks):
         raise typer.Exit(1)
-
-
-# ---------------------------------------------------------------------------------------------
-# benchmarks
-# ---------------------------------------------------------------------------------------------
-@bench_app.command("tokenizer")
-def bench_tokenizer(
-    models: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Models whose tokenizers to compare (repeatable); default: all registered.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="JSON results; a markdown table is written beside it.")] = Path("evals/results/bench-tokenizer.json"),
-    allow_busy: AllowBusyOpt = False,
-) -> None:
-    """Tokens each tokenizer spends per IOC field (IPs, hashes, paths...) against plain words."""
-    from secfm.evals.bench_tokenizer import load_tokenizers, run_tokenizer_bench
-    from secfm.registry import registry
-
-    names = models or list(registry())
-    results = run_tokenizer_bench(load_tokenizers(names), out, allow_busy=allow_busy)
-    print(out.with_suffix(".md").read_text() if out.with_suffix(".md").is_file() else json.dumps(results, indent=2))
-
-
-@bench_app.command("quant")
-def bench_quant(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model to quantize.")] = "gemma-3-270m",
-    items: Annotated[int, typer.Option("--items", min=4, help="cti-mcqa questions scored per variant.")] = 200,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    decode_tokens: Annotated[int, typer.Option("--decode-tokens", min=4)] = 32,
-    out: Annotated[Path, typer.Option("--out", help="JSON results; a markdown table is written beside it.")] = Path("evals/results/bench-quant.json"),
-    variants: Annotated[Optional[list[str]], typer.Option(
-        "--variant", "--variants", help="Measure only these (repeatable): fp32, bf16, int8-dynamic, gguf-q4_k_m. Default: all; bf16 "
-                          "is skipped, with the reason, on a CPU without bfloat16 instructions unless named.")] = None,
-    allow_busy: AllowBusyOpt = False,
-) -> None:
-    """fp32, bf16, dynamic int8 and GGUF Q4_K_M: load time, memory, tokens/s and cti-mcqa loglik accuracy."""
-    from secfm.evals.bench_quant import VARIANTS, run_quant_bench
-
-    unknown = sorted(set(variants or []) - set(VARIANTS))
-    if unknown:
-        raise SecfmError(f"unknown --variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    run_quant_bench(model=model, variants=variants or None, items=items, seed=seed, decode_tokens=decode_tokens, out=out,
-                    allow_busy=allow_busy)
-    print(out.with_suffix(".md").read_text())
 
 
 #: modules outside the core that add commands; each defines ``register(app)``

@@ -12,6 +12,7 @@ import typer
 from secfm.cli_groups import command_group
 from secfm.cli_options import AllowBusyOpt
 from secfm.errors import SecfmError
+from secfm.evals.bench import bench_group
 
 
 def _console():
@@ -61,7 +62,7 @@ LaunchOpt = Annotated[bool, typer.Option("--launch/--no-launch", help="Multi-GPU
 def register(app: typer.Typer) -> None:
     data = command_group(app, "data", "Training data: corpus curation and instruction data.")
     train = command_group(app, "train", "Training: CPT, SFT and classifier heads.")
-    bench = command_group(app, "bench", "Performance benchmarks; each writes its results to a file.")
+    bench = bench_group(app)
 
     # -------------------------------------------------------------------------------------------
     @data.command("corpus")

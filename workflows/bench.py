@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from secfm.stats import percentile
+from secfm.evals.bench import latency_stats
 
 QUERIES = (
     "failed logon brute force against administrator", "encoded powershell command launched by office macro",
@@ -46,8 +45,8 @@ QUERIES = (
 )
 
 
-def _stats(ms: list[float]) -> dict:
-    return {"p50_ms": round(percentile(ms, 0.5), 2), "p95_ms": round(percentile(ms, 0.95), 2), "mean_ms": round(statistics.fmean(ms), 2), "n": len(ms)}
+def _stats(seconds: list[float]) -> dict:
+    return latency_stats(seconds, extra=("mean",), n_key="n")
 
 
 def _time_queries(store, queries: list[str], vectors: list[list[float]], where=None) -> dict:
@@ -57,10 +56,10 @@ def _time_queries(store, queries: list[str], vectors: list[list[float]], where=N
     for q, v in zip(queries, vectors):
         t = time.perf_counter()
         store.vectorstore.similarity_search_with_score(q, k=5, filter=where)
-        end_to_end.append((time.perf_counter() - t) * 1000)
+        end_to_end.append(time.perf_counter() - t)
         t = time.perf_counter()
         store.query_vectors([v], k=5, where=where)
-        search_only.append((time.perf_counter() - t) * 1000)
+        search_only.append(time.perf_counter() - t)
     return {"end_to_end": _stats(end_to_end), "search_only": _stats(search_only)}
 
 

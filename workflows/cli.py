@@ -350,6 +350,7 @@ def bench_config_rules(
 def register(app: typer.Typer) -> None:
     """Add the workflow commands to the secfm CLI."""
     from secfm.cli_groups import command_group
+    from secfm.evals.bench import bench_group
 
     app.command("triage")(triage)
     app.command("summarize")(summarize)
@@ -359,6 +360,6 @@ def register(app: typer.Typer) -> None:
     kb.command("search")(kb_search)
     evals = command_group(app, "eval", "Evaluate models and workflows.")
     evals.command("workflows")(eval_workflows)
-    bench = command_group(app, "bench", "Performance benchmarks; each writes its results to a file.")
+    bench = bench_group(app)
     bench.command("workflows")(bench_workflows)
     bench.command("config-rules")(bench_config_rules)

@@ -14,6 +14,7 @@ import typer
 
 from secfm.cli_options import AllowBusyOpt
 from secfm.errors import SecfmError
+from secfm.evals.bench import bench_group
 from secfm.stats import percentile
 
 
@@ -86,7 +87,7 @@ def register(app: typer.Typer) -> None:
             _write(stix, serialized)
             Console(stderr=True).print(f"STIX bundle: {stix}")
 
-    bench = command_group(app, "bench", "Performance benchmarks; each writes its results to a file.")
+    bench = bench_group(app)
 
     @bench.command("heads")
     def bench_heads(
@@ -235,6 +236,7 @@ def run_heads_bench(out: Path | None, head: Path | None = None, model: str | Non
 
     import torch
 
+    from secfm.evals.bench import latency_stats, timed_calls
     from secfm.heads import shipped_head_path
     from secfm.provenance import recording
     from secfm.registry import default_model_name
@@ -253,29 +255,14 @@ def run_heads_bench(out: Path | None, head: Path | None = None, model: str | Non
         for text in alerts[:3] + reports[:2]:  # warm up (first calls allocate; the embedder loads)
             extractor.extract(text)
 
-        def timed(texts: list[str], times: int) -> list[float]:
-            got = []
-            for i in range(times):
-                t0 = time.perf_counter()
-                extractor.extract(texts[i % len(texts)])
-                got.append(time.perf_counter() - t0)
-            return got
-
-        report_times = timed(reports, repeats)
-        single = timed(alerts, repeats)
+        report_times = timed_calls(extractor.extract, reports, repeats)
+        single = timed_calls(extractor.extract, alerts, repeats)
         texts = [alerts[i % len(alerts)] for i in range(batch)]
-        batched = []
-        batch_repeats = max(3, repeats // 6)
-        for _ in range(batch_repeats):
-            t0 = time.perf_counter()
-            extractor.extract_many(texts)
-            batched.append(time.perf_counter() - t0)
+        batched = timed_calls(extractor.extract_many, [texts], max(3, repeats // 6))
         m = extractor.head.manifest
 
         def stats(values: list[float], count: int = 1) -> dict:
-            return {"repeats": len(values), "p50_ms": round(1000 * percentile(values, 0.5), 1),
-                    "p95_ms": round(1000 * percentile(values, 0.95), 1),
-                    "texts_per_s": round(count * len(values) / sum(values), 2)}
+            return latency_stats(values, digits=1, per_call=count)
 
         res = {
             "what": "extract_attack: sentence split, one batched forward up to the head's deepest layer, the head, "

@@ -90,10 +90,11 @@ def bench_sigma(
 
 def register(app: typer.Typer) -> None:
     from secfm.cli_groups import command_group
+    from secfm.evals.bench import bench_group
 
     kb = command_group(app, "kb", "The knowledge base: ATT&CK Enterprise and CWE (and the retrieval index).")
     update = command_group(kb, "update", "Download newer knowledge (nvd: NVD's CVE API 2.0; sigma: SigmaHQ's rules).")
     update.command("sigma")(kb_update_sigma)
     kb.command("sigma-stats")(kb_sigma_stats)
     command_group(app, "eval", "Evaluate models and workflows.").command("sigma")(eval_sigma)
-    command_group(app, "bench", "Performance benchmarks; each writes its results to a file.").command("sigma")(bench_sigma)
+    bench_group(app).command("sigma")(bench_sigma)

@@ -38,6 +38,7 @@ DESCRIPTIONS = [
 
 def run_cve_bench(out: str | Path | None, *, repeats: int = 60, batch: int = 32, allow_busy: bool = False,
                   results_dir: str | Path = "training/results", analyzer=None) -> dict:
+    from secfm.evals.bench import latency_stats, timed_calls
     from secfm.provenance import recording
     from secfm.workflows.cve_analysis import CveAnalyzer
 
@@ -53,17 +54,9 @@ def run_cve_bench(out: str | Path | None, *, repeats: int = 60, batch: int = 32,
 
         for d in DESCRIPTIONS[:4]:  # warm up
             analyse([d])
-        single = []
-        for i in range(repeats):
-            t = time.perf_counter()
-            analyse([DESCRIPTIONS[i % len(DESCRIPTIONS)]])
-            single.append(time.perf_counter() - t)
+        single = timed_calls(lambda d: analyse([d]), DESCRIPTIONS, repeats)
         texts = [DESCRIPTIONS[i % len(DESCRIPTIONS)] for i in range(batch)]
-        batched = []
-        for _ in range(max(3, repeats // 10)):
-            t = time.perf_counter()
-            analyse(texts)
-            batched.append(time.perf_counter() - t)
+        batched = timed_calls(analyse, [texts], max(3, repeats // 10))
         training = {}
         for f in data_files:
             r = json.loads(f.read_text(encoding="utf-8"))
@@ -77,10 +70,8 @@ def run_cve_bench(out: str | Path | None, *, repeats: int = 60, batch: int = 32,
             "uses_hidden_states": any(h.get("uses_hidden") for h in heads.values()),
             "load_seconds": round(load_s, 3),
             "descriptions": {"count": len(DESCRIPTIONS), "chars_mean": round(statistics.mean(len(d) for d in DESCRIPTIONS), 1)},
-            "single": {"repeats": repeats, "p50_ms": round(1000 * percentile(single, 0.5), 2),
-                       "p95_ms": round(1000 * percentile(single, 0.95), 2), "texts_per_s": round(len(single) / sum(single), 1)},
-            "batch": {"size": batch, "repeats": len(batched), "p50_ms": round(1000 * percentile(batched, 0.5), 2),
-                      "texts_per_s": round(batch * len(batched) / sum(batched), 1)},
+            "single": latency_stats(single, per_call=1, rate_digits=1),
+            "batch": {"size": batch, **latency_stats(batched, per_call=batch, rate_digits=1)},
             "target": {"p50_single_ms": 50, "met": 1000 * percentile(single, 0.5) < 50},
             "training": training,
         }

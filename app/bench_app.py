@@ -7,8 +7,11 @@ token and to the full answer, then asks the app for that session's transcript an
 the history is exactly the session's own turns (no code word of another session, the streamed
 answer equal to the stored one). Results go to ``app/results/bench-app.json``.
 
-``run_app_bench(url, ...)`` measures an app that is already running; ``bench_app(...)`` starts
-one in process on a free port, measures it and stops it.
+``run_app_bench(url, ...)`` measures an app that is already running (``app_pid``: its process,
+whose CPU use is recorded beside the benchmark's own); ``bench_app(...)`` starts one in process
+on a free port, measures it and stops it; ``bench_separate_app(...)`` starts one in a process of
+its own (so the benchmark's client threads do not compete with the app's for its interpreter),
+measures it and stops it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import platform
 import re
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -176,17 +181,79 @@ def _check_history(messages: list[dict], sent: list[str], answers: list[str], co
     return True, ""
 
 
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """User + system CPU seconds of process ``pid`` (None: this one) so far; None when unknown."""
+    if pid is None or pid == os.getpid():
+        t = os.times()
+        return t.user + t.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def thread_count(pid: int | None = None) -> int | None:
+    """Threads of process ``pid`` (None: this one) now; None when unknown."""
+    try:
+        for line in Path(f"/proc/{pid or os.getpid()}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return threading.active_count() if pid in (None, os.getpid()) else None
+
+
+class _ProcessLoad:
+    """CPU use (cores busy on average) and the most threads of some processes while a block runs."""
+
+    def __init__(self, pids: dict[str, int | None]):
+        self.pids, self.max_threads = pids, {name: thread_count(pid) for name, pid in pids.items()}
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        self._t0, self._cpu0 = time.monotonic(), {n: cpu_seconds(p) for n, p in self.pids.items()}
+        self._sampler = threading.Thread(target=self._sample, name="bench-app-load", daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            for name, pid in self.pids.items():
+                n = thread_count(pid)
+                if n is not None and (self.max_threads[name] or 0) < n:
+                    self.max_threads[name] = n
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._sampler.join()
+        wall = time.monotonic() - self._t0
+        self.result = {}
+        for name, pid in self.pids.items():
+            before, after = self._cpu0[name], cpu_seconds(pid)
+            used = None if before is None or after is None else after - before
+            self.result[name] = {"pid": pid or os.getpid(), "cpu_s": None if used is None else round(used, 2),
+                                 "cores": None if used is None or not wall else round(used / wall, 2),
+                                 "max_threads": self.max_threads[name]}
+        return False
+
+
 def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT_OUT, *, turns: int = 1,
                   max_new_tokens: int = 16, auth: tuple[str, str] | None = None, timeout: float = 1800.0,
-                  extra: dict | None = None) -> dict:
+                  extra: dict | None = None, app_pid: int | None = None) -> dict:
     """``sessions`` concurrent chat sessions against the app at ``url``; returns (and writes to
-    ``out``) latency percentiles, throughput and the isolation check."""
+    ``out``) latency percentiles, throughput and the isolation check, and the CPU use of this
+    process and (``app_pid``) of the app's process while the sessions ran."""
     if sessions < 1:
         raise ValueError("sessions must be at least 1")
     barrier = threading.Barrier(sessions)
     started = time.monotonic()
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    with ThreadPoolExecutor(max_workers=sessions) as pool:
+    same = app_pid is None or app_pid == os.getpid()
+    watched = {"bench_and_app" if same else "bench": None}
+    if not same:
+        watched["app"] = app_pid
+    with _ProcessLoad(watched) as load, ThreadPoolExecutor(max_workers=sessions) as pool:
         futures = [pool.submit(_one_session, url, i, barrier, turns, max_new_tokens, auth, timeout)
                    for i in range(sessions)]
         runs = [f.result() for f in futures]
@@ -225,6 +292,9 @@ def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "loadavg_before": [round(x, 2) for x in load_before] if load_before else None,
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None},
+        "processes": load.result,
+        "processes_means": ("CPU seconds and cores busy (CPU seconds / wall) of each process while the sessions ran, "
+                            "and its most threads; bench_and_app: the app runs in the benchmark's process"),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "per_session": [asdict(r) for r in runs],
     }
@@ -234,6 +304,7 @@ def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT
                           "ttft_p95_under_10s": result["ttft_s"]["p95"] is not None and result["ttft_s"]["p95"] < 10}
     if extra:
         result.update(extra)
+    result["headline"]["app_process"] = (result.get("app") or {}).get("process", "separate" if not same else "in-process")
     if out:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -280,12 +351,75 @@ def bench_app(model: str | None = None, endpoint: str | None = None, sessions: i
         warm_s = round(time.monotonic() - warm_started, 3)
         url = f"http://127.0.0.1:{port}/"
         first_turn_s = _warm_turn(url, max_new_tokens, timeout)
-        extra = {"app": {"model": backend.describe(), "concurrency": concurrency, "warm_up_wait_s": warm_s,
-                         "untimed_first_turn_s": first_turn_s}}
+        extra = {"app": {"model": backend.describe(), "concurrency": concurrency, "process": "in-process",
+                         "warm_up_wait_s": warm_s, "untimed_first_turn_s": first_turn_s}}
         return run_app_bench(url, sessions, out, turns=turns, max_new_tokens=max_new_tokens, timeout=timeout,
                              extra=extra)
     finally:
         demo.close()
 
 
-__all__ = ["DEFAULT_OUT", "bench_app", "run_app_bench"]
+def _wait_page(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    import httpx
+
+    from secfm.errors import SecfmError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SecfmError(f"the app exited with status {proc.returncode} before its page answered")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    raise SecfmError(f"the app at {url} did not answer within {timeout:.0f}s")
+
+
+def _wait_idle(pid: int, cores: float = 0.2, timeout: float = 180.0) -> float:
+    """Wait until process ``pid`` uses under ``cores`` over a second (its background warm-up is
+    done); the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        after = cpu_seconds(pid)
+        if before is None or after is None or after - before < cores:
+            break
+    return round(time.monotonic() - t0, 3)
+
+
+def bench_separate_app(model: str | None = None, endpoint: str | None = None, sessions: int = 20,
+                       out: Path | str | None = DEFAULT_OUT, *, turns: int = 1, max_new_tokens: int = 16,
+                       concurrency: int = 32, timeout: float = 1800.0, start_timeout: float = 600.0) -> dict:
+    """Start the app in a process of its own (this interpreter, the same settings as
+    :func:`bench_app`), wait for its page and its warm-up, send one untimed turn, run
+    :func:`run_app_bench` with its pid, stop it."""
+    port = _free_port()
+    settings = {"model": model, "endpoint": endpoint, "host": "127.0.0.1", "port": port, "concurrency": concurrency,
+                "quiet": True, "queue_size": max(64, 2 * sessions), "max_new_tokens": max_new_tokens}
+    code = f"from secfm.app.ui import launch_app; launch_app(**{settings!r})"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        started = time.monotonic()
+        _wait_page(url, proc, start_timeout)
+        page_s = round(time.monotonic() - started, 3)
+        first_turn_s = _warm_turn(url, max_new_tokens, timeout)
+        idle_s = _wait_idle(proc.pid)
+        extra = {"app": {"model": model or "default", "endpoint": endpoint, "concurrency": concurrency,
+                         "process": "separate", "page_up_s": page_s, "untimed_first_turn_s": first_turn_s,
+                         "idle_wait_s": idle_s}}
+        return run_app_bench(url, sessions, out, turns=turns, max_new_tokens=max_new_tokens, timeout=timeout,
+                             extra=extra, app_pid=proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+__all__ = ["DEFAULT_OUT", "bench_app", "bench_separate_app", "cpu_seconds", "run_app_bench"]

@@ -191,13 +191,25 @@ class TurnUpdate:
     answer: object | None = None  # the final ChatAnswer (last update only)
 
 
+#: seconds between two refreshes of the bot message while the model phrases (the first piece shows at
+#: once, the final message always): with 20 analysts, a refresh per piece per session takes the
+#: interpreter from the decode thread (issue #17)
+PHRASING_REFRESH_S = 0.4
+
+
 def grounded_turn(pipeline, text: str, conversation, *, cancel=None, use_model: bool = True,
-                  max_new_tokens: int | None = None, temperature: float = 0.0) -> Iterator[TurnUpdate]:
+                  max_new_tokens: int | None = None, temperature: float = 0.0,
+                  refresh_s: float = PHRASING_REFRESH_S) -> Iterator[TurnUpdate]:
     """The bot message as it is built: the tool cards and facts first, then the model's phrasing
-    piece by piece, then the final message with its sources (``secfm.workflows.chat``)."""
+    (its first piece at once, then at most one refresh every ``refresh_s`` seconds), then the
+    final message with its sources (``secfm.workflows.chat``). A place in the queue is shown when
+    it changes."""
     from secfm.workflows.chat_render import message_markdown
 
     phrasing = ""
+    shown_at: float | None = None  # when the phrasing was last shown
+    pending = False  # pieces not shown yet
+    answer = None
     events = pipeline.stream(text, conversation, cancel, use_model=use_model, max_new_tokens=max_new_tokens,
                              temperature=temperature)
     try:
@@ -213,9 +225,16 @@ def grounded_turn(pipeline, text: str, conversation, *, cancel=None, use_model: 
                                      f"Tools done · waiting for the model… {event.position} in the queue", "busy")
             elif event.kind == "piece":
                 phrasing += event.piece
-                yield TurnUpdate(message_markdown(answer, phrasing, done=False), "Phrasing…", "busy")
+                now = time.monotonic()
+                pending = shown_at is not None and now - shown_at < refresh_s
+                if not pending:
+                    shown_at = now
+                    yield TurnUpdate(message_markdown(answer, phrasing, done=False), "Phrasing…", "busy")
             else:
+                pending = False
                 yield TurnUpdate(message_markdown(answer, done=True), turn_summary(answer), "done", answer)
+        if pending and answer is not None:  # the stream ended without its final message: show what came
+            yield TurnUpdate(message_markdown(answer, phrasing, done=False), "Phrasing…", "busy")
     finally:
         events.close()
 
@@ -234,6 +253,7 @@ def turn_summary(answer) -> str:
 
 __all__ = [
     "CONTEXT_MARGIN",
+    "PHRASING_REFRESH_S",
     "TurnUpdate",
     "grounded_turn",
     "turn_summary",

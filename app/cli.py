@@ -71,19 +71,30 @@ def bench_app_command(
     model: ModelOpt = None,
     endpoint: EndpointOpt = None,
     url: Annotated[Optional[str], typer.Option("--url", help="Measure an app that is already running at this URL.")] = None,
+    app_pid: Annotated[Optional[int], typer.Option("--app-pid", help="With --url: the app's process id, whose CPU use is recorded.")] = None,
+    separate: Annotated[bool, typer.Option("--separate/--in-process", help="Start the app in a process of its own (not sharing the benchmark's interpreter) or in this one.")] = False,
     sessions: Annotated[int, typer.Option("--sessions", min=1, max=200, help="Concurrent analyst sessions.")] = 20,
     turns: Annotated[int, typer.Option("--turns", min=1, max=10, help="Chat turns per session.")] = 1,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 16,
     out: Annotated[Path, typer.Option("--out", help="JSON results.")] = Path("app/results/bench-app.json"),
     allow_busy: AllowBusyOpt = False,
 ) -> None:
-    """20 concurrent analyst chat sessions over Gradio's client: time to first token p50/p95, answers isolated per session."""
-    from secfm.app.bench_app import bench_app, run_app_bench
+    """20 concurrent analyst chat sessions over Gradio's client: time to first token p50/p95, answers isolated per session.
+
+    The app runs in this process (default), in a process of its own (--separate), or is one
+    already running (--url, with --app-pid to record its CPU use). The results record each
+    process's CPU use while the sessions ran.
+    """
+    from secfm.app.bench_app import bench_app, bench_separate_app, run_app_bench
     from secfm.provenance import recording
 
+    if url and separate:
+        raise SecfmError("--url measures a running app; --separate starts one: pass one of them")
     with recording(allow_busy=allow_busy) as rec:
         if url:
-            result = run_app_bench(url, sessions, None, turns=turns, max_new_tokens=max_new_tokens)
+            result = run_app_bench(url, sessions, None, turns=turns, max_new_tokens=max_new_tokens, app_pid=app_pid)
+        elif separate:
+            result = bench_separate_app(model, endpoint, sessions, None, turns=turns, max_new_tokens=max_new_tokens)
         else:
             result = bench_app(model, endpoint, sessions, None, turns=turns, max_new_tokens=max_new_tokens)
         result = rec.write_json(out, result)

@@ -526,6 +526,7 @@ def test_concurrent_sessions_benchmark_smoke(app_url, tmp_path):
     assert result["all_answered"] and result["no_mixed_histories"], result["errors"] + result["history_problems"]
     assert result["distinct_session_ids"] == 3 and result["latency_s"]["p50"] is not None
     assert json.loads(out.read_text())["sessions"] == 3
+    assert result["processes"]["bench_and_app"]["cpu_s"] > 0  # the app runs in this process: one CPU figure
 
 
 @pytest.mark.slow

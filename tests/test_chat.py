@@ -241,12 +241,47 @@ def test_stream_phrasing_stops_a_looping_stream_and_closes_it():
     assert "\nQuestion:" in engine.params.stop
 
 
-def test_stream_phrasing_reports_its_place_in_the_queue():
+def test_stream_phrasing_reports_its_place_in_the_queue_when_it_changes():
     from secfm.workflows.chat_decode import Queued
 
-    engine = _Scripted(["", "", "T1190 is Exploit Public-Facing Application."], position=2)
+    engine = _Scripted(["", "", "", "", "T1190 is Exploit Public-Facing Application.", ""], position=2)
+    places = iter([3, 3, 2, 2])
+    engine.submit_chat = lambda messages, params, submit=engine.submit_chat: _moving(submit(messages, params), places)
     out = list(stream_phrasing(engine, [], {"T1190"}, max_new_tokens=20, heartbeat=0.1))
-    assert out[:2] == [Queued(2), Queued(2)] and "".join(p for p in out if isinstance(p, str)).startswith("T1190")
+    # four heartbeats, two places: one update per place, none once the model writes
+    assert [p for p in out if isinstance(p, Queued)] == [Queued(3), Queued(2)] and out[:2] == [Queued(3), Queued(2)]
+    assert "".join(p for p in out if isinstance(p, str)).startswith("T1190")
+
+
+def _moving(generation, places):
+    type(generation).position = property(lambda self: next(places))
+    return generation
+
+
+def test_the_app_refreshes_a_phrasing_a_few_times_a_second_not_per_piece(tools_only):
+    from secfm.app.chat import grounded_turn
+    from secfm.workflows.chat import ChatEvent
+
+    answer = tools_only.answer("What is T1190?")
+
+    class Pieces:  # a pipeline whose model writes 40 pieces at once, then ends
+        def can_phrase(self, answer, use_model=None):
+            return True
+
+        def stream(self, text, conversation, cancel=None, **kwargs):
+            yield ChatEvent("tools", answer)
+            yield from (ChatEvent("piece", answer, f"w{i} ") for i in range(40))
+            yield ChatEvent("done", answer)
+
+    updates = list(grounded_turn(Pieces(), "What is T1190?", Conversation(), refresh_s=60))
+    phrasing = [u for u in updates if u.status == "Phrasing…"]
+    assert len(phrasing) == 1 and "w0" in phrasing[0].content  # the first piece shows at once
+    assert updates[-1].kind == "done" and len(updates) == 3
+    # a stream cut before its final message still shows every piece that came
+    cut = Pieces()
+    cut.stream = lambda *a, **k: (e for e in [ChatEvent("tools", answer)] + [ChatEvent("piece", answer, f"w{i} ") for i in range(5)])
+    last = list(grounded_turn(cut, "What is T1190?", Conversation(), refresh_s=60))[-1]
+    assert last.status == "Phrasing…" and "w4" in last.content
 
 
 def test_injection_pasted_into_the_chat_stays_data(tools_only):

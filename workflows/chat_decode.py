@@ -313,7 +313,9 @@ def stream_phrasing(engine, messages: list[dict[str, str]] | PromptPlan, allowed
     raw completion prompt). Decoding is the engine's loop-free one (``SamplingParams.loop_free``:
     repetition penalty and no repeated n-gram, honoured by every engine) with a stop on the next
     turn marker; ``cancel`` (an Event) ends it at once, queued or decoding. With ``heartbeat``
-    seconds, a :class:`Queued` comes while the request waits for a slot."""
+    seconds, the queue is looked at that often while the request waits for a slot, and a
+    :class:`Queued` comes each time its place changes (not on every heartbeat: with 20 analysts
+    waiting, unchanged updates cost the decode thread its share of the interpreter)."""
     from secfm.engines import SamplingParams
 
     report = report if report is not None else ModelPhrasing()
@@ -328,6 +330,7 @@ def stream_phrasing(engine, messages: list[dict[str, str]] | PromptPlan, allowed
     generation = generation.watch(cancel, heartbeat)
     report.stopped_by = "eos"
     n_pieces = 0
+    last_position: int | None = None
     try:
         for piece in generation:
             if cancel is not None and cancel.is_set():
@@ -335,7 +338,10 @@ def stream_phrasing(engine, messages: list[dict[str, str]] | PromptPlan, allowed
                 break
             if not piece:  # a heartbeat: still queued behind other answers
                 if not n_pieces:
-                    yield Queued(generation.position)
+                    position = generation.position
+                    if position != last_position:  # a UI update only when the place in the queue changes
+                        last_position = position
+                        yield Queued(position)
                 continue
             raw.append(piece)
             n_pieces += 1

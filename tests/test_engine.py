@@ -60,6 +60,15 @@ def test_truncate_at_stop_picks_the_earliest():
     assert truncate_at_stop("abc", []) == "abc"
 
 
+def test_a_stream_holds_back_only_a_tail_that_could_begin_a_stop_string():
+    from secfm.engines.base import stop_prefix_len
+
+    stops = ["<start_of_turn>", "\n\n", "\nQuestion:"]
+    assert stop_prefix_len("T1190 is", stops) == 0  # the first words go out at once
+    assert stop_prefix_len("T1190 is\n", stops) == 1 and stop_prefix_len("x <start_of", stops) == 9
+    assert stop_prefix_len("x\nQuest", stops) == 6 and stop_prefix_len("a <b", stops) == 0
+
+
 def _token_by_token(engine, context: str, continuation: str) -> float:
     """Reference: one full forward pass over context+continuation, summing continuation log-probs."""
     tok = engine.tokenizer

@@ -151,6 +151,18 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+def stop_prefix_len(text: str, stop: Sequence[str]) -> int:
+    """How many characters at the end of ``text`` could be the start of a stop string (a stream
+    holds those back until the next piece tells; everything before them is safe to send)."""
+    held = 0
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), held, -1):
+            if text.endswith(s[:k]):
+                held = k
+                break
+    return held
+
+
 class EngineUnsupported(NotImplementedError):
     """The engine cannot do this (hidden states over HTTP, constrained decoding on a server that
     refuses it); callers fall back or say so."""

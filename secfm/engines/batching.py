@@ -35,6 +35,7 @@ from secfm.engines.base import (
     Generation,
     SamplingParams,
     banned_ngram_tokens,
+    stop_prefix_len,
     truncate_at_stop,
 )
 
@@ -449,9 +450,8 @@ class Scheduler:
         if final:
             r.text = r.text.rstrip("\ufffd")
         end = len(r.text)
-        if not final:
-            hold = max((len(s) for s in r.stop_texts), default=1) - 1
-            end = max(r.sent, len(r.text) - hold)
+        if not final:  # only a tail that could begin a stop string waits (the first token shows at once)
+            end = max(r.sent, len(r.text) - stop_prefix_len(r.text, r.stop_texts))
             while end > r.sent and r.text[end - 1] == "\ufffd":
                 end -= 1
         if end > r.sent:

@@ -126,6 +126,10 @@ class TransformersEngine(Engine):
         self.batch_size = batch_size
         self.tokenizer = tokenizer_for(self.resolved)
         self.model = load_causal_lm(self.resolved, self.device, dtype)
+        if self.adapter and hasattr(self.model, "merge_and_unload"):
+            # the LoRA weights folded into the base ones: the same numbers, and on this CPU a
+            # batched prefill and a decode step take about a third less time (issue #17)
+            self.model = self.model.merge_and_unload()
         if quantization == "int8-dynamic":
             from torch.ao.quantization import quantize_dynamic
 

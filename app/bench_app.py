@@ -240,10 +240,11 @@ class _ProcessLoad:
 
 def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT_OUT, *, turns: int = 1,
                   max_new_tokens: int = 16, auth: tuple[str, str] | None = None, timeout: float = 1800.0,
-                  extra: dict | None = None, app_pid: int | None = None) -> dict:
+                  extra: dict | None = None, app_pid: int | None = None, server_pid: int | None = None) -> dict:
     """``sessions`` concurrent chat sessions against the app at ``url``; returns (and writes to
     ``out``) latency percentiles, throughput and the isolation check, and the CPU use of this
-    process and (``app_pid``) of the app's process while the sessions ran."""
+    process, (``app_pid``) of the app's process and (``server_pid``) of the model server behind
+    the app's ``--endpoint`` while the sessions ran."""
     if sessions < 1:
         raise ValueError("sessions must be at least 1")
     barrier = threading.Barrier(sessions)
@@ -253,6 +254,8 @@ def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT
     watched = {"bench_and_app" if same else "bench": None}
     if not same:
         watched["app"] = app_pid
+    if server_pid:
+        watched["model_server"] = server_pid
     with _ProcessLoad(watched) as load, ThreadPoolExecutor(max_workers=sessions) as pool:
         futures = [pool.submit(_one_session, url, i, barrier, turns, max_new_tokens, auth, timeout)
                    for i in range(sessions)]
@@ -392,7 +395,8 @@ def _wait_idle(pid: int, cores: float = 0.2, timeout: float = 180.0) -> float:
 
 def bench_separate_app(model: str | None = None, endpoint: str | None = None, sessions: int = 20,
                        out: Path | str | None = DEFAULT_OUT, *, turns: int = 1, max_new_tokens: int = 16,
-                       concurrency: int = 32, timeout: float = 1800.0, start_timeout: float = 600.0) -> dict:
+                       concurrency: int = 32, timeout: float = 1800.0, start_timeout: float = 600.0,
+                       server_pid: int | None = None) -> dict:
     """Start the app in a process of its own (this interpreter, the same settings as
     :func:`bench_app`), wait for its page and its warm-up, send one untimed turn, run
     :func:`run_app_bench` with its pid, stop it."""
@@ -412,7 +416,7 @@ def bench_separate_app(model: str | None = None, endpoint: str | None = None, se
                          "process": "separate", "page_up_s": page_s, "untimed_first_turn_s": first_turn_s,
                          "idle_wait_s": idle_s}}
         return run_app_bench(url, sessions, out, turns=turns, max_new_tokens=max_new_tokens, timeout=timeout,
-                             extra=extra, app_pid=proc.pid)
+                             extra=extra, app_pid=proc.pid, server_pid=server_pid)
     finally:
         proc.terminate()
         try:

@@ -72,6 +72,7 @@ def bench_app_command(
     endpoint: EndpointOpt = None,
     url: Annotated[Optional[str], typer.Option("--url", help="Measure an app that is already running at this URL.")] = None,
     app_pid: Annotated[Optional[int], typer.Option("--app-pid", help="With --url: the app's process id, whose CPU use is recorded.")] = None,
+    server_pid: Annotated[Optional[int], typer.Option("--server-pid", help="With --endpoint: the model server's process id, whose CPU use is recorded.")] = None,
     separate: Annotated[bool, typer.Option("--separate/--in-process", help="Start the app in a process of its own (not sharing the benchmark's interpreter) or in this one.")] = False,
     sessions: Annotated[int, typer.Option("--sessions", min=1, max=200, help="Concurrent analyst sessions.")] = 20,
     turns: Annotated[int, typer.Option("--turns", min=1, max=10, help="Chat turns per session.")] = 1,
@@ -92,9 +93,11 @@ def bench_app_command(
         raise SecfmError("--url measures a running app; --separate starts one: pass one of them")
     with recording(allow_busy=allow_busy) as rec:
         if url:
-            result = run_app_bench(url, sessions, None, turns=turns, max_new_tokens=max_new_tokens, app_pid=app_pid)
+            result = run_app_bench(url, sessions, None, turns=turns, max_new_tokens=max_new_tokens, app_pid=app_pid,
+                                   server_pid=server_pid)
         elif separate:
-            result = bench_separate_app(model, endpoint, sessions, None, turns=turns, max_new_tokens=max_new_tokens)
+            result = bench_separate_app(model, endpoint, sessions, None, turns=turns, max_new_tokens=max_new_tokens,
+                                        server_pid=server_pid)
         else:
             result = bench_app(model, endpoint, sessions, None, turns=turns, max_new_tokens=max_new_tokens)
         result = rec.write_json(out, result)

@@ -60,7 +60,7 @@ def bench_serve(
     allow_busy: AllowBusyOpt = False,
 ) -> None:
     """Aggregate tokens/s, time to first token and latency p50/p95 at 1, 8 and 32 concurrent requests against `secfm serve`."""
-    from secfm.evals.bench.serve import run_serve_bench
+    from secfm.app.bench_serve import run_serve_bench
 
     result = run_serve_bench(model=model, endpoint=endpoint, levels=concurrency or [1, 8, 32], max_tokens=max_tokens, out=out,
                              min_requests=requests, allow_busy=allow_busy)
@@ -86,7 +86,7 @@ def bench_app_command(
     already running (--url, with --app-pid to record its CPU use). The results record each
     process's CPU use while the sessions ran.
     """
-    from secfm.evals.bench.app import bench_app, bench_separate_app, run_app_bench
+    from secfm.app.bench_app import bench_app, bench_separate_app, run_app_bench
     from secfm.provenance import recording
 
     if url and separate:
@@ -113,7 +113,7 @@ def bench_latency_command(
     allow_busy: AllowBusyOpt = False,
 ) -> None:
     """One request's latency, like for like: plain generate, the engine's scheduler at batch 1, `secfm serve` and `transformers serve` at 1 concurrent."""
-    from secfm.evals.bench.latency import run_latency_bench
+    from secfm.app.bench_latency import run_latency_bench
 
     result = run_latency_bench(model or "gemma-3-270m", out, max_tokens=max_tokens, repeats=repeats, allow_busy=allow_busy,
                                servers=servers)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from secfm.evals.bench.quant import VARIANTS, markdown_table, run_quant_bench
+from secfm.evals.bench_quant import VARIANTS, markdown_table, run_quant_bench
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -132,7 +132,7 @@ def bench_eval(
     """cti-mcqa loglik items/s of the engine against a plain loop (one full forward per option); same answers."""
     import json
 
-    from secfm.evals.bench.eval import run_eval_bench
+    from secfm.evals.bench_eval import run_eval_bench
 
     result = run_eval_bench(data=data, model=model, limit=limit, seed=seed, out=out, allow_busy=allow_busy)
     print(json.dumps(result["summary"], indent=2))
@@ -185,7 +185,7 @@ def bench_tokenizer(
     """Tokens each tokenizer spends per IOC field (IPs, hashes, paths...) against plain words."""
     import json
 
-    from secfm.evals.bench.tokenizer import load_tokenizers, run_tokenizer_bench
+    from secfm.evals.bench_tokenizer import load_tokenizers, run_tokenizer_bench
     from secfm.registry import registry
 
     names = models or list(registry())
@@ -206,7 +206,7 @@ def bench_quant(
 ) -> None:
     """fp32, bf16, dynamic int8 and GGUF Q4_K_M: load time, memory, tokens/s and cti-mcqa loglik accuracy."""
     from secfm.errors import SecfmError
-    from secfm.evals.bench.quant import VARIANTS, run_quant_bench
+    from secfm.evals.bench_quant import VARIANTS, run_quant_bench
 
     unknown = sorted(set(variants or []) - set(VARIANTS))
     if unknown:

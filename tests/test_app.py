@@ -519,7 +519,7 @@ def test_two_analysts_never_see_each_other(app_url, new_page):  # noqa: F811
 
 @pytest.mark.slow
 def test_concurrent_sessions_benchmark_smoke(app_url, tmp_path):
-    from secfm.evals.bench.app import run_app_bench
+    from secfm.app.bench_app import run_app_bench
 
     out = tmp_path / "bench-app.json"
     result = run_app_bench(app_url, sessions=3, out=out, max_new_tokens=2, timeout=300)

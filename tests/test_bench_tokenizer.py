@@ -1,4 +1,4 @@
-"""The tokenizer benchmark (secfm.evals.bench.tokenizer)."""
+"""The tokenizer benchmark (secfm.evals.bench_tokenizer)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import pytest
 
 from secfm.errors import SecfmError
-from secfm.evals.bench import tokenizer as bench_tokenizer
-from secfm.evals.bench.tokenizer import SAMPLES, Skipped, load_tokenizers, run_tokenizer_bench
+from secfm.evals import bench_tokenizer
+from secfm.evals.bench_tokenizer import SAMPLES, Skipped, load_tokenizers, run_tokenizer_bench
 from secfm.text.iocs import extract_iocs, ioc_kinds
 
 

@@ -189,8 +189,8 @@ def test_triage_and_summary_analyse_the_cves_they_see(heads, monkeypatch, tmp_pa
 
 
 def test_cve_bench_writes_results_with_provenance(heads, tmp_path):
-    from secfm.evals.bench.cve import run_cve_bench
     from secfm.workflows.cve_analysis import CveAnalyzer
+    from secfm.workflows.cve_bench import run_cve_bench
 
     res = run_cve_bench(tmp_path / "b.json", repeats=5, batch=4, allow_busy=True, results_dir=tmp_path,
                         analyzer=CveAnalyzer.load(heads["cwe"], heads["cvss"]))

@@ -136,7 +136,7 @@ def test_latency_bench_times_plain_generate_and_the_scheduler_alike(engine, tmp_
     from the scheduler at batch 1, both timed, and the ratio between them."""
     import json
 
-    from secfm.evals.bench.latency import run_latency_bench
+    from secfm.app.bench_latency import run_latency_bench
 
     out = tmp_path / "bench-latency.json"
     result = run_latency_bench("gemma-3-270m", out, max_tokens=4, repeats=1, servers=False, allow_busy=True)

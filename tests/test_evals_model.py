@@ -51,7 +51,7 @@ def test_mcqa_loglik(engine, tmp_path):
 
 
 def test_engine_and_plain_loop_agree(engine, tmp_path):
-    from secfm.evals.bench.eval import run_eval_bench
+    from secfm.evals.bench_eval import run_eval_bench
 
     result = run_eval_bench(data=FIXTURES / "cti-mcq.tsv", limit=1, out=tmp_path / "bench.json", engine=engine,
                             progress=False, warmup=False, allow_busy=True)

@@ -184,7 +184,7 @@ def test_eval_over_the_endpoint_matches_the_local_engine(server, tmp_path):
 def test_bench_serve_measures_each_concurrency_level(server, tmp_path):
     import json
 
-    from secfm.evals.bench.serve import run_serve_bench
+    from secfm.app.bench_serve import run_serve_bench
 
     base_url, served, _ = server
     out = tmp_path / "bench-serve.json"

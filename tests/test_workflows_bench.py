@@ -8,7 +8,7 @@ from test_workflows_support import small_store  # noqa: F401 - fixture
 
 
 def test_bench_writes_results(tmp_path, small_store):
-    from secfm.evals.bench.workflows import run_workflows_bench
+    from secfm.workflows.bench import run_workflows_bench
 
     out = tmp_path / "bench.json"
     result = run_workflows_bench(out=out, big_chunks=600, n_queries=5, with_model=False, store=small_store,

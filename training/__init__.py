@@ -36,7 +36,7 @@ _EXPORTS = {
     "merge_adapter": "secfm.merge",
     "chunked_lm_loss": "secfm.training.loss",
     "evaluate_models": "secfm.training.evaluate",
-    "run_train_bench": "secfm.evals.bench.train",
+    "run_train_bench": "secfm.training.bench",
     "features": "secfm.features",
     "FitConfig": "secfm.training.heads",
     "fit_head": "secfm.training.heads",

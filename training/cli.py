@@ -231,7 +231,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tokens/s of one CPU LoRA training step: the plain step against the chunked-loss step."""
         _quiet_omp()
-        from secfm.evals.bench.train import run_train_bench
+        from secfm.training.bench import run_train_bench
 
         result = run_train_bench(out, model=model, batch=batch, seq_len=seq_len, steps=steps,
                                  variants=variants.split(",") if variants else None,

@@ -325,7 +325,7 @@ def bench_workflows(
     allow_busy: AllowBusyOpt = False,
 ) -> None:
     """Retrieval p50/p95 at the packaged corpus size and at --chunks, and triage alerts/s with and without generation."""
-    from secfm.evals.bench.workflows import run_workflows_bench
+    from secfm.workflows.bench import run_workflows_bench
 
     result = run_workflows_bench(out=out, big_chunks=chunks, n_queries=queries, with_model=not no_model,
                                  model_alerts=model_alerts, model=model, log=lambda m: _console().print(m),

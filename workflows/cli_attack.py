@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
             md = out.with_suffix(".md")
             print(md.read_text() if md.is_file() else json.dumps(res, indent=2))
         if task in ("cve", "all"):
-            from secfm.evals.bench.cve import run_cve_bench
+            from secfm.workflows.cve_bench import run_cve_bench
 
             cve_out = out.with_name("bench-heads-cve.json")
             run_cve_bench(cve_out, repeats=max(repeats, 60), batch=batch, allow_busy=allow_busy)

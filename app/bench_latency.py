@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from secfm.evals.bench.serve import PROMPTS
+from secfm.app.bench_serve import PROMPTS
 
 DEFAULT_OUT = Path("app/results/bench-latency.json")
 

@@ -64,7 +64,7 @@ def _load(variant: str, model: str):
 def measure_variant(variant: str, model: str, items: int, seed: int, decode_tokens: int) -> dict:
     """Everything for one variant, in this process."""
     from secfm.evals import prompts
-    from secfm.evals.bench.eval import synthetic_items
+    from secfm.evals.bench_eval import synthetic_items
     from secfm.evals.specs import get_task
 
     spec = get_task("cti-mcqa")
@@ -145,7 +145,7 @@ def _run_variants(model: str, variants, items: int, seed: int, decode_tokens: in
         if variant == "bf16" and skip_bf16:
             rows.append({"variant": variant, "skipped": BF16_EMULATED})
             continue
-        cmd = [sys.executable, "-m", "secfm.evals.bench.quant", "--variant", variant, "--model", model,
+        cmd = [sys.executable, "-m", "secfm.evals.bench_quant", "--variant", variant, "--model", model,
                "--items", str(items), "--seed", str(seed), "--decode-tokens", str(decode_tokens)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -400,11 +400,13 @@ def bench_separate_app(model: str | None = None, endpoint: str | None = None, se
     """Start the app in a process of its own (this interpreter, the same settings as
     :func:`bench_app`), wait for its page and its warm-up, send one untimed turn, run
     :func:`run_app_bench` with its pid, stop it."""
+    from secfm.serving import stop_server
+
     port = _free_port()
     settings = {"model": model, "endpoint": endpoint, "host": "127.0.0.1", "port": port, "concurrency": concurrency,
                 "quiet": True, "queue_size": max(64, 2 * sessions), "max_new_tokens": max_new_tokens}
     code = f"from secfm.app.ui import launch_app; launch_app(**{settings!r})"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:
         started = time.monotonic()
@@ -418,12 +420,7 @@ def bench_separate_app(model: str | None = None, endpoint: str | None = None, se
         return run_app_bench(url, sessions, out, turns=turns, max_new_tokens=max_new_tokens, timeout=timeout,
                              extra=extra, app_pid=proc.pid, server_pid=server_pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)  # its own process group: SIGTERM, then SIGKILL after 30 s
 
 
 __all__ = ["DEFAULT_OUT", "bench_app", "bench_separate_app", "cpu_seconds", "run_app_bench"]

@@ -7,6 +7,12 @@ import importlib
 from collections.abc import Callable
 
 
+def resolve_target(target: str):
+    """The object a ``"module:name"`` entry names (a registry's lazy entry), imported now."""
+    module_name, _, name = target.partition(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
 def lazy_exports(package: str, exports: dict[str, str], namespace: dict) -> tuple[Callable, Callable]:
     """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps a public name to the module that
     defines it; a name read once is kept in the package's ``namespace``."""

@@ -10,7 +10,6 @@ through it; a new workflow is one entry here.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from secfm.errors import SecfmError
-
-
-def _resolve(target: str):
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+from secfm.lazy import resolve_target as _resolve
 
 
 @dataclass(frozen=True)

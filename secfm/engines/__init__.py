@@ -9,7 +9,6 @@ endpoint) per process, which heads, workflows, the API and the app all share.
 
 from __future__ import annotations
 
-import importlib
 import threading
 
 from secfm.engines.base import (
@@ -23,6 +22,7 @@ from secfm.engines.base import (
     truncate_at_stop,
 )
 from secfm.errors import SecfmError
+from secfm.lazy import resolve_target
 
 #: engine name -> "module:Class" (imported on first use)
 ENGINES: dict[str, str] = {
@@ -51,12 +51,10 @@ def engine_class(name: str) -> type[Engine]:
     target = ENGINES.get(name)
     if target is None:
         raise SecfmError(f"unknown engine '{name}': choose one of {', '.join(ENGINES)}")
-    module_name, _, class_name = target.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        return resolve_target(target)
     except ImportError as exc:
         raise SecfmError(f"the {name} engine cannot be imported ({exc})") from exc
-    return getattr(module, class_name)
 
 
 def engine_name(kind: str = DEFAULT_ENGINE, endpoint: str | None = None) -> str:

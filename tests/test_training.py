@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -51,29 +50,6 @@ def one_line_error(proc, *fragments: str) -> None:
     assert err and err[-1].startswith("secfm: error:"), proc.stderr[-2000:]
     for f in fragments:
         assert f in err[-1], err[-1]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A randomly initialised 2-layer Gemma-3 with the real tokenizer (fast to train)."""
-    import torch
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig
-
-    from secfm.models import resolve
-
-    base = resolve("gemma-3-270m").weights_dir
-    out = tmp_path_factory.mktemp("tiny") / "tiny-gemma"
-    cfg = Gemma3TextConfig(hidden_size=32, num_hidden_layers=2, intermediate_size=64, num_attention_heads=2,
-                           num_key_value_heads=1, head_dim=16, vocab_size=262144, sliding_window=32,
-                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=512,
-                           tie_word_embeddings=True, pad_token_id=0, bos_token_id=2, eos_token_id=1)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg)
-    model.save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        if (base / name).is_file():
-            shutil.copy(base / name, out / name)
-    return out
 
 
 def write_recipe(path: Path, **body) -> Path:

@@ -71,11 +71,14 @@ def get_engine(
     **options,
 ) -> Engine:
     """Build an engine by registry name: ``transformers`` (default), ``vllm`` (GPU) or ``openai``
-    (``endpoint`` URL; an endpoint given with the default kind means ``openai``)."""
+    (``endpoint`` URL; an endpoint given with the default kind means ``openai``). With no model
+    named, an in-process engine loads the registry's default model and an endpoint's engine asks
+    the server what it serves (never the registry's default, which the server may not serve)."""
     from secfm.registry import default_model_name
 
     cls = engine_class(engine_name(kind, endpoint))
-    return cls.build(model=model or default_model_name(), adapter=adapter, endpoint=endpoint, **options)
+    name = model if endpoint else (model or default_model_name())
+    return cls.build(model=name, adapter=adapter, endpoint=endpoint, **options)
 
 
 _SHARED: dict[tuple, Engine] = {}

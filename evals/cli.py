@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -34,8 +35,9 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder: predictio
 def _run_task(task: str, given: dict) -> None:
     from dataclasses import fields
 
+    from secfm.evals.harness import run_task
     from secfm.evals.heads import parse_exclude_sources
-    from secfm.evals.runner import EvalConfig, run_eval, summary_line
+    from secfm.evals.runner import EvalConfig
 
     known = {f.name for f in fields(EvalConfig)} - {"task"}
     options = {k: v for k, v in given.items() if k in known}
@@ -43,9 +45,86 @@ def _run_task(task: str, given: dict) -> None:
     for key in ("data", "shot_pool", "head", "labels", "out"):
         if options.get(key) is not None:
             options[key] = str(options[key])
-    metrics = run_eval(EvalConfig(task=task, exclude_sources=exclude, **options))
-    print(summary_line(metrics))
+    done = run_task(task, EvalConfig(task=task, exclude_sources=exclude, **options))
+    print(done.summary)
     print(f"run folder: {options['out']}")
+
+
+def _setting_values(sets: list[str] | None) -> dict[str, str]:
+    from secfm.errors import SecfmError
+
+    values: dict[str, str] = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SecfmError(f"--set expects KEY=VALUE (got {item!r})")
+        values[key.strip().replace("-", "_")] = value
+    return values
+
+
+def eval_run(
+    task: Annotated[str, typer.Argument(help="A registered task (see `secfm eval tasks`): cti-rcm, workflows, chat, train-heldout, ...")],
+    out: OutOpt,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE: one setting of the task (repeatable), e.g. --set use_model=false --set limit=3; lists (adapters) take JSON, e.g. --set 'adapters=[\"A\"]'.")] = None,
+    allow_busy: AllowBusyOpt = False,
+) -> None:
+    """Run any registered task of the harness from its settings (the task's own command is the same run with flags)."""
+    import json
+
+    from secfm.evals.harness import run_task, task_settings
+    from secfm.evals.progress import progress_bar
+    from secfm.evals.specs import PipelineTaskSpec, get_registered_task
+
+    spec = get_registered_task(task)
+    values: dict = _setting_values(sets)
+    for key, value in list(values.items()):
+        if value[:1] in "[{":
+            try:
+                values[key] = json.loads(value)
+            except ValueError:
+                pass
+    settings = task_settings(spec, {**values, "out": str(out)})
+    progress = None
+    if isinstance(spec, PipelineTaskSpec) and spec.progress == "counts":
+        with progress_bar(True) as bar:
+            bar_task = bar.add_task(spec.name, total=None)
+            done = run_task(spec, settings, progress=lambda d, t: bar.update(bar_task, completed=d, total=t),
+                            allow_busy=allow_busy)
+    else:
+        if isinstance(spec, PipelineTaskSpec) and spec.progress == "lines":
+            progress = lambda line: print(line, file=sys.stderr)  # noqa: E731
+        done = run_task(spec, settings, progress=progress, allow_busy=allow_busy)
+    print(done.summary)
+    print(f"metrics: {done.metrics_path}")
+    print(f"samples: {done.samples_path}")
+
+
+def eval_tasks(
+    as_json: Annotated[bool, typer.Option("--json", help="The list as JSON.")] = False,
+) -> None:
+    """The registered tasks of the harness: name, kind, the command that runs it with its own flags, figures."""
+    import json
+
+    from secfm.evals.specs import PipelineTaskSpec, registered_tasks
+
+    rows = []
+    for name, spec in sorted(registered_tasks().items()):
+        if isinstance(spec, PipelineTaskSpec):
+            figures = {k: {"path": f.path, "higher_is_better": f.higher_is_better} for k, f in spec.figures.items()}
+            rows.append({"task": name, "kind": spec.kind, "command": spec.alias or f"secfm eval run {name}",
+                         "title": spec.title, "figures": figures})
+        else:
+            from secfm.evals.registry import get_metric
+
+            metric = get_metric(spec.metric)
+            rows.append({"task": name, "kind": spec.kind, "command": f"secfm eval {name}", "title": spec.title,
+                         "figures": {metric.headline_figure: {"metric": metric.name,
+                                                              "higher_is_better": metric.higher_is_better}}})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        print(f"{row['task']:<14} {row['kind']:<9} {row['command']:<24} {row['title']}: {', '.join(row['figures'])}")
 
 
 LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="Gold labels kept apart from the task file: TSV/CSV with columns URL and GT, or JSON {URL: label} (the official cti-taa.tsv has no GT column).")]
@@ -218,20 +297,21 @@ def bench_quant(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `eval TASK`, `eval report`, `card` and `bench eval` to the secfm CLI."""
-    import sys
+    """Add `eval TASK`, `eval run|tasks|report`, `card` and `bench eval` to the secfm CLI."""
 
     from secfm.errors import SecfmError
-    from secfm.evals.specs import TASKS_DIR, _load_tasks, all_tasks
+    from secfm.evals.specs import TASKS_DIR, _load_tasks, all_tasks, ctibench_only
 
     try:
         specs = all_tasks()
     except SecfmError as exc:  # a bad $SECFM_EVAL_TASKS folder must not break every other command
         print(f"secfm: warning: {exc}; only the shipped tasks have `secfm eval` commands", file=sys.stderr)
-        specs = _load_tasks((TASKS_DIR,))
+        specs = ctibench_only(_load_tasks((TASKS_DIR,)))
     evals = command_group(app, "eval", EVAL_HELP)
     for spec in specs.values():  # one command per task spec (evals/tasks/*.yaml and $SECFM_EVAL_TASKS)
         evals.command(spec.name, help=spec.cli_help())(_task_command(spec))
+    evals.command("run")(eval_run)
+    evals.command("tasks")(eval_tasks)
     evals.command("report")(eval_report)
     evals.command("export-lm-eval")(export_lm_eval)
     app.command("card")(card)

@@ -3,6 +3,12 @@
 The CTIBench tasks ship in ``evals/tasks/``; more task folders can be named in ``$SECFM_EVAL_TASKS``
 (separated like ``PATH``), so a new task is one YAML file (plus its data): it gets its own
 ``secfm eval NAME`` command. Its metric is a name in the metric registry (secfm.evals.registry).
+
+Two kinds of task share the folders: ``kind: ctibench`` (the default; :class:`TaskSpec`: items read
+from a TSV, one prompt and one parsed answer each, scored by a registered metric) and
+``kind: pipeline`` (:class:`PipelineTaskSpec`: a gold set scored by a secfm pipeline end to end -
+the workflow gold sets, the chat gold set, training's held-out checks - whose runner, settings,
+outputs and headline figures the spec names). Both run through ``secfm.evals.harness.run_task``.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ class CardSpec(BaseModel):
 
 
 class TaskSpec(BaseModel):
+    kind: Literal["ctibench"] = "ctibench"
     name: str
     title: str
     description: str
@@ -125,6 +132,62 @@ class TaskSpec(BaseModel):
             raise SecfmError(f"task {self.name} has no '{mode}' mode (modes: {', '.join(self.modes)})")
 
 
+class FigureSpec(BaseModel):
+    """A headline figure of a pipeline task: where it sits in the metrics JSON and its direction."""
+
+    #: dotted path into the metrics JSON; ``*`` stands for every key at that level (one figure per key)
+    path: str
+    higher_is_better: bool = True
+
+
+class PipelineTaskSpec(BaseModel):
+    """A task run by a secfm pipeline on its own gold set (``kind: pipeline``).
+
+    The harness builds ``settings`` (a dataclass whose ``out`` field is the run folder or file)
+    from the command's values, calls ``run(settings, **runtime)`` with the runtime options the
+    spec lists (``progress``, ``allow_busy``) and reads the figures from what it returns. The
+    runner writes the metrics JSON (with its ``provenance`` block) and the per-sample log.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["pipeline"]
+    name: str
+    title: str
+    description: str
+    settings: str  # "module:Class", a dataclass with an ``out`` field
+    run: str  # "module:function": (settings, **runtime) -> the metrics dict it wrote
+    summary: str  # "module:function": metrics -> the one line the command prints
+    #: what ``out`` is: a run folder (metrics.json and the samples inside) or a results JSON file
+    out: Literal["folder", "file"] = "folder"
+    metrics: str = "metrics.json"  # inside the folder (``out: folder``); the file itself otherwise
+    #: the per-sample log: a name inside the run folder, or a suffix replacing the results file's
+    samples: str = "predictions.jsonl"
+    #: runtime options the run function takes beside the settings
+    progress: Literal["counts", "lines", "flag", "none"] = "none"
+    allow_busy: bool = False
+    #: the gold data, for the task list (the runner hashes what it reads into its provenance)
+    data: list[str] = Field(default_factory=list)
+    figures: dict[str, FigureSpec] = Field(default_factory=dict)
+    #: the hand-written command that runs this task with its own flags (an alias over the harness)
+    alias: str | None = None
+    help: str | None = None
+
+    def cli_help(self) -> str:
+        return self.help or f"{self.title}: {self.description}"
+
+    def metrics_path(self, out: str | Path) -> Path:
+        out = Path(out).expanduser()
+        return out / self.metrics if self.out == "folder" else out
+
+    def samples_path(self, out: str | Path) -> Path:
+        out = Path(out).expanduser()
+        return out / self.samples if self.out == "folder" else out.with_suffix(self.samples)
+
+
+AnyTaskSpec = TaskSpec | PipelineTaskSpec
+
+
 def task_dirs() -> list[Path]:
     """The shipped task folder, then the folders named in ``$SECFM_EVAL_TASKS``."""
     extra = [Path(p).expanduser() for p in os.environ.get(TASKS_ENV, "").split(os.pathsep) if p.strip()]
@@ -135,18 +198,33 @@ def task_dirs() -> list[Path]:
 
 
 def all_tasks() -> dict[str, TaskSpec]:
-    """Every task spec (``evals/tasks/*.yaml`` and ``$SECFM_EVAL_TASKS``), by name."""
-    return _load_tasks(tuple(task_dirs()))
+    """Every CTIBench-kind task spec (``evals/tasks/*.yaml`` and ``$SECFM_EVAL_TASKS``), by name."""
+    return ctibench_only(_load_tasks(tuple(task_dirs())))
+
+
+def registered_tasks() -> dict[str, AnyTaskSpec]:
+    """Every task of the harness, both kinds, by name."""
+    return dict(_load_tasks(tuple(task_dirs())))
+
+
+def ctibench_only(specs: dict[str, AnyTaskSpec]) -> dict[str, TaskSpec]:
+    return {name: spec for name, spec in specs.items() if isinstance(spec, TaskSpec)}
+
+
+def _parse_spec(data) -> AnyTaskSpec:
+    if isinstance(data, dict) and data.get("kind") == "pipeline":
+        return PipelineTaskSpec(**data)
+    return TaskSpec(**data)
 
 
 @lru_cache(maxsize=4)
-def _load_tasks(folders: tuple[Path, ...]) -> dict[str, TaskSpec]:
-    specs: dict[str, TaskSpec] = {}
+def _load_tasks(folders: tuple[Path, ...]) -> dict[str, AnyTaskSpec]:
+    specs: dict[str, AnyTaskSpec] = {}
     where: dict[str, Path] = {}
     for folder in folders:
         for path in sorted(folder.glob("*.yaml")):
             try:
-                spec = TaskSpec(**yaml.safe_load(path.read_text(encoding="utf-8")))
+                spec = _parse_spec(yaml.safe_load(path.read_text(encoding="utf-8")))
             except (ValidationError, TypeError, yaml.YAMLError) as exc:
                 raise SecfmError(f"bad task spec {path}: {_first_error(exc)}") from exc
             if spec.name in specs:
@@ -162,8 +240,19 @@ def _first_error(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 
 
+def get_registered_task(name: str) -> AnyTaskSpec:
+    """The spec of any registered task (a pipeline task by its name, a CTIBench one as :func:`get_task`)."""
+    spec = registered_tasks().get(name.strip().lower())
+    if isinstance(spec, PipelineTaskSpec):
+        return spec
+    try:
+        return get_task(name)
+    except SecfmError:
+        raise SecfmError(f"unknown task '{name}' (tasks: {', '.join(sorted(registered_tasks()))})") from None
+
+
 def get_task(name: str) -> TaskSpec:
-    """The spec of task ``name`` (``cti-mcq`` is accepted for ``cti-mcqa``)."""
+    """The spec of CTIBench-kind task ``name`` (``cti-mcq`` is accepted for ``cti-mcqa``)."""
     tasks = all_tasks()
     aliases = {s.hf.config: s.name for s in tasks.values()} | {
         c: s.name for s in tasks.values() for c in s.configs

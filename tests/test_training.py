@@ -408,17 +408,20 @@ def test_corrupt_or_empty_inputs_name_the_file(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------
 # the measurement script (perplexity + MCQ) on the tiny model
 # ------------------------------------------------------------------------------------------------
-def test_evaluation_scores_perplexity_and_letters(tiny_model):
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model):
+    """The tiny model and the real tokenizer as the held-out scoring loads them (float32), loaded once."""
+    from secfm.training.evaluate import _load
+
+    return _load(str(tiny_model), None)
+
+
+def test_evaluation_scores_perplexity_and_letters(tiny_lm):
     import math
 
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from secfm.models import resolve, tokenizer_for
     from secfm.training.evaluate import heldout_perplexity, mcq_accuracy, render
 
-    tok = tokenizer_for(resolve(str(tiny_model)))
-    lm = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    lm, tok = tiny_lm
     ppl = heldout_perplexity(lm, tok, ["Adversaries dump credentials from LSASS memory.", "CWE-79 is cross-site scripting."],
                              ["procedure", "weakness"], max_tokens=1000)
     assert ppl["documents"] == 2 and set(ppl["by_kind"]) == {"procedure", "weakness"}
@@ -441,6 +444,41 @@ def test_evaluation_scores_perplexity_and_letters(tiny_model):
                                            "mcq_cloze_gain_points": 12.0, "mcq_cloze_target_met": True}}})
     assert "MCQ letter" in md and "MCQ cloze (the primary figure, fixed before scoring) +12.0 points" in md
     assert "(meets the +10 target)" in md and "secondary MCQ formulations (reported, not chosen from): letter +0.0" in md
+
+
+def test_train_eval_is_an_alias_of_the_registered_heldout_task(tiny_model, tiny_lm, tmp_path, monkeypatch, capsys):
+    """`secfm train eval` and the harness task train-heldout give the same numbers (and a per-question log)."""
+    from datasets import Dataset, DatasetDict
+
+    from secfm.evals.harness import run_task
+    from secfm.training import evaluate
+
+    monkeypatch.chdir(tmp_path)  # the alias caches its runs under ./runs/eval-cache
+    monkeypatch.setattr(evaluate, "_load", lambda model, adapter: tiny_lm)  # loaded once (the tokenizer takes seconds)
+    corpus, sft = tmp_path / "corpus", tmp_path / "sft"
+    docs = {"text": ["Adversaries dump credentials from LSASS memory.", "CWE-79 is cross-site scripting."],
+            "kind": ["procedure", "weakness"]}
+    DatasetDict({"validation": Dataset.from_dict(docs)}).save_to_disk(str(corpus))
+    (corpus / "data_card.json").write_text("{}")
+    sft.mkdir()
+    question = {"prompt": "Which tactic?\n\nA) Execution\nB) Impact\nC) Discovery\nD) Collection", "answer": "B",
+                "kind": "technique-tactic", "question": "Which tactic?",
+                "options": ["Execution", "Impact", "Discovery", "Collection"]}
+    (sft / "mcq_validation.jsonl").write_text("\n".join(json.dumps(question) for _ in range(2)) + "\n")
+    proc = cli(capsys, "train", "eval", "--corpus", str(corpus), "--sft", str(sft), "--model", str(tiny_model),
+               "--out", str(tmp_path / "alias.json"), "--max-tokens", "1000", "--fp32")
+    assert proc.returncode == 0, proc.stderr
+    # the same settings through the harness, scored again (no cache)
+    task = run_task("train-heldout", {"out": str(tmp_path / "task.json"), "corpus": str(corpus), "sft": str(sft),
+                                      "model": str(tiny_model), "max_tokens": 1000, "bf16": False, "cache_dir": None})
+    alias = json.loads((tmp_path / "alias.json").read_text())
+    for key in ("perplexity", "mcq", "mcq_calibrated", "mcq_cloze"):
+        assert alias["runs"][str(tiny_model)][key] == task.metrics["runs"][str(tiny_model)][key]
+    assert task.figures["perplexity"] == {str(tiny_model): alias["runs"][str(tiny_model)]["perplexity"]["perplexity"]}
+    assert task.samples_path == tmp_path / "task.samples.jsonl" and "provenance" in task.metrics
+    samples = [json.loads(line) for line in task.samples_path.read_text().splitlines()]
+    assert len(samples) == 2 and set(samples[0]["correct"][str(tiny_model)]) == {"mcq", "mcq_calibrated", "mcq_cloze"}
+    assert "held-out validation (2 questions)" in task.summary
 
 
 #: questions a 270M model answers easily from the option text alone (one sensible option each)

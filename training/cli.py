@@ -211,11 +211,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Held-out perplexity and synthetic-MCQ accuracy of the base model and each adapter."""
         _quiet_omp()
-        from secfm.training.evaluate import evaluate_models
+        from secfm.evals.harness import run_task
+        from secfm.training.evaluate import HeldoutSettings
 
-        results = evaluate_models(model, [str(a) for a in adapter or []], corpus, sft, out, max_tokens=max_tokens,
-                                  max_mcq=max_mcq, bf16=False if fp32 else None, split=split,
-                                  progress=lambda s: _console().log(s))
+        settings = HeldoutSettings(out=str(out), corpus=str(corpus), sft=str(sft), model=model,
+                                   adapters=[str(a) for a in adapter or []], max_tokens=max_tokens, max_mcq=max_mcq,
+                                   bf16=False if fp32 else None, split=split)
+        # the harness task `train-heldout` (secfm eval run train-heldout)
+        results = run_task("train-heldout", settings, progress=lambda s: _console().log(s)).metrics
         print(out.with_suffix(".md").read_text() if out.with_suffix(".md").is_file() else json.dumps(results, indent=2))
 
     # -------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from secfm.provenance import file_sha256
@@ -442,7 +443,57 @@ def evaluate_models(model: str, adapters: Sequence[str], corpus: str | Path, sft
     }
     results = rec.write_json(out, results)
     rec.write_text(Path(out).with_suffix(".md"), render(results))
+    _write_samples(Path(out).with_suffix(SAMPLES_SUFFIX), questions, runs)
     return results
+
+
+#: the per-question log beside the results JSON (the harness's per-sample log of ``train-heldout``)
+SAMPLES_SUFFIX = ".samples.jsonl"
+
+
+def _write_samples(path: Path, questions: Sequence[dict], runs: dict[str, dict]) -> None:
+    """One line per held-out question: its kind, the right letter and, per run and MCQ
+    formulation, whether the run answered it right."""
+    from secfm.provenance import atomic_write_text
+
+    lines = []
+    for i, q in enumerate(questions):
+        per_run = {name: {metric: r[metric]["correct"][i] for _label, metric in MCQ_FORMULATIONS
+                          if metric in r and i < len(r[metric].get("correct", ()))} for name, r in runs.items()}
+        lines.append(json.dumps({"id": i, "kind": q.get("kind"), "answer": q.get("answer"), "correct": per_run}))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+@dataclass
+class HeldoutSettings:
+    """The settings of the harness task ``train-heldout`` (``secfm train eval``'s options)."""
+
+    out: str
+    corpus: str
+    sft: str
+    model: str = "gemma-3-270m"
+    adapters: list[str] = field(default_factory=list)
+    max_tokens: int = 40000
+    max_mcq: int | None = None
+    bf16: bool | None = None
+    split: str = "validation"
+    cache_dir: str | None = "runs/eval-cache"
+
+
+def run_heldout(settings: HeldoutSettings, progress: Callable[[str], None] | None = None) -> dict:
+    """The harness's runner of ``train-heldout``: :func:`evaluate_models` on the settings."""
+    return evaluate_models(settings.model, list(settings.adapters), settings.corpus, settings.sft, settings.out,
+                           max_tokens=settings.max_tokens, max_mcq=settings.max_mcq, bf16=settings.bf16,
+                           split=settings.split, cache_dir=settings.cache_dir, progress=progress)
+
+
+def summary_line(results: dict) -> str:
+    parts = []
+    for name, r in results["runs"].items():
+        figures = [f"perplexity {r['perplexity']['perplexity']}"] + [
+            f"MCQ {label} {r[metric]['accuracy']:.3f}" for label, metric in MCQ_FORMULATIONS if metric in r]
+        parts.append(f"{name}: {', '.join(figures)}")
+    return f"held-out {results['split']} ({results['mcq_questions']} questions): " + " | ".join(parts)
 
 
 def render(results: dict) -> str:

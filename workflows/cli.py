@@ -305,13 +305,14 @@ def eval_workflows(
 ) -> None:
     """Score triage, summarization and config review on the gold sets (severity accuracy, technique
     F1, finding precision/recall, invented-entity rate)."""
-    from secfm.workflows.evaluate import EvalSettings, run_workflow_eval, summary_line
+    from secfm.evals.harness import run_task
+    from secfm.workflows.evaluate import EvalSettings
 
     settings = EvalSettings(out=str(out), model=model, adapter=adapter, engine=engine, endpoint=endpoint, use_model=not no_model,
                             use_kb=not no_kb, use_head=not no_head, limit=limit, gold=str(gold) if gold else None)
-    with _progress("eval workflows") as update:
-        metrics = run_workflow_eval(settings, progress=update)
-    print(summary_line(metrics))
+    with _progress("eval workflows") as update:  # the harness task `workflows` (secfm eval run workflows)
+        done = run_task("workflows", settings, progress=update)
+    print(done.summary)
     print(f"run folder: {out}")
 
 

@@ -165,16 +165,17 @@ def eval_chat(
 
     The model is the chat's default (secfm-270m) unless --model, --adapter or --endpoint says otherwise.
     """
+    from secfm.evals.harness import run_task
     from secfm.workflows.chat import chat_model
-    from secfm.workflows.chat_eval import ChatEvalSettings, run_chat_eval, summary_line
+    from secfm.workflows.chat_eval import ChatEvalSettings
 
     settings = ChatEvalSettings(out=str(out), model=chat_model(model, adapter, endpoint) if not no_model else model, adapter=adapter, engine=engine, endpoint=endpoint,
                                 use_model=not no_model, gold=str(gold) if gold else None, nvd=str(nvd) if nvd else None,
                                 limit=limit, split=split, max_new_tokens=max_new_tokens, use_kb=not no_kb,
                                 prompt_style=prompt_style,
                                 store=str(store) if store else None)
-    metrics = run_chat_eval(settings, allow_busy=allow_busy)
-    print(summary_line(metrics))
+    done = run_task("chat", settings, allow_busy=allow_busy)  # the harness task `chat` (secfm eval run chat)
+    print(done.summary)
     print(f"run folder: {out}")
 
 

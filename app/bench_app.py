@@ -1,8 +1,12 @@
 """`secfm bench app`: concurrent analyst chat sessions against the running app.
 
-Each session is its own Gradio client (its own ``session_hash``, as a separate browser would
-be). All sessions send their first message at the same moment; every message carries a code
-word unique to its session. The benchmark records, per session, the time to the first streamed
+Each session is its own browser-like client (its own ``session_hash`` and cookies) that speaks
+Gradio's own HTTP protocol with httpx, as the page's JavaScript does: ``POST queue/join`` with
+the event's inputs, then the ``queue/data`` server-sent-event stream of that session, its
+streamed outputs sent as diffs (:class:`GradioSession`). All sessions run as asyncio tasks on
+one thread, so the benchmark's clients take little of the machine they measure (20
+``gradio_client`` instances took 0.5-1.2 of 2 cores, issue #17). All sessions send their first
+message at the same moment; every message carries a code word unique to its session. The benchmark records, per session, the time to the first streamed
 token and to the full answer, then asks the app for that session's transcript and checks that
 the history is exactly the session's own turns (no code word of another session, the streamed
 answer equal to the stored one). Results go to ``app/results/bench-app.json``.
@@ -16,6 +20,7 @@ measures it and stops it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -26,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,6 +57,7 @@ class SessionRun:
     ttft_s: list[float] = field(default_factory=list)  # per turn: submit -> first answer text on screen (the tools' facts)
     model_ttft_s: list[float] = field(default_factory=list)  # per phrased turn: submit -> the model's first piece
     phrased: int = 0  # turns the model phrased (the tools found facts)
+    phrasing_failures: list[str] = field(default_factory=list)  # turns whose status says "model failed (why)"
     total_s: list[float] = field(default_factory=list)  # per turn: submit -> answer complete
     updates: int = 0  # streamed updates received
     chars: int = 0
@@ -81,80 +86,220 @@ def _text(content) -> str:
     return str(content or "")
 
 
-def _one_session(url: str, i: int, barrier: threading.Barrier, turns: int, max_new_tokens: int,
-                 auth, timeout: float) -> SessionRun:
-    from gradio_client import Client
+class AppError(RuntimeError):
+    """The app answered an event with an error (or the stream ended without its result)."""
 
-    run = SessionRun(session=i, code=f"CODE-{i:02d}-{secrets.token_hex(3).upper()}")
-    try:
-        client = Client(url, auth=auth, verbose=False, analytics_enabled=False, download_files=False)
-    except Exception as exc:  # noqa: BLE001
-        run.error = f"connect: {type(exc).__name__}: {exc}"
+
+@dataclass
+class AppUpdate:
+    """One streamed update of the chat event: the bot's last message and the status line."""
+
+    answer: str
+    status: str
+    phrasing: bool  # the status says the model is phrasing
+
+
+class GradioSession:
+    """One analyst's session over Gradio's HTTP protocol (what the page's JavaScript speaks).
+
+    ``POST {api}/queue/join`` with ``{data, fn_index, session_hash}`` queues an event and
+    returns its id; ``GET {api}/queue/data?session_hash=`` streams the session's messages as
+    server-sent events (``estimation``, ``process_starts``, ``process_generating``: the outputs,
+    in full first and then as diffs, ``process_completed``: the final outputs, ``heartbeat``,
+    ``close_stream``). State inputs are sent as None: the server keeps them per session hash.
+    No heartbeat connection is opened (the server would drop the session's state when it closes).
+    """
+
+    def __init__(self, url: str, *, auth: tuple[str, str] | None = None, timeout: float = 1800.0):
+        import httpx
+
+        self.url = url if url.endswith("/") else url + "/"
+        self.auth = auth
+        self.session_hash = secrets.token_hex(6)
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=30.0))
+        self.api = self.url
+        self._deps: dict[str, dict] = {}
+        self._types: dict[int, str] = {}
+        self._elem_ids: dict[int, str] = {}
+
+    async def __aenter__(self) -> GradioSession:
         try:
-            barrier.wait(timeout=timeout)
-        except threading.BrokenBarrierError:
-            pass
-        return run
+            await self.connect()
+        except BaseException:
+            await self.http.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.http.aclose()
+
+    async def connect(self) -> None:
+        """Sign in (with ``auth``) and read the app's config: its API prefix and events."""
+        if self.auth:
+            resp = await self.http.post(self.url + "login", data={"username": self.auth[0], "password": self.auth[1]})
+            if resp.status_code >= 400:
+                raise AppError(f"sign-in refused ({resp.status_code})")
+        resp = await self.http.get(self.url + "config")
+        resp.raise_for_status()
+        config = resp.json()
+        self.api = self.url + (config.get("api_prefix") or "").strip("/") + "/"
+        self._deps = {d["api_name"]: d for d in config.get("dependencies", []) if isinstance(d.get("api_name"), str)}
+        for c in config.get("components", []):
+            self._types[c["id"]] = c.get("type", "")
+            self._elem_ids[c["id"]] = (c.get("props") or {}).get("elem_id") or ""
+
+    def _event(self, api_name: str) -> dict:
+        dep = self._deps.get(api_name)
+        if dep is None:
+            raise AppError(f"the app has no /{api_name} event")
+        return dep
+
+    def _data(self, dep: dict, values: list) -> list:
+        """The event's inputs: ``values`` in order for its components, None for its State inputs."""
+        values, data = list(values), []
+        for cid in dep.get("inputs", []):
+            data.append(None if self._types.get(cid) == "state" else values.pop(0))
+        return data
+
+    async def events(self, api_name: str, values: list):
+        """Queue one event; yield its outputs at each streamed update, then its final outputs."""
+        from gradio_client.utils import apply_diff
+
+        dep = self._event(api_name)
+        resp = await self.http.post(self.api + "queue/join", json={
+            "data": self._data(dep, values), "fn_index": dep.get("id"), "session_hash": self.session_hash,
+            "event_data": None})
+        if resp.status_code >= 400:
+            raise AppError(f"queue/join answered {resp.status_code}: {resp.text[:200]}")
+        event_id = resp.json()["event_id"]
+        outputs: list | None = None
+        async with self.http.stream("GET", self.api + "queue/data", params={"session_hash": self.session_hash}) as stream:
+            if stream.status_code != 200:
+                raise AppError(f"queue/data answered {stream.status_code}")
+            async for line in stream.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                msg = json.loads(line[5:])
+                kind = msg.get("msg")
+                if kind == "close_stream":
+                    break
+                if kind in ("unexpected_error", "server_stopped"):
+                    raise AppError(str(msg.get("message") or kind))
+                if msg.get("event_id") != event_id:
+                    continue
+                if kind == "process_generating":
+                    data = (msg.get("output") or {}).get("data") or []
+                    if outputs is None:
+                        outputs = list(data)
+                    else:
+                        outputs = [apply_diff(outputs[i] if i < len(outputs) else None, d) for i, d in enumerate(data)]
+                    yield outputs, False
+                elif kind == "process_completed":
+                    output = msg.get("output") or {}
+                    if not msg.get("success", True) or "error" in output:
+                        raise AppError(str(output.get("error") or "the event failed"))
+                    yield list(output.get("data") or []), True
+                    return
+        raise AppError("the event stream closed before its result")
+
+    async def chat(self, message: str, max_new_tokens: int, temperature: float = 0.0):
+        """The chat event: yields an :class:`AppUpdate` per streamed update, the final one last."""
+        dep = self._event("chat")
+        outputs = dep.get("outputs", [])
+        chatbot = next((i for i, c in enumerate(outputs) if self._types.get(c) == "chatbot"), 0)
+        status = next((i for i, c in enumerate(outputs) if self._elem_ids.get(c) == "chat-status"), None)
+        async for values, _final in self.events("chat", [message, max_new_tokens, temperature]):
+            text = status_text = ""
+            if chatbot < len(values) and isinstance(values[chatbot], list):
+                text = _last_assistant(values[chatbot])
+            if status is not None and status < len(values) and isinstance(values[status], str):
+                status_text = values[status]
+            yield AppUpdate(text, status_text, _phrasing(values))
+
+    async def transcript(self) -> dict:
+        final = None
+        async for values, _final in self.events("transcript", []):
+            final = values
+        return json.loads(final[0]) if final else {}
+
+
+def _phrasing(outputs) -> bool:
+    """Whether this update shows the model's phrasing arriving (the chat's status line)."""
+    return any(isinstance(o, str) and "Phrasing" in o for o in outputs)
+
+
+_MODEL_FAILED = re.compile(r"model failed(?: \(([^<]*)\))?")
+
+
+def _phrasing_failure(status: str) -> str | None:
+    """The final status's "model failed (why)", when the model's phrasing failed."""
+    m = _MODEL_FAILED.search(status or "")
+    return None if m is None else (m.group(1) or "no detail")[:200]
+
+
+async def _one_session(url: str, i: int, barrier: asyncio.Barrier, turns: int, max_new_tokens: int,
+                       auth, timeout: float) -> SessionRun:
+    run = SessionRun(session=i, code=f"CODE-{i:02d}-{secrets.token_hex(3).upper()}")
     answers: list[str] = []
     sent: list[str] = []
+    waited = False
     try:
-        barrier.wait(timeout=timeout)
-        for turn in range(turns):
-            question = QUESTIONS[(i + turn) % len(QUESTIONS)]
-            message = f"[{run.code}] {question}" if turn == 0 else f"{question} (session {run.code})"
-            sent.append(message)
-            t0 = time.monotonic()
-            job = client.submit(message, max_new_tokens, 0.0, api_name="/chat")
-            first_update = first_token = first_piece = None
-            last = ""
-            deadline = t0 + timeout
-            for out in job:
-                now = time.monotonic()
-                if now > deadline:
-                    job.cancel()
-                    raise TimeoutError(f"turn {turn + 1} took more than {timeout:.0f}s")
-                chat = out[0] if isinstance(out, (list, tuple)) else out
-                run.updates += 1
-                if first_update is None:
-                    first_update = now
-                text = _last_assistant(chat)
-                if text and first_token is None:
-                    first_token = now
-                if first_piece is None and _phrasing(out):
-                    first_piece = now
-                last = text or last
-            final = job.result(timeout=timeout)
-            chat = final[0] if isinstance(final, (list, tuple)) else final
-            last = _last_assistant(chat) or last
-            done = time.monotonic()
-            if turn == 0 and first_update is not None:
-                run.queued_s = first_update - t0
-            run.ttft_s.append((first_token or done) - t0)
-            run.total_s.append(done - t0)
-            if first_piece is not None:
-                run.phrased += 1
-                run.model_ttft_s.append(first_piece - t0)
-            run.chars += len(last)
-            answers.append(last)
-            run.turns += 1
-        transcript = json.loads(client.predict(api_name="/transcript"))
+        async with GradioSession(url, auth=auth, timeout=timeout) as session:
+            waited = True
+            await asyncio.wait_for(barrier.wait(), timeout)
+            for turn in range(turns):
+                question = QUESTIONS[(i + turn) % len(QUESTIONS)]
+                message = f"[{run.code}] {question}" if turn == 0 else f"{question} (session {run.code})"
+                sent.append(message)
+                t0 = time.monotonic()
+                first_update = first_token = first_piece = None
+                last, status = "", ""
+                try:
+                    async with asyncio.timeout(timeout):
+                        async for update in session.chat(message, max_new_tokens, 0.0):
+                            now = time.monotonic()
+                            run.updates += 1
+                            if first_update is None:
+                                first_update = now
+                            if update.answer and first_token is None:
+                                first_token = now
+                            if first_piece is None and update.phrasing:
+                                first_piece = now
+                            last, status = update.answer or last, update.status or status
+                except TimeoutError:
+                    raise TimeoutError(f"turn {turn + 1} took more than {timeout:.0f}s") from None
+                done = time.monotonic()
+                if turn == 0 and first_update is not None:
+                    run.queued_s = first_update - t0
+                run.ttft_s.append((first_token or done) - t0)
+                run.total_s.append(done - t0)
+                if first_piece is not None:
+                    run.phrased += 1
+                    run.model_ttft_s.append(first_piece - t0)
+                failure = _phrasing_failure(status)
+                if failure is not None:
+                    run.phrasing_failures.append(f"turn {turn + 1}: {failure}")
+                run.chars += len(last)
+                answers.append(last)
+                run.turns += 1
+            transcript = await session.transcript()
         run.session_id = str(transcript.get("session") or "")
         run.history_ok, run.history_problem = _check_history(transcript.get("messages") or [], sent, answers, run.code)
         run.ok = run.turns == turns and run.history_ok
     except Exception as exc:  # noqa: BLE001
-        run.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        try:
-            client.close()
-        except Exception:  # noqa: BLE001
-            pass
+        run.error = f"{'' if waited else 'connect: '}{type(exc).__name__}: {exc}"
+        if not waited:  # the others wait for every session at the barrier
+            try:
+                await asyncio.wait_for(barrier.wait(), timeout)
+            except (TimeoutError, asyncio.BrokenBarrierError):
+                pass
     return run
 
 
-def _phrasing(out) -> bool:
-    """Whether this update shows the model's phrasing arriving (the chat's status line)."""
-    outputs = out if isinstance(out, (list, tuple)) else [out]
-    return any(isinstance(o, str) and "Phrasing" in o for o in outputs)
+async def _all_sessions(url: str, sessions: int, turns: int, max_new_tokens: int, auth, timeout: float) -> list[SessionRun]:
+    barrier = asyncio.Barrier(sessions)
+    return list(await asyncio.gather(*(_one_session(url, i, barrier, turns, max_new_tokens, auth, timeout)
+                                      for i in range(sessions))))
 
 
 _CODE = re.compile(r"CODE-\d{2}-[0-9A-F]{6}")
@@ -247,7 +392,6 @@ def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT
     the app's ``--endpoint`` while the sessions ran."""
     if sessions < 1:
         raise ValueError("sessions must be at least 1")
-    barrier = threading.Barrier(sessions)
     started = time.monotonic()
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     same = app_pid is None or app_pid == os.getpid()
@@ -256,10 +400,8 @@ def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT
         watched["app"] = app_pid
     if server_pid:
         watched["model_server"] = server_pid
-    with _ProcessLoad(watched) as load, ThreadPoolExecutor(max_workers=sessions) as pool:
-        futures = [pool.submit(_one_session, url, i, barrier, turns, max_new_tokens, auth, timeout)
-                   for i in range(sessions)]
-        runs = [f.result() for f in futures]
+    with _ProcessLoad(watched) as load:
+        runs = asyncio.run(_all_sessions(url, sessions, turns, max_new_tokens, auth, timeout))
     wall = time.monotonic() - started
     ttft = [t for r in runs for t in r.ttft_s]
     model_ttft = [t for r in runs for t in r.model_ttft_s]
@@ -285,6 +427,9 @@ def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT
         "model_ttft_s": _stats(model_ttft),
         "model_ttft_means": "submit -> the model's first phrasing piece, over the turns the model phrased",
         "phrased_turns": sum(r.phrased for r in runs),
+        "phrasing_failed_turns": sum(len(r.phrasing_failures) for r in runs),
+        "phrasing_failures": [f"session {r.session} {f}" for r in runs for f in r.phrasing_failures][:20],
+        "client": "httpx over Gradio's queue/join + queue/data protocol (asyncio, one thread)",
         "latency_s": _stats(total),
         "first_turn_latency_s": _stats(first_total),
         "queued_s": _stats([r.queued_s for r in runs if r.queued_s is not None]),
@@ -324,14 +469,14 @@ def _free_port() -> int:
 def _warm_turn(url: str, max_new_tokens: int, timeout: float) -> float:
     """One untimed turn through Gradio before measuring (the server's first-request costs: lazy
     imports and schema building on its event loop); its seconds."""
-    from gradio_client import Client
+    async def turn() -> None:
+        async with GradioSession(url, timeout=timeout) as session:
+            async with asyncio.timeout(timeout):
+                async for _ in session.chat("What is T1003?", max_new_tokens, 0.0):
+                    pass
 
     t0 = time.monotonic()
-    client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
-    try:
-        client.submit("What is T1003?", max_new_tokens, 0.0, api_name="/chat").result(timeout=timeout)
-    finally:
-        client.close()
+    asyncio.run(turn())
     return round(time.monotonic() - t0, 3)
 
 
@@ -423,4 +568,5 @@ def bench_separate_app(model: str | None = None, endpoint: str | None = None, se
         stop_server(proc)  # its own process group: SIGTERM, then SIGKILL after 30 s
 
 
-__all__ = ["DEFAULT_OUT", "bench_app", "bench_separate_app", "cpu_seconds", "run_app_bench"]
+__all__ = ["DEFAULT_OUT", "AppError", "GradioSession", "bench_app", "bench_separate_app", "cpu_seconds",
+           "run_app_bench"]

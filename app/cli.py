@@ -80,11 +80,12 @@ def bench_app_command(
     out: Annotated[Path, typer.Option("--out", help="JSON results.")] = Path("app/results/bench-app.json"),
     allow_busy: AllowBusyOpt = False,
 ) -> None:
-    """20 concurrent analyst chat sessions over Gradio's client: time to first token p50/p95, answers isolated per session.
+    """20 concurrent analyst chat sessions over Gradio's HTTP protocol: time to first token p50/p95, answers isolated per session.
 
     The app runs in this process (default), in a process of its own (--separate), or is one
     already running (--url, with --app-pid to record its CPU use). The results record each
-    process's CPU use while the sessions ran.
+    process's CPU use while the sessions ran. Each session is a light httpx client of its own
+    (asyncio, one thread for all), and a turn whose model phrasing failed is listed with why.
     """
     from secfm.app.bench_app import bench_app, bench_separate_app, run_app_bench
     from secfm.provenance import recording

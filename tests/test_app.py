@@ -527,6 +527,18 @@ def test_concurrent_sessions_benchmark_smoke(app_url, tmp_path):
     assert result["distinct_session_ids"] == 3 and result["latency_s"]["p50"] is not None
     assert json.loads(out.read_text())["sessions"] == 3
     assert result["processes"]["bench_and_app"]["cpu_s"] > 0  # the app runs in this process: one CPU figure
+    assert all(r["updates"] > 1 for r in result["per_session"])  # the streamed updates came through queue/data
+    assert result["phrasing_failed_turns"] == len(result["phrasing_failures"])
+
+
+def test_bench_reads_a_failed_phrasing_from_the_status_line():
+    from secfm.app.bench_app import _phrasing_failure
+
+    status = ('<div class="chat-status done">Done: 2 fact(s) from 1 source(s), tools 0.3 s · total 2.1 s · model failed'
+              " (SecfmError: model server at http://127.0.0.1:8011/v1 answered 404: the model 'gemma-3-270m' does not"
+              " exist)</div>")
+    assert _phrasing_failure(status).startswith("SecfmError: model server") and _phrasing_failure(status).endswith("exist")
+    assert _phrasing_failure('<div class="chat-status done">Done: 1 fact(s) · model ok</div>') is None
 
 
 @pytest.mark.slow

@@ -355,3 +355,74 @@ def test_short_texts_use_the_shallower_head_saved_beside_the_extractor(monkeypat
     # a path without a head leaves no stale copy behind
     save_extractor(folder, DocumentModel(**base, short={"max_chars": 80, "model": asdict(short)}), index)
     assert not (folder / SHORT_HEAD_DIR).exists() and ax.AttackExtractor(load_head(folder)).short_head is None
+
+
+def test_alert_sized_calls_embed_beside_the_head_forward_with_the_same_hits(monkeypatch, tmp_path: Path) -> None:
+    """A call whose texts all take the short-text path runs the MiniLM embedding in the
+    retrieval worker while the head's forward runs (both must be inside at once, or the barrier
+    times out), each on its share of the torch threads; the hits are the same as one after the
+    other, and the caller's and the process-wide torch thread settings are back afterwards."""
+    import threading
+    from dataclasses import asdict
+
+    import torch
+
+    import secfm.workflows.attack_extraction as ax
+    from secfm.heads import load_head
+    from secfm.training.attack_docs import SHORT_HEAD_DIR, save_extractor
+
+    folder = tmp_path / "extractor"
+    folder.mkdir()
+    for name in ("head.json", "head.safetensors"):
+        shutil.copy2(SHIPPED / "short" / name, folder / name)
+    rows = [IndexRow("Dumped lsass memory with procdump.", ("T1003",), "S0001"), IndexRow("Used cmd.", ("T1059",), "G0002")]
+    index = ProcedureIndex(rows, np.eye(2, 4, dtype=np.float32), {"sources": ["S0001", "G0002"]})
+    n = len(DOC_FEATURES)
+    coef = [0.0] * n
+    coef[DOC_FEATURES.index("vote_max")] = 10.0
+    base = {"features": list(DOC_FEATURES), "mean": [0.0] * n, "scale": [1.0] * n, "coef": coef, "intercept": -5.0,
+            "threshold": 0.5}
+    short = DocumentModel(**base, use_retrieval=True)
+    save_extractor(folder, DocumentModel(**base, short={"max_chars": 80, "model": asdict(short), "head": SHORT_HEAD_DIR}),
+                   index, folder)
+    extractor = ax.AttackExtractor(load_head(folder))
+    both_inside = threading.Barrier(2, timeout=30)
+    seen, meet = {}, {"on": True}
+
+    def short_run(texts, *_, **__):
+        seen["head"] = (threading.current_thread().name, torch.get_num_threads())
+        if meet["on"]:
+            both_inside.wait()
+        return extractor.short_head.scores(np.zeros((len(texts), extractor.short_head.manifest.input_dim), dtype=np.float32))
+
+    def fake_embed(texts, **_):
+        seen["embed"] = (threading.current_thread().name, torch.get_num_threads())
+        if meet["on"]:
+            both_inside.wait()
+        return np.tile(np.asarray([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32), (len(texts), 1))
+
+    extractor.short_head.run = short_run
+    monkeypatch.setattr(ax, "embed_texts", fake_embed)
+    texts = ["procdump.exe read lsass.exe memory on WS-01.", "cmd.exe /c whoami"]
+    before = torch.get_num_threads()
+    monkeypatch.setattr(ax, "OVERLAP_THREADS", (1, 1))
+    side_by_side = extractor.extract_many(texts)
+    assert seen["head"][0] != seen["embed"][0] and seen["embed"][0].startswith("secfm-retrieval")
+    assert seen["head"][1] == seen["embed"][1] == 1
+    assert torch.get_num_threads() == before
+    fresh = []
+    probe = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+    probe.start()
+    probe.join()
+    assert fresh == [before]  # a thread's first torch call still gets the process's setting
+    meet["on"] = False
+    monkeypatch.setattr(ax, "OVERLAP_THREADS", None)
+    one_after_the_other = extractor.extract_many(texts)
+    assert seen["head"][0] == seen["embed"][0] == threading.current_thread().name
+    assert side_by_side == one_after_the_other and any(h.id == "T1003" for h in side_by_side[0])
+    # a longer text (not alert-sized) keeps the forward on the caller's threads, one after the other
+    monkeypatch.setattr(ax, "OVERLAP_THREADS", (1, 1))
+    extractor.scores = lambda part: extractor.head.scores(np.zeros((len(part), extractor.head.manifest.input_dim),
+                                                                   dtype=np.float32))
+    extractor.extract("procdump.exe read lsass.exe memory on WS-01. " * 3)
+    assert seen["embed"][0] == threading.current_thread().name

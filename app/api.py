@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from secfm.errors import SecfmError
+from secfm.workflows.attack_extraction import AttackInput
 from secfm.workflows.cve_analysis import CveAnalysisRequest
 from secfm.workflows.schemas import ConfigInput, SummaryInput, TriageInput
 
@@ -56,9 +57,11 @@ class TextIn(BaseModel):
     text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, description="Untrusted text: treated as data.")
 
 
-class AttackIn(TextIn):
+class AttackIn(AttackInput):
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, description="Untrusted text: treated as data.")
     threshold: float | None = Field(None, gt=0, lt=1, description="Override the head's tuned thresholds.")
     top_k: int | None = Field(None, ge=1, le=100)
+    max_evidence: int = Field(3, ge=1, le=10)
 
 
 class CweIn(TextIn):
@@ -222,10 +225,7 @@ def create_api(settings: ApiSettings) -> FastAPI:
 
     @api.post("/v1/attack/extract", dependencies=guarded)
     def attack_extract(body: AttackIn) -> dict:
-        from secfm.workflows.attack_extraction import extract_attack
-
-        hits = extract_attack(body.text, threshold=body.threshold, top_k=body.top_k)
-        return {"techniques": _dump(hits)}
+        return _run_workflow("attack", body)  # {"techniques": [...]}: the head's details stay on the server
 
     @api.post("/v1/cwe/map", dependencies=guarded)
     def cwe_map(body: CweIn) -> dict:
@@ -257,7 +257,9 @@ def create_api(settings: ApiSettings) -> FastAPI:
         for a request that asks for the model step."""
         from secfm.workflows.protocol import get_workflow
 
-        return _dump(get_workflow(name).run(body, engine=settings.engine() if body.use_model else None))
+        workflow = get_workflow(name)
+        wants_engine = getattr(body, "use_model", False) if workflow.engine_gated else False  # attack: the head's own
+        return _dump(workflow.run(body, engine=settings.engine() if wants_engine else None))
 
     chat_pipelines: dict[bool, Any] = {}
 
@@ -266,13 +268,15 @@ def create_api(settings: ApiSettings) -> FastAPI:
         """One grounded answer with its facts, sources and tool cards; pass `conversation` back for follow-ups."""
         from secfm.workflows.chat import ChatPipeline
         from secfm.workflows.chat_schemas import Conversation
+        from secfm.workflows.protocol import get_workflow
 
         conversation = Conversation(**(body.conversation.model_dump() if body.conversation else {}))
         pipeline = chat_pipelines.get(body.use_model)
         if pipeline is None:
             pipeline = chat_pipelines[body.use_model] = ChatPipeline(settings.chat_engine() if body.use_model else None,
                                                                      use_model=body.use_model)
-        answer = pipeline.answer(body.message, conversation, max_new_tokens=body.max_new_tokens)
+        answer = get_workflow("chat").run({"message": body.message, "conversation": conversation,
+                                           "max_new_tokens": body.max_new_tokens}, pipeline=pipeline)
         return {**answer.model_dump(mode="json"), "conversation": conversation.model_dump(mode="json")}
 
     return api

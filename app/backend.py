@@ -230,12 +230,12 @@ class Backend:
                 "stix": stix, "text": text}
 
     def _extract_hits(self, text: str):
-        from secfm.workflows.attack_extraction import extract_attack
+        from secfm.workflows.protocol import get_workflow
 
         engine = self.engine if self.engine.has_hidden_states else None
         try:
             with self._attack_lock:  # one extractor build at a time; the engine lock orders forwards
-                hits = extract_attack(text, engine=engine)
+                hits = get_workflow("attack").run({"text": text}, engine=engine).techniques
             return hits, "classifier head", ""
         except SecfmError as exc:
             if "head" not in str(exc):

@@ -210,8 +210,11 @@ def grounded_turn(pipeline, text: str, conversation, *, cancel=None, use_model: 
     shown_at: float | None = None  # when the phrasing was last shown
     pending = False  # pieces not shown yet
     answer = None
-    events = pipeline.stream(text, conversation, cancel, use_model=use_model, max_new_tokens=max_new_tokens,
-                             temperature=temperature)
+    from secfm.workflows.protocol import get_workflow
+
+    events = get_workflow("chat").stream({"message": text, "conversation": conversation, "use_model": use_model,
+                                          "max_new_tokens": max_new_tokens, "temperature": temperature},
+                                         pipeline=pipeline, cancel=cancel)
     try:
         for event in events:
             answer = event.answer

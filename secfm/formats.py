@@ -37,13 +37,18 @@ def _md_cell(value: object) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
 
 
+def markdown_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Rows as a Markdown table under a ``## title`` heading (what ``print_table(..., "md")`` prints)."""
+    lines = [f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]], fmt: str = "table") -> None:
     """Rows as a terminal table (``table``) or a Markdown table (``md``) on standard output."""
     rows = [list(r) for r in rows]
     if fmt == "md":
-        lines = [f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-        print("\n".join(lines))
+        print(markdown_table(title, columns, rows))
         return
     from rich.console import Console
     from rich.table import Table

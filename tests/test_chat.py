@@ -379,6 +379,26 @@ def test_v1_chat_answers_and_follows_up():
         thread.join(timeout=10)
 
 
+def test_the_chat_is_a_streaming_workflow_of_the_protocol(tools_only):
+    """CLI, API and app run a chat turn through secfm.workflows.protocol: the events, the answer, the
+    caller's conversation remembered, one Markdown and one table view."""
+    from secfm.workflows.chat_render import message_markdown
+    from secfm.workflows.chat_schemas import ChatAnswer, Conversation
+    from secfm.workflows.protocol import get_workflow, workflow_for
+
+    chat = get_workflow("chat")
+    conversation = Conversation()
+    events = list(chat.stream({"message": "What is T1490?", "conversation": conversation}, pipeline=tools_only))
+    assert [e.kind for e in events] == ["tools", "done"] and "Inhibit System Recovery" in events[-1].answer.answer
+    assert conversation.entities[:1] == ["T1490"]  # the caller's own object remembers the turn
+    follow = chat.run({"message": "What mitigates it?", "conversation": conversation, "use_model": False},
+                      pipeline=tools_only)
+    assert isinstance(follow, ChatAnswer) and follow.topic.follow_up and workflow_for(follow) is chat
+    assert chat.render_markdown(follow) == message_markdown(follow)
+    title, columns, rows = chat.table_rows(follow)
+    assert title == "What mitigates it?" and rows and len(rows[0]) == len(columns)
+
+
 def test_eval_chat_writes_a_run_folder_and_resumes(tmp_path):
     from secfm.workflows.chat_eval import ChatEvalSettings, run_chat_eval
 

@@ -157,7 +157,7 @@ def test_the_workflows_dispatch_through_one_protocol(home, tmp_path):
     from secfm.errors import SecfmError
     from secfm.workflows.protocol import WORKFLOWS, get_workflow
 
-    assert set(WORKFLOWS) == {"triage", "summarize", "review-config"}
+    assert set(WORKFLOWS) == {"triage", "summarize", "review-config", "attack", "chat"}
     review = get_workflow("review-config")
     result = review.run({"text": "Port 22\nPermitRootLogin yes\n", "filename": "sshd_config", "use_model": False},
                         engine=object())  # no model step: the engine is never touched
@@ -167,7 +167,31 @@ def test_the_workflows_dispatch_through_one_protocol(home, tmp_path):
     with pytest.raises(SecfmError, match="summarize: audience"):
         get_workflow("summarize").run({"text": "notes", "audience": "board", "use_model": False})
     with pytest.raises(SecfmError, match="unknown workflow"):
-        get_workflow("chat")
+        get_workflow("translate")
+    with pytest.raises(SecfmError, match="the triage workflow does not stream"):
+        get_workflow("triage").stream({"alerts": "x"})
+    # the engine goes to a model step only with use_model, but always to ATT&CK extraction (its head reads it)
+    from dataclasses import replace
+
+    engine = object()
+    echo = {name: replace(get_workflow(name), run_function="builtins:dict") for name in ("attack", "summarize")}
+    assert echo["attack"].run({"text": "lsass dump"}, engine=engine) == {
+        "text": "lsass dump", "threshold": None, "top_k": None, "max_evidence": 3, "engine": engine}
+    assert echo["summarize"].run({"text": "notes", "use_model": False}, engine=engine)["engine"] is None
+    with pytest.raises(SecfmError, match="attack: threshold"):
+        get_workflow("attack").request({"text": "x", "threshold": "sometimes"})
+    from secfm.formats import markdown_table
+    from secfm.workflows.attack_extraction import AttackExtraction, Evidence, TechniqueHit
+
+    hit = TechniqueHit("T1003.001", "LSASS Memory", ("credential-access",), 0.91,
+                       (Evidence(0, "procdump read lsass", 0, 19, 0.8),), "https://attack.mitre.org/techniques/T1003/001/",
+                       "enterprise")
+    extraction = AttackExtraction(techniques=[hit], head={"folder": "/local/path"})
+    assert extraction.model_dump(mode="json") == {"techniques": [hit.to_dict()]}  # the API's body; no local paths
+    attack = get_workflow("attack")
+    assert attack.render_markdown(extraction) == markdown_table(
+        "ATT&CK techniques (1)", ("id", "name", "tactics", "score", "evidence"),
+        [("T1003.001", "LSASS Memory", "credential-access", "0.91", "procdump read lsass")])
     cfg = tmp_path / "sshd_config"
     cfg.write_text("Port 22\nPermitRootLogin yes\n")
     proc = run("review-config", str(cfg), "--no-model", "--format", "table", env=home)

@@ -31,8 +31,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from secfm.errors import SecfmError
 
@@ -1030,6 +1032,39 @@ def extract_attack(text: str, *, head: str | Path | None = None, model: str | No
     from secfm.inputs import check_text
 
     check_text(text, "text")
+    return _extractor_for(head, model, engine, threshold, top_k, max_evidence).extract(text)
+
+
+class AttackInput(BaseModel):
+    """What an ATT&CK extraction request holds (``secfm attack extract``, ``POST /v1/attack/extract``,
+    the app's ATT&CK tab). Which head and base model run it are the caller's options, not request data."""
+
+    text: str = Field(..., description="A report, paragraph or alert (untrusted: treated as data).")
+    threshold: float | Literal["global", "per-class"] | None = Field(
+        None, description="A probability (0-1), or the head's tuned 'global' / 'per-class' thresholds (default: the head's choice).")
+    top_k: int | None = Field(None, ge=1)
+    max_evidence: int = Field(3, ge=1)
+
+
+class AttackExtraction(BaseModel):
+    """The techniques found, best first; ``head`` (what ran, with local paths) stays out of dumps."""
+
+    techniques: list[TechniqueHit] = Field(default_factory=list)
+    head: dict = Field(default_factory=dict, exclude=True)
+
+
+def run_attack_extraction(text: str, threshold: float | str | None = None, top_k: int | None = None, max_evidence: int = 3,
+                          *, engine=None, head: str | Path | None = None, model: str | None = None) -> AttackExtraction:
+    """The Workflow protocol's ATT&CK extraction: :func:`extract_attack` with what ran beside the hits."""
+    from secfm.inputs import check_text
+
+    check_text(text, "text")
+    extractor = _extractor_for(head, model, engine, threshold, top_k, max_evidence)
+    return AttackExtraction(techniques=extractor.extract(text), head=extractor.describe())
+
+
+def _extractor_for(head, model, engine, threshold, top_k, max_evidence) -> AttackExtractor:
+    """The extractor of (head, model, engine), built once per process, with these settings."""
     key = (str(head) if head else None, model, id(engine) if engine is not None else None)
     with _DEFAULTS_LOCK:
         extractor = _DEFAULTS.get(key)
@@ -1040,7 +1075,7 @@ def extract_attack(text: str, *, head: str | Path | None = None, model: str | No
         extractor = AttackExtractor(extractor.head, extractor._engine, threshold=threshold, top_k=top_k,
                                     max_evidence=max_evidence, index=extractor.index, document=extractor.document,
                                     short_head=extractor.short_head)
-    return extractor.extract(text)
+    return extractor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1190,6 +1225,7 @@ def train_clean_extractor(base: str | Path, excluded: Iterable[str], out: Path, 
 
 
 __all__ = [
-    "AttackExtractor", "DocumentModel", "Evidence", "Exclusion", "ProcedureIndex", "Segment", "SeenEntitiesError",
-    "TechniqueHit", "extract_attack", "load_attack_predictor", "split_sentences",
+    "AttackExtraction", "AttackExtractor", "AttackInput", "DocumentModel", "Evidence", "Exclusion", "ProcedureIndex",
+    "Segment", "SeenEntitiesError", "TechniqueHit", "extract_attack", "load_attack_predictor", "run_attack_extraction",
+    "split_sentences",
 ]

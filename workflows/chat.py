@@ -347,10 +347,33 @@ def compose_answer(answer: ChatAnswer) -> str:
     return answer.summary
 
 
+def chat_turn_events(message: str, conversation: Conversation | None = None, use_model: bool | None = None,
+                     max_new_tokens: int | None = None, temperature: float | None = None, *, engine=None,
+                     pipeline: ChatPipeline | None = None, cancel=None) -> Iterator[ChatEvent]:
+    """The Workflow protocol's streaming chat turn: :meth:`ChatPipeline.stream` on ``pipeline``
+    (the front end's, built once) or on a pipeline for ``engine``."""
+    if pipeline is None:
+        pipeline = ChatPipeline(engine, use_model=use_model is not False)
+    return pipeline.stream(message, conversation, cancel, use_model=use_model, max_new_tokens=max_new_tokens,
+                           temperature=temperature)
+
+
+def chat_turn(message: str, conversation: Conversation | None = None, use_model: bool | None = None,
+              max_new_tokens: int | None = None, temperature: float | None = None, *, engine=None,
+              pipeline: ChatPipeline | None = None, cancel=None) -> ChatAnswer:
+    """The Workflow protocol's chat turn: the final answer of :func:`chat_turn_events`."""
+    final = None
+    for event in chat_turn_events(message, conversation, use_model, max_new_tokens, temperature, engine=engine,
+                                  pipeline=pipeline, cancel=cancel):
+        if event.kind == "done":
+            final = event.answer
+    return final
+
+
 def answer_question(text: str, conversation: Conversation | None = None, *, engine=None, use_model: bool = True,
                     store=DEFAULT, **options) -> ChatAnswer:
     """One grounded answer (see :class:`ChatPipeline`)."""
     return ChatPipeline(engine, use_model=use_model, store=store, **options).answer(text, conversation)
 
 
-__all__ = ["DEFAULT_CHAT_MODEL", "ChatEvent", "ChatPipeline", "NOTHING_FOUND", "chat_model", "answer_question", "compose_answer", "summary_text"]
+__all__ = ["DEFAULT_CHAT_MODEL", "ChatEvent", "ChatPipeline", "NOTHING_FOUND", "chat_model", "chat_turn", "chat_turn_events", "answer_question", "compose_answer", "summary_text"]

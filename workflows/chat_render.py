@@ -178,6 +178,15 @@ def message_markdown(answer: ChatAnswer, phrasing: str | None = None, done: bool
     return "\n\n".join(p for p in parts if p)
 
 
+def answer_table(answer: ChatAnswer):
+    """(title, columns, rows): the answer's facts with their sources (``--format table``)."""
+    keys = [s.key for s in answer.sources]
+    rows = [(keys.index(f.source.key) + 1 if f.source.key in keys else "", f.source.id or f.source.tool, f.text)
+            for f in answer.facts]
+    title = " ".join(answer.question.split())[:60] or "chat"
+    return (title, ("source", "from", "fact"), rows)
+
+
 # ---------------------------------------------------------------------------------------------
 # the terminal
 # ---------------------------------------------------------------------------------------------
@@ -234,4 +243,4 @@ def answer_text(answer: ChatAnswer, with_cards: bool = True) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-__all__ = ["answer_text", "card_html", "card_text", "cards_html", "message_markdown"]
+__all__ = ["answer_table", "answer_text", "card_html", "card_text", "cards_html", "message_markdown"]

@@ -157,4 +157,18 @@ class Conversation(_Model):
         del self.turns[:-self.max_turns]
 
 
-__all__ = ["Card", "ChatAnswer", "Conversation", "Fact", "ModelPhrasing", "Source", "Timings", "TurnTopic"]
+class ChatInput(BaseModel):
+    """One chat turn as a Workflow request (``secfm chat``, ``POST /v1/chat``, the app's chat tab).
+
+    ``conversation`` is the caller's own :class:`Conversation` (kept as the same object, so the
+    turn is remembered in it); None answers without one. ``use_model``, ``max_new_tokens`` and
+    ``temperature``: this turn's overrides (None: the pipeline's settings)."""
+
+    message: str
+    conversation: Conversation | None = None
+    use_model: bool | None = None
+    max_new_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0)
+
+
+__all__ = ["Card", "ChatAnswer", "ChatInput", "Conversation", "Fact", "ModelPhrasing", "Source", "Timings", "TurnTopic"]

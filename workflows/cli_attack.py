@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         """Extract ATT&CK techniques from TEXT with the classifier head; print them with their evidence."""
         from secfm.formats import resolve_format
         from secfm.inputs import text_or_file
-        from secfm.workflows.attack_extraction import AttackExtractor
+        from secfm.workflows.protocol import get_workflow
 
         fmt = resolve_format(fmt, as_json, default="table")
         document = text_or_file(text, "text")
@@ -52,20 +52,18 @@ def register(app: typer.Typer) -> None:
                 check_output_file(target, (text,), option)
         from rich.console import Console
 
+        workflow = get_workflow("attack")  # the Workflow protocol, as the API and the app
         with Console(stderr=True).status("loading the ATT&CK head and its model"):
-            extractor = AttackExtractor.load(head, model, threshold=thr, top_k=top_k, max_evidence=evidence)
-            hits = extractor.extract(document)
+            result = workflow.run({"text": document, "threshold": thr, "top_k": top_k, "max_evidence": evidence},
+                                  head=head, model=model)
+        hits = result.techniques
         title = name or _default_name(text, document)
         if fmt == "json":
-            print(json.dumps({"head": extractor.describe(), "techniques": [h.to_dict() for h in hits]}, indent=2))
+            print(json.dumps({"head": result.head, "techniques": [h.to_dict() for h in hits]}, indent=2))
         elif fmt == "md":
-            from secfm.formats import print_table
-
-            print_table(f"ATT&CK techniques ({len(hits)})", ("id", "name", "tactics", "score", "evidence"),
-                        [(h.id, h.name, ", ".join(h.tactics), f"{h.score:.2f}", " / ".join(e.text for e in h.evidence))
-                         for h in hits], "md")
+            print(workflow.render_markdown(result))
         else:
-            _print_hits(hits)
+            _print_hits(hits)  # the terminal table, with each evidence sentence's number and score
         if navigator is not None:
             from secfm.workflows.navigator import check_layer, navigator_layers
 

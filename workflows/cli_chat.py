@@ -28,9 +28,10 @@ def _pipeline(no_model: bool, model, adapter, engine, endpoint, no_kb: bool, sto
 def _print_answer_stream(pipeline, text: str, conversation, out=sys.stdout) -> None:
     """Cards first, the model's phrasing as it streams, then the facts and the sources."""
     from secfm.workflows.chat_render import answer_text, card_text
+    from secfm.workflows.protocol import get_workflow
 
     started_phrasing = False
-    for event in pipeline.stream(text, conversation):
+    for event in get_workflow("chat").stream({"message": text, "conversation": conversation}, pipeline=pipeline):
         answer = event.answer
         if event.kind == "tools":
             if answer.cards:
@@ -86,13 +87,14 @@ def chat(
         if fmt == "text":
             _print_answer_stream(pipeline, question, Conversation())
             return
-        answer = pipeline.answer(question, Conversation())
+        from secfm.workflows.protocol import get_workflow
+
+        workflow = get_workflow("chat")
+        answer = workflow.run({"message": question, "conversation": Conversation()}, pipeline=pipeline)
         if fmt == "json":
             sys.stdout.write(answer.model_dump_json(indent=2) + "\n")
         else:
-            from secfm.workflows.chat_render import message_markdown
-
-            sys.stdout.write(message_markdown(answer) + "\n")
+            sys.stdout.write(workflow.render_markdown(answer) + "\n")
         return
     if fmt != "text":
         raise SecfmError("--format applies to --ask; the interactive chat prints text")

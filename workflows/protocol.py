@@ -6,6 +6,12 @@ deterministic step always: rules, extraction, retrieval; the model step when the
 ``use_model`` is set and an engine is given) and its two renderings (``--format md`` and
 ``--format table``). Front ends look a workflow up by name in :data:`WORKFLOWS` and dispatch
 through it; a new workflow is one entry here.
+
+Two workflows differ in how they use the engine, and say so: ATT&CK extraction's head reads the
+engine's hidden states on every request (``engine_gated=False``: the engine is its input, not a
+model step), and the chat streams (``stream_function``: :meth:`Workflow.stream` yields its events,
+tool cards first, then the model's pieces, then the final answer) and decides on the model itself
+(its pipeline, passed as ``pipeline=``, holds the engine and the per-turn ``use_model``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ class Workflow:
     run_function: str  # "module:function", called with the request's fields, engine= and the caller's options
     markdown: str  # "module:function": result -> Markdown
     table: str  # "module:function": result -> (title, columns, rows)
+    #: "module:function" with the run function's arguments, yielding events (None: the workflow does not stream)
+    stream_function: str | None = None
+    #: the engine goes only to requests with ``use_model`` set (False: it is passed on every request)
+    engine_gated: bool = True
 
     def request(self, data: BaseModel | dict) -> BaseModel:
         """``data`` as the workflow's input model (a subclass instance, like the API's bounded
@@ -46,9 +56,20 @@ class Workflow:
     def run(self, data: BaseModel | dict, *, engine=None, **options: Any):
         """Run on ``data`` (the input model or its fields as a dict): the model step only when
         ``use_model`` is set (``engine`` is then used; None: the workflow's default)."""
+        return self._call(self.run_function, data, engine, options)
+
+    def stream(self, data: BaseModel | dict, *, engine=None, **options: Any):
+        """The run as events (a streaming workflow only: the chat)."""
+        if self.stream_function is None:
+            raise SecfmError(f"the {self.name} workflow does not stream")
+        return self._call(self.stream_function, data, engine, options)
+
+    def _call(self, function: str, data, engine, options: dict):
         request = self.request(data)
         fields = {name: getattr(request, name) for name in _resolve(self.input_model).model_fields}
-        return _resolve(self.run_function)(**fields, engine=engine if request.use_model else None, **options)
+        if self.engine_gated and not request.use_model:
+            engine = None
+        return _resolve(function)(**fields, engine=engine, **options)
 
     def render_markdown(self, result) -> str:
         return _resolve(self.markdown)(result)
@@ -68,6 +89,13 @@ WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (
              "secfm.workflows.summarize:summarize_incident", f"{_RENDER}:summary_md", f"{_RENDER}:summary_table"),
     Workflow("review-config", "configuration", f"{_SCHEMAS}:ConfigInput", f"{_SCHEMAS}:ConfigReview",
              "secfm.workflows.review:review_config", f"{_RENDER}:review_md", f"{_RENDER}:review_table"),
+    Workflow("attack", "report text", "secfm.workflows.attack_extraction:AttackInput",
+             "secfm.workflows.attack_extraction:AttackExtraction", "secfm.workflows.attack_extraction:run_attack_extraction",
+             f"{_RENDER}:attack_md", f"{_RENDER}:attack_table", engine_gated=False),
+    Workflow("chat", "message", "secfm.workflows.chat_schemas:ChatInput", "secfm.workflows.chat_schemas:ChatAnswer",
+             "secfm.workflows.chat:chat_turn", "secfm.workflows.chat_render:message_markdown",
+             "secfm.workflows.chat_render:answer_table", stream_function="secfm.workflows.chat:chat_turn_events",
+             engine_gated=False),
 )}
 
 

@@ -131,3 +131,16 @@ def summary_table(result: IncidentSummary):
     return (result.headline, ("kind", "value"),
             [("summary", result.summary)] + [(k, ", ".join(v)) for k, v in result.iocs.items() if v]
             + [("techniques", ", ".join(t.id for t in result.techniques))])
+
+
+def attack_table(result):
+    """ATT&CK extraction (``secfm.workflows.attack_extraction.AttackExtraction``): one row per technique."""
+    hits = result.techniques
+    return (f"ATT&CK techniques ({len(hits)})", ("id", "name", "tactics", "score", "evidence"),
+            [(h.id, h.name, ", ".join(h.tactics), f"{h.score:.2f}", " / ".join(e.text for e in h.evidence)) for h in hits])
+
+
+def attack_md(result) -> str:
+    from secfm.formats import markdown_table
+
+    return markdown_table(*attack_table(result))

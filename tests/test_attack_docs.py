@@ -358,12 +358,13 @@ def test_short_texts_use_the_shallower_head_saved_beside_the_extractor(monkeypat
 
 
 def test_alert_sized_calls_embed_beside_the_head_forward_with_the_same_hits(monkeypatch, tmp_path: Path) -> None:
-    """A call whose texts all take the short-text path runs the MiniLM embedding in the
-    retrieval worker while the head's forward runs (both must be inside at once, or the barrier
-    times out), each on its share of the torch threads; the hits are the same as one after the
-    other, and the caller's and the process-wide torch thread settings are back afterwards."""
+    """Once its models are loaded, a call whose texts all take the short-text path runs the
+    head's forward and the MiniLM embedding at once in two workers (both must be inside at once, or the barrier times out),
+    one torch thread each; the hits are the same as one after the other, and neither the
+    caller's nor the process-wide torch thread setting changes; a failure reaches the caller."""
     import threading
     from dataclasses import asdict
+    from types import SimpleNamespace
 
     import torch
 
@@ -385,7 +386,7 @@ def test_alert_sized_calls_embed_beside_the_head_forward_with_the_same_hits(monk
     short = DocumentModel(**base, use_retrieval=True)
     save_extractor(folder, DocumentModel(**base, short={"max_chars": 80, "model": asdict(short), "head": SHORT_HEAD_DIR}),
                    index, folder)
-    extractor = ax.AttackExtractor(load_head(folder))
+    extractor = ax.AttackExtractor(load_head(folder), SimpleNamespace(model_name="gemma-3-270m", adapter=None))
     both_inside = threading.Barrier(2, timeout=30)
     seen, meet = {}, {"on": True}
 
@@ -407,7 +408,7 @@ def test_alert_sized_calls_embed_beside_the_head_forward_with_the_same_hits(monk
     before = torch.get_num_threads()
     monkeypatch.setattr(ax, "OVERLAP_THREADS", (1, 1))
     side_by_side = extractor.extract_many(texts)
-    assert seen["head"][0] != seen["embed"][0] and seen["embed"][0].startswith("secfm-retrieval")
+    assert seen["head"][0].startswith("secfm-head") and seen["embed"][0].startswith("secfm-retrieval")
     assert seen["head"][1] == seen["embed"][1] == 1
     assert torch.get_num_threads() == before
     fresh = []
@@ -420,8 +421,16 @@ def test_alert_sized_calls_embed_beside_the_head_forward_with_the_same_hits(monk
     one_after_the_other = extractor.extract_many(texts)
     assert seen["head"][0] == seen["embed"][0] == threading.current_thread().name
     assert side_by_side == one_after_the_other and any(h.id == "T1003" for h in side_by_side[0])
-    # a longer text (not alert-sized) keeps the forward on the caller's threads, one after the other
+
+    def failing_embed(texts, **_):
+        raise SecfmError("no embedder")
+
     monkeypatch.setattr(ax, "OVERLAP_THREADS", (1, 1))
+    monkeypatch.setattr(ax, "embed_texts", failing_embed)
+    with pytest.raises(SecfmError, match="no embedder"):
+        extractor.extract_many(texts)
+    monkeypatch.setattr(ax, "embed_texts", fake_embed)
+    # a longer text (not alert-sized) keeps the forward on the caller's threads, one after the other
     extractor.scores = lambda part: extractor.head.scores(np.zeros((len(part), extractor.head.manifest.input_dim),
                                                                    dtype=np.float32))
     extractor.extract("procdump.exe read lsass.exe memory on WS-01. " * 3)

@@ -258,66 +258,47 @@ def one_blas_thread() -> Iterator[None]:
 #: embedding and keeps both cores.
 OVERLAP_THREADS: tuple[int, int] | None = (1, 1)
 
-_OVERLAP = {"pool": None}
-_OVERLAP_LOCK = threading.Lock()
+_POOLS: dict[tuple[str, int], object] = {}
+_POOLS_LOCK = threading.Lock()
 
 
-def _overlap_pool():
-    with _OVERLAP_LOCK:
-        if _OVERLAP["pool"] is None:
+def _pool(role: str, threads: int):
+    """A one-thread worker (``secfm-<role>``) whose torch intra-op threads are ``threads``, made
+    once per process: the setting is made when the worker starts, not around each call."""
+    with _POOLS_LOCK:
+        if (role, threads) not in _POOLS:
             from concurrent.futures import ThreadPoolExecutor
 
-            _OVERLAP["pool"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="secfm-retrieval")
-        return _OVERLAP["pool"]
+            _POOLS[(role, threads)] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"secfm-{role}",
+                                                         initializer=_set_thread_torch_threads, initargs=(threads,))
+        return _POOLS[(role, threads)]
 
 
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """This thread's torch intra-op threads at ``n`` inside the block (None: unchanged). Only
-    this thread's setting changes: ``torch.set_num_threads`` also sets the process-wide value a
-    thread takes at its first torch call, which is put back at once from a short-lived thread."""
+def _set_thread_torch_threads(n: int) -> None:
+    """This thread's torch intra-op threads at ``n``. ``torch.set_num_threads`` also sets the
+    process-wide value each thread takes at its first torch call; that is put back at once
+    (from a short-lived thread), so no other thread is changed."""
     import torch
 
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
+    before = torch.get_num_threads()  # this thread takes the process's setting first
+    if n == before:
         return
     torch.set_num_threads(n)
-    _restore_process_threads(before)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _restore_process_threads(n: int) -> None:
-    import torch
-
-    fixer = threading.Thread(target=torch.set_num_threads, args=(n,), name="secfm-threads")
+    fixer = threading.Thread(target=torch.set_num_threads, args=(before,), name="secfm-threads")
     fixer.start()
     fixer.join()
 
 
 def _overlapped(first, second, threads: tuple[int, int]):
-    """``(first(), second())`` with ``second`` run in the retrieval worker thread meanwhile, each
-    on its share of ``threads``; ``second``'s result is waited for even when ``first`` fails."""
-
-    def job():
-        with torch_threads(threads[1]):
-            return second()
-
-    future = _overlap_pool().submit(job)
-    try:
-        with torch_threads(threads[0]):
-            a = first()
-    except BaseException:
-        future.cancel()
-        try:
-            future.result()
-        except BaseException:  # noqa: BLE001 - the first failure is the one reported
-            pass
-        raise
-    return a, future.result()
+    """``(first(), second())`` run at once in the ``head`` and ``retrieval`` workers, on
+    ``threads`` torch threads each; both are waited for, and ``first``'s failure is the one
+    raised when both fail."""
+    futures = (_pool("head", threads[0]).submit(first), _pool("retrieval", threads[1]).submit(second))
+    errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+    return futures[0].result(), futures[1].result()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,23 +318,31 @@ _EMBEDDER_LOCK = threading.Lock()
 def embed_texts(texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """Unit-length all-MiniLM-L6-v2 embeddings (n, 384) of ``texts``: the packaged model, loaded
     once per process, offline."""
-    global _EMBEDDER
     texts = list(texts)
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
     with _EMBEDDER_LOCK:
-        if _EMBEDDER is None:
-            import os
-
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-
-            from secfm.workflows.store import embedding_model_path
-
-            _EMBEDDER = SentenceTransformer(str(embedding_model_path()), device="cpu", local_files_only=True)
-        vectors = _EMBEDDER.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=progress)
+        vectors = _embedder().encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=progress)
     return np.asarray(vectors, dtype=np.float32)
+
+
+_PACKAGED_EMBED_TEXTS = embed_texts  # (tests replace ``embed_texts``; only the packaged one needs loading)
+
+
+def _embedder():
+    """The packaged all-MiniLM-L6-v2, loaded once per process (callers hold ``_EMBEDDER_LOCK``)."""
+    global _EMBEDDER
+    if _EMBEDDER is None:
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        from secfm.workflows.store import embedding_model_path
+
+        _EMBEDDER = SentenceTransformer(str(embedding_model_path()), device="cpu", local_files_only=True)
+    return _EMBEDDER
 
 
 @dataclass
@@ -906,7 +895,11 @@ class AttackExtractor(_HeadRunner):
                     return None
                 return (embed or embed_texts)([t for t, w in zip(flat, wanted) if w])
 
-            if OVERLAP_THREADS is not None and featurize is None and embed is None and wanted.any() and on_short.all():
+            # side by side once both models are loaded (a first call loads them one after the
+            # other: two threads importing transformers at once fail)
+            loaded = self._engine is not None and (_EMBEDDER is not None or embed_texts is not _PACKAGED_EMBED_TEXTS)
+            if (OVERLAP_THREADS is not None and loaded and featurize is None and embed is None and wanted.any()
+                    and on_short.all()):
                 S, Q = _overlapped(head_scores, queries, OVERLAP_THREADS)
             else:
                 S, Q = head_scores(), queries()

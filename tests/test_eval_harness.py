@@ -4,11 +4,10 @@ The train-heldout alias is checked on the tiny model in tests/test_training.py."
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 
 import pytest
+from test_workflows_cli import home, run  # noqa: F401 - fixture
 
 from secfm.errors import SecfmError
 
@@ -17,30 +16,8 @@ RUN_ONLY = {"command", "timings", "finished", "created", "provenance", "settings
 
 
 def secfm(*args: str) -> tuple[int, str, str]:
-    from secfm.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.stdout, sys.stderr = saved
-    return code, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    from secfm.workflows import store
-
-    monkeypatch.setenv("SECFM_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SECFM_CHROMA_URL", raising=False)
-    store._DEFAULT_STORES.clear()
-    yield tmp_path
-    store._DEFAULT_STORES.clear()
+    proc = run(*args)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
 def _same_figures(a: dict, b: dict) -> None:
@@ -85,8 +62,8 @@ def test_gold_sets_and_heldout_checks_are_registered_tasks_of_the_harness():
     assert code != 0 and err.strip().splitlines()[-1] == "secfm: error: --set expects KEY=VALUE (got 'use_model')"
 
 
-def test_eval_workflows_is_an_alias_of_the_registered_task(home):
-    a, b = home / "alias", home / "task"
+def test_eval_workflows_is_an_alias_of_the_registered_task(home, tmp_path):
+    a, b = tmp_path / "alias", tmp_path / "task"
     code, out, err = secfm("eval", "workflows", "--no-model", "--no-kb", "--no-head", "--limit", "1", "--out", str(a))
     assert code == 0, err
     code, out2, err = secfm("eval", "run", "workflows", "--out", str(b), "--set", "use_model=false", "--set", "use_kb=false",
@@ -100,8 +77,8 @@ def test_eval_workflows_is_an_alias_of_the_registered_task(home):
     assert (a / "predictions.jsonl").read_text() == (b / "predictions.jsonl").read_text()
 
 
-def test_eval_chat_is_an_alias_of_the_registered_task(home):
-    a, b = home / "alias", home / "task"
+def test_eval_chat_is_an_alias_of_the_registered_task(home, tmp_path):
+    a, b = tmp_path / "alias", tmp_path / "task"
     code, out, err = secfm("eval", "chat", "--no-model", "--no-kb", "--limit", "1", "--split", "all", "--allow-busy",
                            "--out", str(a))
     assert code == 0, err

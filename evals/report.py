@@ -190,13 +190,54 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
 
 
+def _pipeline_spec(m: dict):
+    """The pipeline task spec of a run (``secfm eval workflows``, ``secfm eval chat``), or None."""
+    from secfm.evals.specs import PipelineTaskSpec, registered_tasks
+
+    spec = registered_tasks().get(str(m.get("task", "")))
+    return spec if isinstance(spec, PipelineTaskSpec) else None
+
+
+def _figure_cell(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return "n/a" if value is None else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def pipeline_table(runs: list[tuple[str, dict]]) -> str:
+    """Gold-set runs of pipeline tasks: one row per headline figure the task's spec declares."""
+    from secfm.evals.harness import figures_of
+
+    rows = ["| run | task | model | figure | value | better |", "|---|---|---|---|---|---|"]
+    for label, m in runs:
+        spec = _pipeline_spec(m)
+        model = m.get("model") if not isinstance(m.get("model"), dict) else m["model"].get("model")
+        for name, value in figures_of(spec, m).items():
+            values = value.items() if isinstance(value, dict) else [(None, value)]
+            for key, v in values:
+                figure = name if key is None else f"{name} ({key})"
+                better = "higher" if spec.figures[name].higher_is_better else "lower"
+                rows.append(f"| {label} | {spec.name} | {model or '-'} | {figure} | {_figure_cell(v)} | {better} |")
+    return "\n".join(rows)
+
+
 def write_report(run_dirs: list[str], out_dir: str | Path) -> Path:
-    """Write ``report.md`` and the PNG plots into ``out_dir``; returns the markdown path."""
+    """Write ``report.md`` and the PNG plots into ``out_dir``; returns the markdown path.
+
+    CTIBench runs get the comparison table and plots; runs of the pipeline tasks (the workflow and
+    chat gold sets) get a table of the headline figures their task specs declare."""
     if not run_dirs:
         raise SecfmError("give at least one run folder")
-    runs = list(zip(_labels(run_dirs), [load_metrics(r) for r in run_dirs]))
+    every = list(zip(_labels(run_dirs), [load_metrics(r) for r in run_dirs], run_dirs))
+    gold = [(label, m) for label, m, _ in every if _pipeline_spec(m) is not None]
+    runs = [(label, m) for label, m, _ in every if _pipeline_spec(m) is None]
+    run_dirs = [d for _label, m, d in every if _pipeline_spec(m) is None]
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    if not runs:
+        path = out / "report.md"
+        path.write_text("\n".join(["# Gold-set results", "", pipeline_table(gold), ""]), encoding="utf-8")
+        return path
     by_task: dict[str, list[tuple[str, dict]]] = defaultdict(list)
     for label, m in runs:
         by_task[m["config"] if m["task"] == "cti-rcm" else m["task"]].append((label, m))
@@ -219,6 +260,8 @@ def write_report(run_dirs: list[str], out_dir: str | Path) -> Path:
                 png = plot_confusion(label, records, out / f"{_slug(label)}-cwe-confusion.png")
                 lines.append(f"![{label} CWE confusion]({png.name})\n")
     lines += ["## Runs", "", details(runs)]
+    if gold:
+        lines += ["", "## Gold-set runs", "", pipeline_table(gold), ""]
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

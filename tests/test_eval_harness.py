@@ -75,6 +75,12 @@ def test_eval_workflows_is_an_alias_of_the_registered_task(home, tmp_path):
     _same_figures(alias, task)
     assert alias["headline"] == task["headline"] and task["provenance"]["data"]
     assert (a / "predictions.jsonl").read_text() == (b / "predictions.jsonl").read_text()
+    code, out, err = secfm("eval", "report", str(a), str(b), "--out", str(tmp_path / "report"))  # the harness compares them
+    assert code == 0, err
+    report = (tmp_path / "report" / "report.md").read_text()
+    value = alias["triage"]["severity_accuracy"]
+    assert f"| alias | workflows | - | triage_severity_accuracy | {value:.4g} | higher |" in report
+    assert "| task | workflows | - | invented_entity_rate | n/a | lower |" in report
 
 
 def test_eval_chat_is_an_alias_of_the_registered_task(home, tmp_path):

@@ -21,9 +21,23 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from secfm.engines import DEFAULT_ENGINE
 from secfm.errors import SecfmError
 from secfm.evals.specs import AnyTaskSpec, PipelineTaskSpec, get_registered_task
 from secfm.lazy import resolve_target
+
+
+@dataclass
+class GoldRunSettings:
+    """What every gold-set task's settings start with (the run folder and the model that runs);
+    ``secfm.workflows.evaluate.EvalSettings`` and ``secfm.workflows.chat_eval.ChatEvalSettings`` add their own."""
+
+    out: str
+    model: str | None = None
+    adapter: str | None = None
+    engine: str = DEFAULT_ENGINE
+    endpoint: str | None = None
+    use_model: bool = True
 
 
 @dataclass
@@ -127,4 +141,4 @@ def run_task(task: str | AnyTaskSpec, settings, *, progress=None, allow_busy: bo
                    metrics=metrics, figures=figures_of(spec, metrics), summary=summary)
 
 
-__all__ = ["TaskRun", "figures_of", "run_task", "settings_class", "task_settings"]
+__all__ = ["GoldRunSettings", "TaskRun", "figures_of", "run_task", "settings_class", "task_settings"]

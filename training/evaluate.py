@@ -569,8 +569,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fp32", action="store_true", help="score in float32 (default: bf16 autocast where the CPU has it)")
     p.add_argument("--split", default="validation", choices=["validation", "test"])
     a = p.parse_args(argv)
-    results = evaluate_models(a.model, a.adapter, a.corpus, a.sft, a.out, a.max_tokens, a.max_mcq,
-                              bf16=False if a.fp32 else None, split=a.split, progress=print)
+    from secfm.evals.harness import run_task
+
+    settings = HeldoutSettings(out=a.out, corpus=a.corpus, sft=a.sft, model=a.model, adapters=a.adapter,
+                               max_tokens=a.max_tokens, max_mcq=a.max_mcq, bf16=False if a.fp32 else None, split=a.split)
+    results = run_task("train-heldout", settings, progress=print).metrics  # the harness task (secfm eval run train-heldout)
     print(render(results))
     return 0
 

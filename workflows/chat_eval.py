@@ -38,6 +38,7 @@ from pathlib import Path
 
 from secfm.engines import DEFAULT_ENGINE
 from secfm.errors import SecfmError
+from secfm.evals.harness import GoldRunSettings
 from secfm.evals.metrics import DEFAULT_BOOTSTRAP, figure
 from secfm.evals.runner import METRICS, PREDICTIONS, RUN, claim_folder, read_predictions
 from secfm.knowledge.ids import id_spans
@@ -49,13 +50,7 @@ NVD_FIXTURE = GOLD_DIR / "chat-nvd-feed.json"
 
 
 @dataclass
-class ChatEvalSettings:
-    out: str
-    model: str | None = None
-    adapter: str | None = None
-    engine: str = DEFAULT_ENGINE
-    endpoint: str | None = None
-    use_model: bool = True
+class ChatEvalSettings(GoldRunSettings):
     gold: str | None = None
     nvd: str | None = None
     limit: int | None = None

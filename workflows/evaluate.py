@@ -29,6 +29,7 @@ from pathlib import Path
 
 from secfm.engines import DEFAULT_ENGINE
 from secfm.errors import SecfmError
+from secfm.evals.harness import GoldRunSettings
 from secfm.evals.metrics import prf_figures as prf
 from secfm.evals.runner import METRICS, PREDICTIONS, RUN
 from secfm.workflows.schemas import SEVERITY_RANK
@@ -37,13 +38,7 @@ GOLD_DIR = Path(__file__).resolve().parent / "gold"
 
 
 @dataclass
-class EvalSettings:
-    out: str
-    model: str | None = None
-    adapter: str | None = None
-    engine: str = DEFAULT_ENGINE
-    endpoint: str | None = None
-    use_model: bool = True
+class EvalSettings(GoldRunSettings):
     use_kb: bool = True
     use_head: bool = True
     limit: int | None = None

@@ -178,8 +178,9 @@ def test_the_workflows_dispatch_through_one_protocol(home, tmp_path):
     assert echo["attack"].run({"text": "lsass dump"}, engine=engine) == {
         "text": "lsass dump", "threshold": None, "top_k": None, "max_evidence": 3, "engine": engine}
     assert echo["summarize"].run({"text": "notes", "use_model": False}, engine=engine)["engine"] is None
-    with pytest.raises(SecfmError, match="attack: threshold"):
-        get_workflow("attack").request({"text": "x", "threshold": "sometimes"})
+    for bad in ("sometimes", float("nan")):
+        with pytest.raises(SecfmError, match="attack: threshold"):
+            get_workflow("attack").request({"text": "x", "threshold": bad})
     from secfm.formats import markdown_table
     from secfm.workflows.attack_extraction import AttackExtraction, Evidence, TechniqueHit
 

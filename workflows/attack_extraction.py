@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from secfm.errors import SecfmError
 
@@ -1031,6 +1031,8 @@ def extract_attack(text: str, *, head: str | Path | None = None, model: str | No
 class AttackInput(BaseModel):
     """What an ATT&CK extraction request holds (``secfm attack extract``, ``POST /v1/attack/extract``,
     the app's ATT&CK tab). Which head and base model run it are the caller's options, not request data."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     text: str = Field(..., description="A report, paragraph or alert (untrusted: treated as data).")
     threshold: float | Literal["global", "per-class"] | None = Field(

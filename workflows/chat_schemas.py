@@ -164,6 +164,8 @@ class ChatInput(BaseModel):
     turn is remembered in it); None answers without one. ``use_model``, ``max_new_tokens`` and
     ``temperature``: this turn's overrides (None: the pipeline's settings)."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     message: str
     conversation: Conversation | None = None
     use_model: bool | None = None

@@ -71,9 +71,8 @@ def eval_run(
     """Run any registered task of the harness from its settings (the task's own command is the same run with flags)."""
     import json
 
-    from secfm.evals.harness import run_task, task_settings
-    from secfm.evals.progress import progress_bar
-    from secfm.evals.specs import PipelineTaskSpec, get_registered_task
+    from secfm.evals.harness import task_settings
+    from secfm.evals.specs import get_registered_task
 
     spec = get_registered_task(task)
     values: dict = _setting_values(sets)
@@ -83,7 +82,15 @@ def eval_run(
                 values[key] = json.loads(value)
             except ValueError:
                 pass
-    settings = task_settings(spec, {**values, "out": str(out)})
+    _run_and_print(spec, task_settings(spec, {**values, "out": str(out)}), allow_busy)
+
+
+def _run_and_print(spec, settings, allow_busy: bool) -> None:
+    """Run a task through the harness with the progress display its spec asks for; print where it went."""
+    from secfm.evals.harness import run_task
+    from secfm.evals.progress import progress_bar
+    from secfm.evals.specs import PipelineTaskSpec
+
     progress = None
     if isinstance(spec, PipelineTaskSpec) and spec.progress == "counts":
         with progress_bar(True) as bar:
@@ -97,6 +104,48 @@ def eval_run(
     print(done.summary)
     print(f"metrics: {done.metrics_path}")
     print(f"samples: {done.samples_path}")
+
+
+def _pipeline_command(spec):
+    """`secfm eval NAME` of a pipeline task: one option per field of its settings dataclass."""
+    import dataclasses
+    import inspect
+    import typing
+
+    from secfm.evals.harness import settings_class, task_settings
+
+    cls = settings_class(spec)
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = ... if required else (None if f.default is dataclasses.MISSING else f.default)
+        if typing.get_origin(hint) is list:
+            hint, default = Optional[hint], None  # repeatable; none given: the field's default
+        elif typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            hint = Optional[args[0]] if len(args) == 1 else hint
+        if hint in (bool, Optional[bool]):
+            flag = f"{flag}/--no-{flag[2:]}"
+        what = "required" if required else f"default: {default if default is not None else 'none'}"
+        option = typer.Option(flag, help=f"Setting {f.name} of {spec.name} ({what}).")
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[hint, option]))
+    if spec.allow_busy:
+        params.append(inspect.Parameter("allow_busy", inspect.Parameter.KEYWORD_ONLY, default=False,
+                                        annotation=typing.get_type_hints(eval_run, include_extras=True)["allow_busy"]))
+
+    def command(**given) -> None:
+        allow_busy = bool(given.pop("allow_busy", False))
+        values = {k: v for k, v in given.items() if v is not None}
+        _run_and_print(spec, task_settings(spec, values), allow_busy)
+
+    command.__signature__ = inspect.Signature(params)
+    command.__doc__ = spec.cli_help()
+    command.__name__ = spec.name.replace("-", "_")
+    return command
 
 
 def eval_tasks(
@@ -296,20 +345,31 @@ def bench_quant(
 
 
 
+def _registered():
+    from secfm.evals.specs import registered_tasks
+
+    return registered_tasks()
+
+
 def register(app: typer.Typer) -> None:
     """Add `eval TASK`, `eval run|tasks|report`, `card` and `bench eval` to the secfm CLI."""
 
     from secfm.errors import SecfmError
-    from secfm.evals.specs import TASKS_DIR, _load_tasks, all_tasks, ctibench_only
+    from secfm.evals.specs import TASKS_DIR, PipelineTaskSpec, _load_tasks, all_tasks, ctibench_only
 
     try:
         specs = all_tasks()
+        registered_tasks = _registered
     except SecfmError as exc:  # a bad $SECFM_EVAL_TASKS folder must not break every other command
         print(f"secfm: warning: {exc}; only the shipped tasks have `secfm eval` commands", file=sys.stderr)
         specs = ctibench_only(_load_tasks((TASKS_DIR,)))
+        registered_tasks = lambda: _load_tasks((TASKS_DIR,))  # noqa: E731
     evals = command_group(app, "eval", EVAL_HELP)
     for spec in specs.values():  # one command per task spec (evals/tasks/*.yaml and $SECFM_EVAL_TASKS)
         evals.command(spec.name, help=spec.cli_help())(_task_command(spec))
+    for spec in registered_tasks().values():  # pipeline tasks without a `secfm eval` command of their own
+        if isinstance(spec, PipelineTaskSpec) and not (spec.alias or "").startswith("secfm eval "):
+            evals.command(spec.name, help=spec.cli_help())(_pipeline_command(spec))
     evals.command("run")(eval_run)
     evals.command("tasks")(eval_tasks)
     evals.command("report")(eval_report)

@@ -62,6 +62,22 @@ def test_gold_sets_and_heldout_checks_are_registered_tasks_of_the_harness():
     assert code != 0 and err.strip().splitlines()[-1] == "secfm: error: --set expects KEY=VALUE (got 'use_model')"
 
 
+def test_a_pipeline_task_without_a_command_gets_one_from_its_settings(monkeypatch):
+    """`secfm eval train-heldout`: one option per field of the task's settings dataclass, run through the harness."""
+    from secfm.evals import cli as evals_cli
+    from secfm.training.evaluate import HeldoutSettings
+
+    seen = []
+    monkeypatch.setattr(evals_cli, "_run_and_print", lambda spec, settings, allow_busy: seen.append((spec.name, settings)))
+    code, _, err = secfm("eval", "train-heldout", "--out", "r.json", "--corpus", "c", "--sft", "s", "--adapters", "a1",
+                         "--adapters", "a2", "--no-bf16", "--max-mcq", "5")
+    assert code == 0, err
+    assert seen == [("train-heldout", HeldoutSettings(out="r.json", corpus="c", sft="s", adapters=["a1", "a2"], max_mcq=5,
+                                                      bf16=False))]
+    code, _, err = secfm("eval", "train-heldout", "--out", "r.json", "--sft", "s")
+    assert code != 0 and "--corpus" in err
+
+
 def test_eval_workflows_is_an_alias_of_the_registered_task(home, tmp_path):
     a, b = tmp_path / "alias", tmp_path / "task"
     code, out, err = secfm("eval", "workflows", "--no-model", "--no-kb", "--no-head", "--limit", "1", "--out", str(a))

@@ -292,6 +292,26 @@ def test_short_texts_take_the_path_without_retrieval_and_keep_evidence(monkeypat
     assert back.short_model(100) is not None and back.short_model(100).use_retrieval is False
 
 
+def _save_short_path_extractor(folder: Path, short_head_src: Path):
+    """Save a two-row index and a document model whose short path (texts up to 80 characters) votes by retrieval;
+    returns (rows, index, base document-model fields, the short path's model)."""
+    from dataclasses import asdict
+
+    from secfm.training.attack_docs import SHORT_HEAD_DIR, save_extractor
+
+    rows = [IndexRow("Dumped lsass memory with procdump.", ("T1003",), "S0001"), IndexRow("Used cmd.", ("T1059",), "G0002")]
+    index = ProcedureIndex(rows, np.eye(2, 4, dtype=np.float32), {"sources": ["S0001", "G0002"]})
+    n = len(DOC_FEATURES)
+    coef = [0.0] * n
+    coef[DOC_FEATURES.index("vote_max")] = 10.0
+    base = {"features": list(DOC_FEATURES), "mean": [0.0] * n, "scale": [1.0] * n, "coef": coef, "intercept": -5.0,
+            "threshold": 0.5}
+    short = DocumentModel(**base, use_retrieval=True)
+    save_extractor(folder, DocumentModel(**base, short={"max_chars": 80, "model": asdict(short), "head": SHORT_HEAD_DIR}),
+                   index, short_head_src)
+    return rows, index, base, short
+
+
 def test_short_texts_use_the_shallower_head_saved_beside_the_extractor(monkeypatch, tmp_path: Path) -> None:
     """A short-text path with its own head: save_extractor copies that head into the head folder,
     the loaded extractor scores a text within the path's length with it (and still retrieves
@@ -313,16 +333,7 @@ def test_short_texts_use_the_shallower_head_saved_beside_the_extractor(monkeypat
     data["trained_sources"] = data["trained_sources"] + ["G9999"]  # marks the nested copy in the seen check
     (shallow_src / "head.json").write_text(json.dumps(data))
     shutil.copy2(SHIPPED / "head.safetensors", shallow_src / "head.safetensors")
-    rows = [IndexRow("Dumped lsass memory with procdump.", ("T1003",), "S0001"), IndexRow("Used cmd.", ("T1059",), "G0002")]
-    index = ProcedureIndex(rows, np.eye(2, 4, dtype=np.float32), {"sources": ["S0001", "G0002"]})
-    n = len(DOC_FEATURES)
-    coef = [0.0] * n
-    coef[DOC_FEATURES.index("vote_max")] = 10.0
-    base = {"features": list(DOC_FEATURES), "mean": [0.0] * n, "scale": [1.0] * n, "coef": coef, "intercept": -5.0,
-            "threshold": 0.5}
-    short = DocumentModel(**base, use_retrieval=True)
-    model = DocumentModel(**base, short={"max_chars": 80, "model": asdict(short), "head": SHORT_HEAD_DIR})
-    save_extractor(folder, model, index, shallow_src)
+    rows, index, base, short = _save_short_path_extractor(folder, shallow_src)
     assert (folder / SHORT_HEAD_DIR / "head.json").is_file() and "head:short" in seen_sources(folder)
     assert seen_overlap(folder, ["G9999"]) == ["G9999"]
     extractor = ax.AttackExtractor(load_head(folder))
@@ -363,29 +374,18 @@ def test_alert_sized_calls_embed_beside_the_head_forward_with_the_same_hits(monk
     one torch thread each; the hits are the same as one after the other, and neither the
     caller's nor the process-wide torch thread setting changes; a failure reaches the caller."""
     import threading
-    from dataclasses import asdict
     from types import SimpleNamespace
 
     import torch
 
     import secfm.workflows.attack_extraction as ax
     from secfm.heads import load_head
-    from secfm.training.attack_docs import SHORT_HEAD_DIR, save_extractor
 
     folder = tmp_path / "extractor"
     folder.mkdir()
     for name in ("head.json", "head.safetensors"):
         shutil.copy2(SHIPPED / "short" / name, folder / name)
-    rows = [IndexRow("Dumped lsass memory with procdump.", ("T1003",), "S0001"), IndexRow("Used cmd.", ("T1059",), "G0002")]
-    index = ProcedureIndex(rows, np.eye(2, 4, dtype=np.float32), {"sources": ["S0001", "G0002"]})
-    n = len(DOC_FEATURES)
-    coef = [0.0] * n
-    coef[DOC_FEATURES.index("vote_max")] = 10.0
-    base = {"features": list(DOC_FEATURES), "mean": [0.0] * n, "scale": [1.0] * n, "coef": coef, "intercept": -5.0,
-            "threshold": 0.5}
-    short = DocumentModel(**base, use_retrieval=True)
-    save_extractor(folder, DocumentModel(**base, short={"max_chars": 80, "model": asdict(short), "head": SHORT_HEAD_DIR}),
-                   index, folder)
+    _save_short_path_extractor(folder, folder)
     extractor = ax.AttackExtractor(load_head(folder), SimpleNamespace(model_name="gemma-3-270m", adapter=None))
     both_inside = threading.Barrier(2, timeout=30)
     seen, meet = {}, {"on": True}

@@ -281,6 +281,7 @@ def fit(T_train, X_train: np.ndarray | None, Y_train: np.ndarray, T_val, X_val: 
     from torch import nn
 
     from secfm.heads import build_module
+    from secfm.training.head_training import early_stopping
     from secfm.training.heads import standardization
 
     warnings.filterwarnings("ignore", message="Sparse invariant checks")
@@ -316,13 +317,12 @@ def fit(T_train, X_train: np.ndarray | None, Y_train: np.ndarray, T_val, X_val: 
     dense_opt = torch.optim.Adam(hidden_part.parameters(), lr=cfg.lr)
     total_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
     warm = max(1, total_steps // 20)
-    best = (-1e9, None, 0)
-    history = []
-    bad = 0
     val_bag = _bag(T_val)
     X_val_t = torch.from_numpy(np.ascontiguousarray(X_val, dtype=np.float32)) if d else torch.zeros((T_val.shape[0], 0))
     step = 0
-    for epoch in range(cfg.epochs):
+
+    def train_epoch(_epoch: int) -> float:
+        nonlocal step
         hidden_part.train()
         perm = rng.permutation(n)
         total = 0.0
@@ -354,25 +354,23 @@ def fit(T_train, X_train: np.ndarray | None, Y_train: np.ndarray, T_val, X_val: 
             sparse_opt.step()
             dense_opt.step()
             total += float(loss.detach()) * len(idx)
+        return total / n
+
+    def validate() -> float:
         hidden_part.eval()
         with torch.inference_mode():
             z = (hidden_part(X_val_t) + text(*val_bag[:2], per_sample_weights=val_bag[2])).numpy()
-        P = probabilities(z, objective, labels)
-        score = float(val_score(P))
-        history.append({"epoch": epoch + 1, "loss": round(total / n, 5), "val": round(score, 4)})
-        log.info("epoch %d: loss %.4f val %.4f", epoch + 1, total / n, score)
-        if score > best[0] + 1e-4:
-            best = (score, ({k: v.clone() for k, v in hidden_part.state_dict().items()}, text.weight.detach().clone()), epoch + 1)
-            bad = 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    state, text_weight = best[1] if best[1] is not None else (hidden_part.state_dict(), text.weight.detach())
+        return float(val_score(probabilities(z, objective, labels)))
+
+    best, history = early_stopping(
+        cfg.epochs, cfg.patience, train_epoch, validate,
+        lambda: ({k: v.clone() for k, v in hidden_part.state_dict().items()}, text.weight.detach().clone()),
+        floor=-1e9, on_epoch=lambda epoch, loss, score: log.info("epoch %d: loss %.4f val %.4f", epoch, loss, score))
+    state, text_weight = best if best is not None else (hidden_part.state_dict(), text.weight.detach())
     module = build_module(d, C, cfg.kind if d else "linear", cfg.hidden_dim, cfg.dropout, text_dim=V)
     module.load_state_dict({**state, "text_weight": text_weight}, strict=True)
     module.eval()
-    return module, {"best_epoch": best[2], "best_val": round(best[0], 4), "epochs_run": len(history), "curve": history}
+    return module, history
 
 
 def predict(module, T, X: np.ndarray | None, objective: str, labels: Sequence[str], batch: int = 4096) -> np.ndarray:

@@ -99,6 +99,7 @@ def run_cve_training(task: str, cve_data: str | Path, *, out: str | Path | None 
     from secfm.provenance import recording
     from secfm.registry import default_model_name
     from secfm.training.cve_data import load_cve_splits, read_card
+    from secfm.training.head_training import write_results_files
 
     say = progress or (lambda s: log.info("%s", s))
     started = time.time()
@@ -201,9 +202,7 @@ def run_cve_training(task: str, cve_data: str | Path, *, out: str | Path | None 
             results = Path(results)
             results.mkdir(parents=True, exist_ok=True)
             stem = f"heads-cve-{task}" + ("-excl" if exclude_cves else "")
-            stamped = rec.write_json(results / f"{stem}.json", payload)
-            rec.write_text(results / f"{stem}.md", results_markdown(stamped))
-            payload = stamped
+            payload = write_results_files(results / f"{stem}.json", payload, results_markdown, rec)
     return payload
 
 

@@ -48,6 +48,7 @@ from secfm.training.head_data import (
     stable_fraction,
     subsample,
 )
+from secfm.training.head_training import early_stopping, write_results_files
 
 log = logging.getLogger(__name__)
 
@@ -292,10 +293,8 @@ def fit_head(X_train: np.ndarray, Y_train: np.ndarray, X_val: np.ndarray, Y_val:
     Xv = torch.from_numpy(np.ascontiguousarray(X_val, dtype=np.float32))
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1)
-    best = (-1.0, None, 0)
-    history = []
-    bad = 0
-    for epoch in range(cfg.epochs):
+
+    def train_epoch(_epoch: int) -> float:
         module.train()
         perm = rng.permutation(n)
         total = 0.0
@@ -315,23 +314,20 @@ def fit_head(X_train: np.ndarray, Y_train: np.ndarray, X_val: np.ndarray, Y_val:
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
+        return total / n
+
+    def validate() -> float:
         module.eval()
         with torch.inference_mode():
             z = module(Xv).numpy()
-        P = _probabilities(z, objective, parents)
-        score = _val_score(P, Y_val, objective)
-        history.append({"epoch": epoch + 1, "loss": round(total / n, 5), "val": round(score, 4)})
-        if score > best[0] + 1e-4:
-            best = (score, {k: v.clone() for k, v in module.state_dict().items()}, epoch + 1)
-            bad = 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    if best[1] is not None:
-        module.load_state_dict(best[1])
+        return _val_score(_probabilities(z, objective, parents), Y_val, objective)
+
+    best_state, history = early_stopping(cfg.epochs, cfg.patience, train_epoch, validate,
+                                         lambda: {k: v.clone() for k, v in module.state_dict().items()})
+    if best_state is not None:
+        module.load_state_dict(best_state)
     module.eval()
-    return module, {"best_epoch": best[2], "best_val": round(best[0], 4), "epochs_run": len(history), "curve": history}
+    return module, history
 
 
 def _probabilities(z: np.ndarray, objective: str, parents: np.ndarray | None) -> np.ndarray:
@@ -763,12 +759,9 @@ def refit_baseline(head_dir: str | Path, results_file: str | Path, C: Sequence[f
     metrics, info = fit_baseline(cfg, splits, Y, parents, [e.source for e in splits["val"]], say)
     info["added_by"] = command or "secfm.training.heads.refit_baseline"
     results["baseline"] = {"eval": _round(metrics), "config": info}
-    if recorder is not None:
-        recorder.write_json(results_file, {k: v for k, v in results.items() if k != "provenance"})
-        recorder.write_text(results_file.with_suffix(".md"), results_markdown(results))
-    else:
-        results_file.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        results_file.with_suffix(".md").write_text(results_markdown(results), encoding="utf-8")
+    # through a recorder the old provenance gives way to this run's
+    write_results_files(results_file, {k: v for k, v in results.items() if k != "provenance"} if recorder is not None else results,
+                        results_markdown, recorder)
     return results
 
 
@@ -796,14 +789,9 @@ def write_results(results: dict, directory: Path, recorder=None) -> tuple[Path, 
     stem = f"heads-{results['task']}"
     if results["data"].get("excluded_sources"):
         stem += "-excl"
-    jpath, mpath = directory / f"{stem}.json", directory / f"{stem}.md"
-    if recorder is not None:
-        recorder.write_json(jpath, results)
-        recorder.write_text(mpath, results_markdown(results))
-        return jpath, mpath
-    jpath.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    mpath.write_text(results_markdown(results), encoding="utf-8")
-    return jpath, mpath
+    jpath = directory / f"{stem}.json"
+    write_results_files(jpath, results, results_markdown, recorder)
+    return jpath, jpath.with_suffix(".md")
 
 
 def results_markdown(r: dict) -> str:

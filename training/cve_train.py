@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from secfm.errors import SecfmError
+from secfm.training import head_training
 from secfm.training.cve_heads import (
     CveFitConfig,
     Design,
@@ -35,6 +36,7 @@ from secfm.training.cve_heads import (
     task_metrics,
     train_design,
 )
+from secfm.training.head_training import Figure
 
 log = logging.getLogger(__name__)
 
@@ -354,44 +356,22 @@ def choose_decoding(best: Trained, data, say, baseline: Trained | None = None) -
     return rows
 
 
+#: the figures each task reports, beside the baseline's: the head may lose on none of them
+FIGURES = {
+    "cwe": (Figure("top1"), Figure("top5"), Figure("macro_f1"), Figure("ece", higher_is_better=False)),
+    "cvss": (Figure("mad", higher_is_better=False), Figure("exact_vector"), Figure("per_metric_accuracy.*")),
+}
+
+
 def figure_losses(head: dict, baseline: dict, task: str) -> list[str]:
     """The reported figures on which ``head`` is worse than ``baseline`` (metrics of one split)."""
-    out = []
-    if task == "cwe":
-        for key in ("top1", "top5", "macro_f1"):
-            if head[key] < baseline[key]:
-                out.append(key)
-        if head["ece"] > baseline["ece"]:
-            out.append("ece")
-        return out
-    if head["mad"] > baseline["mad"]:
-        out.append("mad")
-    if head["exact_vector"] < baseline["exact_vector"]:
-        out.append("exact_vector")
-    out += [m for m, a in head["per_metric_accuracy"].items() if a < baseline["per_metric_accuracy"][m]]
-    return out
+    return head_training.figure_losses(head, baseline, FIGURES[task])
 
 
 def comparison(head: dict, baseline: dict | None, task: str, group_choice: dict | None = None) -> dict:
-    """Per split: each reported figure of the head beside the baseline's, and where the head loses."""
-    if not baseline:
-        return {}
-    out = {}
-    for split, h in head.items():
-        b = baseline.get(split)
-        if not b or not h.get("n"):
-            continue
-        if task == "cwe":
-            figures = {k: {"head": h[k], "baseline": b[k], "better": "lower" if k == "ece" else "higher"}
-                       for k in ("top1", "top5", "macro_f1", "ece")}
-        else:
-            figures = {"mad": {"head": h["mad"], "baseline": b["mad"], "better": "lower"},
-                       "exact_vector": {"head": h["exact_vector"], "baseline": b["exact_vector"], "better": "higher"}}
-            for m, a in h["per_metric_accuracy"].items():
-                figures[m] = {"head": a, "baseline": b["per_metric_accuracy"][m], "better": "higher",
-                              **({"from": group_choice[m]} if group_choice else {})}
-        out[split] = {"figures": figures, "head_loses_on": figure_losses(h, b, task)}
-    return out
+    """Per split: each reported figure of the head beside the baseline's, and where the head loses
+    (CVSS: each metric's ``from``, the design it comes from)."""
+    return head_training.comparison(head, baseline, FIGURES[task], group_choice)
 
 
 def _predict_splits(t: Trained, data, hidden, splits) -> None:

@@ -1,17 +1,20 @@
 """What every classifier head's training shares, whatever its task (ATT&CK in
 :mod:`secfm.training.heads`, CWE/CVSS in :mod:`secfm.training.cve_heads` and
-:mod:`secfm.training.cve_train`): the early-stopping loop on the validation split and the
-results files (JSON and its markdown beside it, through :mod:`secfm.provenance` when a recorder
-is given).
+:mod:`secfm.training.cve_train`): the early-stopping loop on the validation split, the head
+beside its baseline figure by figure (the rule "a shipped head never loses to the baseline
+reported beside it" reads :func:`figure_losses`), and the results files (JSON and its markdown
+beside it, through :mod:`secfm.provenance` when a recorder is given).
 
 The task modules keep what is theirs: labels, losses and optimizers (the inside of an epoch),
-the validation score, designs and metrics.
+the validation score, designs, metrics and which reported figures count (a table of
+:class:`Figure`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 #: a validation score must beat the best so far by more than this to count as progress
@@ -49,6 +52,56 @@ def early_stopping(epochs: int, patience: int, train_epoch: Callable[[int], floa
                         "curve": curve}
 
 
+@dataclass(frozen=True)
+class Figure:
+    """A reported figure of a split's metrics: ``key`` names it (``"top1"``), or with ``.*`` a
+    dict of figures named by their own keys (``"per_metric_accuracy.*"``: AV, AC, ...)."""
+
+    key: str
+    higher_is_better: bool = True
+
+    def values(self, metrics: dict) -> list[tuple[str, float]]:
+        """(name, value) of this figure in ``metrics``, in their order."""
+        if self.key.endswith(".*"):
+            return list(metrics[self.key[:-2]].items())
+        return [(self.key, metrics[self.key])]
+
+    def worse(self, head: float, baseline: float) -> bool:
+        return head < baseline if self.higher_is_better else head > baseline
+
+
+def figure_losses(head: dict, baseline: dict, figures: Sequence[Figure]) -> list[str]:
+    """The figures (metrics of one split) on which ``head`` is worse than ``baseline``, in the
+    order of ``figures``."""
+    out = []
+    for f in figures:
+        theirs = dict(f.values(baseline))
+        out += [name for name, value in f.values(head) if f.worse(value, theirs[name])]
+    return out
+
+
+def comparison(head: dict, baseline: dict | None, figures: Sequence[Figure], origin: dict[str, str] | None = None) -> dict:
+    """Per split (``head`` and ``baseline`` map a split to its metrics): each figure of the head
+    beside the baseline's, which is better, ``from`` (the design a figure's labels come from, in
+    ``origin``), and the figures where the head loses. Splits the baseline lacks, or where the
+    head scored no rows, are left out."""
+    if not baseline:
+        return {}
+    out = {}
+    for split, h in head.items():
+        b = baseline.get(split)
+        if not b or not h.get("n"):
+            continue
+        rows = {}
+        for f in figures:
+            theirs = dict(f.values(b))
+            for name, value in f.values(h):
+                rows[name] = {"head": value, "baseline": theirs[name], "better": "higher" if f.higher_is_better else "lower",
+                              **({"from": origin[name]} if origin and name in origin else {})}
+        out[split] = {"figures": rows, "head_loses_on": figure_losses(h, b, figures)}
+    return out
+
+
 def write_results_files(json_path: str | Path, payload: dict, render: Callable[[dict], str],
                         recorder=None) -> dict:
     """``payload`` as JSON at ``json_path`` and ``render(payload)`` as markdown beside it (same
@@ -66,4 +119,4 @@ def write_results_files(json_path: str | Path, payload: dict, render: Callable[[
     return payload
 
 
-__all__ = ["MIN_DELTA", "early_stopping", "write_results_files"]
+__all__ = ["MIN_DELTA", "Figure", "comparison", "early_stopping", "figure_losses", "write_results_files"]

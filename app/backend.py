@@ -54,18 +54,22 @@ class Backend:
 
     @classmethod
     def from_options(cls, model: str | None = None, endpoint: str | None = None, *, engine: str = "transformers",
-                     adapter: str | None = None, context_tokens: int | None = None) -> Backend:
+                     adapter: str | None = None, context_tokens: int | None = None,
+                     quantization: str | None = None) -> Backend:
         """The engine the app talks to: the process's shared engine for a registered model in
         process (the same one the heads, workflows and API use), or an endpoint. With no model,
         adapter or endpoint named, the chat tab runs on the chat's default model (secfm-270m,
-        loaded on first use or by the warm-up) and the other tabs on the default model."""
-        from secfm.engines import shared_engine
+        loaded on first use or by the warm-up) and the other tabs on the default model.
+        ``quantization`` (``int8-dynamic``) applies to both engines the app writes text with; the
+        heads keep their unquantized base weights."""
+        from secfm.engines import check_quantization, shared_engine
         from secfm.workflows.chat import chat_model
 
+        check_quantization(engine, endpoint, quantization)  # one clear line before any weights load
         chat = chat_model(model, adapter, endpoint)
-        chat_engine = None if chat == model else (lambda: shared_engine(engine, model=chat))
-        return cls(shared_engine(engine, model=model, adapter=adapter, endpoint=endpoint), context_tokens=context_tokens,
-                   chat_engine=chat_engine, chat_model_name=chat)
+        chat_engine = None if chat == model else (lambda: shared_engine(engine, model=chat, quantization=quantization))
+        return cls(shared_engine(engine, model=model, adapter=adapter, endpoint=endpoint, quantization=quantization),
+                   context_tokens=context_tokens, chat_engine=chat_engine, chat_model_name=chat)
 
     def warm_up(self) -> None:
         """Load what the first triage, review or extraction would otherwise wait for: the ATT&CK

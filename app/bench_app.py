@@ -453,6 +453,7 @@ def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT
     if extra:
         result.update(extra)
     result["headline"]["app_process"] = (result.get("app") or {}).get("process", "separate" if not same else "in-process")
+    result["headline"]["quantization"] = (result.get("app") or {}).get("quantization")
     if out:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -482,13 +483,14 @@ def _warm_turn(url: str, max_new_tokens: int, timeout: float) -> float:
 
 def bench_app(model: str | None = None, endpoint: str | None = None, sessions: int = 20,
               out: Path | str | None = DEFAULT_OUT, *, turns: int = 1, max_new_tokens: int = 16,
-              concurrency: int = 32, engine: str = "transformers", backend=None, timeout: float = 1800.0) -> dict:
+              concurrency: int = 32, engine: str = "transformers", backend=None, timeout: float = 1800.0,
+              quantization: str | None = None) -> dict:
     """Start the app in process on a free loopback port, run :func:`run_app_bench`, stop it."""
     from secfm.app.backend import Backend
     from secfm.app.ui import launch_app
 
     if backend is None:
-        backend = Backend.from_options(model, endpoint, engine=engine)
+        backend = Backend.from_options(model, endpoint, engine=engine, quantization=quantization)
     port = _free_port()
     demo = launch_app(host="127.0.0.1", port=port, concurrency=concurrency, backend=backend, block=False,
                       quiet=True, queue_size=max(64, 2 * sessions), max_new_tokens=max_new_tokens)
@@ -499,7 +501,8 @@ def bench_app(model: str | None = None, endpoint: str | None = None, sessions: i
         warm_s = round(time.monotonic() - warm_started, 3)
         url = f"http://127.0.0.1:{port}/"
         first_turn_s = _warm_turn(url, max_new_tokens, timeout)
-        extra = {"app": {"model": backend.describe(), "concurrency": concurrency, "process": "in-process",
+        extra = {"app": {"model": backend.describe(), "quantization": quantization, "concurrency": concurrency,
+                         "process": "in-process",
                          "warm_up_wait_s": warm_s, "untimed_first_turn_s": first_turn_s}}
         return run_app_bench(url, sessions, out, turns=turns, max_new_tokens=max_new_tokens, timeout=timeout,
                              extra=extra)
@@ -541,15 +544,15 @@ def _wait_idle(pid: int, cores: float = 0.2, timeout: float = 180.0) -> float:
 def bench_separate_app(model: str | None = None, endpoint: str | None = None, sessions: int = 20,
                        out: Path | str | None = DEFAULT_OUT, *, turns: int = 1, max_new_tokens: int = 16,
                        concurrency: int = 32, timeout: float = 1800.0, start_timeout: float = 600.0,
-                       server_pid: int | None = None) -> dict:
+                       server_pid: int | None = None, quantization: str | None = None) -> dict:
     """Start the app in a process of its own (this interpreter, the same settings as
     :func:`bench_app`), wait for its page and its warm-up, send one untimed turn, run
     :func:`run_app_bench` with its pid, stop it."""
     from secfm.serving import stop_server
 
     port = _free_port()
-    settings = {"model": model, "endpoint": endpoint, "host": "127.0.0.1", "port": port, "concurrency": concurrency,
-                "quiet": True, "queue_size": max(64, 2 * sessions), "max_new_tokens": max_new_tokens}
+    settings = {"model": model, "endpoint": endpoint, "quantization": quantization, "host": "127.0.0.1", "port": port,
+                "concurrency": concurrency, "quiet": True, "queue_size": max(64, 2 * sessions), "max_new_tokens": max_new_tokens}
     code = f"from secfm.app.ui import launch_app; launch_app(**{settings!r})"
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
@@ -559,7 +562,8 @@ def bench_separate_app(model: str | None = None, endpoint: str | None = None, se
         page_s = round(time.monotonic() - started, 3)
         first_turn_s = _warm_turn(url, max_new_tokens, timeout)
         idle_s = _wait_idle(proc.pid)
-        extra = {"app": {"model": model or "default", "endpoint": endpoint, "concurrency": concurrency,
+        extra = {"app": {"model": model or "default", "endpoint": endpoint, "quantization": quantization,
+                         "concurrency": concurrency,
                          "process": "separate", "page_up_s": page_s, "untimed_first_turn_s": first_turn_s,
                          "idle_wait_s": idle_s}}
         return run_app_bench(url, sessions, out, turns=turns, max_new_tokens=max_new_tokens, timeout=timeout,

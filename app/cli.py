@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from secfm.cli_options import AllowBusyOpt, EndpointOpt, ModelOpt
+from secfm.cli_options import AllowBusyOpt, EndpointOpt, ModelOpt, QuantizationOpt
 from secfm.errors import SecfmError
 from secfm.evals.bench import bench_group
 
@@ -77,6 +77,7 @@ def bench_app_command(
     sessions: Annotated[int, typer.Option("--sessions", min=1, max=200, help="Concurrent analyst sessions.")] = 20,
     turns: Annotated[int, typer.Option("--turns", min=1, max=10, help="Chat turns per session.")] = 1,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 16,
+    quantization: QuantizationOpt = None,
     out: Annotated[Path, typer.Option("--out", help="JSON results.")] = Path("app/results/bench-app.json"),
     allow_busy: AllowBusyOpt = False,
 ) -> None:
@@ -88,19 +89,24 @@ def bench_app_command(
     (asyncio, one thread for all), and a turn whose model phrasing failed is listed with why.
     """
     from secfm.app.bench_app import bench_app, bench_separate_app, run_app_bench
+    from secfm.engines import check_quantization
     from secfm.provenance import recording
 
     if url and separate:
         raise SecfmError("--url measures a running app; --separate starts one: pass one of them")
+    if url and quantization:
+        raise SecfmError("--url measures a running app as it was started: pass --quantization to its `secfm app`")
+    check_quantization(endpoint=endpoint, quantization=quantization)
     with recording(allow_busy=allow_busy) as rec:
         if url:
             result = run_app_bench(url, sessions, None, turns=turns, max_new_tokens=max_new_tokens, app_pid=app_pid,
                                    server_pid=server_pid)
         elif separate:
             result = bench_separate_app(model, endpoint, sessions, None, turns=turns, max_new_tokens=max_new_tokens,
-                                        server_pid=server_pid)
+                                        server_pid=server_pid, quantization=quantization)
         else:
-            result = bench_app(model, endpoint, sessions, None, turns=turns, max_new_tokens=max_new_tokens)
+            result = bench_app(model, endpoint, sessions, None, turns=turns, max_new_tokens=max_new_tokens,
+                               quantization=quantization)
         result = rec.write_json(out, result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("per_session", "provenance")}, indent=2))
 
@@ -153,6 +159,7 @@ def app_command(
     auth: Annotated[Optional[str], typer.Option("--auth", help="USER:PASS; required beyond loopback.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests handled at once across all sessions (the engine batches their model calls).")] = 32,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="Largest request body accepted (counted as it streams in; uploads included).")] = 8 * 2**20,
+    quantization: QuantizationOpt = None,
 ) -> None:
     """The analysts' app: streaming chat, triage, summaries, config review, ATT&CK extraction.
 
@@ -163,7 +170,7 @@ def app_command(
 
     smoke = os.environ.get("SECFM_APP_EXIT_WHEN_READY") == "1"
     demo = launch_app(model=model, endpoint=endpoint, adapter=adapter, host=host, port=port, auth=parse_auth(auth),
-                      concurrency=concurrency, max_body_bytes=max_body_bytes, block=not smoke)
+                      concurrency=concurrency, max_body_bytes=max_body_bytes, quantization=quantization, block=not smoke)
     if smoke:
         import httpx
 

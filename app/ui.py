@@ -135,6 +135,7 @@ def launch_app(
     engine: str = "transformers",
     adapter: str | None = None,
     context_tokens: int | None = None,
+    quantization: str | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     queue_size: int = DEFAULT_QUEUE_SIZE,
     max_body_bytes: int = MAX_BODY_BYTES,
@@ -148,7 +149,7 @@ def launch_app(
     ``auth`` is required when ``host`` is not a loopback address. ``concurrency`` is how many
     model calls (chat, triage, summaries, ...) run at once across all sessions; more wait in a
     queue of ``queue_size``. ``context_tokens`` caps the context the chat uses (default: the
-    model's). ``warm`` loads the knowledge base and retrieval store in the background so the
+    model's). ``quantization`` (``int8-dynamic``) quantizes the in-process engines' weights. ``warm`` loads the knowledge base and retrieval store in the background so the
     first triage is not slow. A request body over ``max_body_bytes`` (counted as it streams in) gets
     a 413 whose message the page shows; the text stays in its box. ``block=False`` returns the running Blocks (``demo.close()``
     stops it; ``demo.local_url`` is its address).
@@ -161,7 +162,8 @@ def launch_app(
     if model and endpoint and backend is None:
         log.info("using --endpoint %s; --model %s names the served model", endpoint, model)
     if backend is None:
-        backend = Backend.from_options(model, endpoint, engine=engine, adapter=adapter, context_tokens=context_tokens)
+        backend = Backend.from_options(model, endpoint, engine=engine, adapter=adapter, context_tokens=context_tokens,
+                                       quantization=quantization)
     if warm:
         backend.warm_up_in_background()
     demo = build_ui(backend, max_new_tokens=max_new_tokens)

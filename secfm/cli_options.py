@@ -11,6 +11,8 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Register
 AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter folder to apply on top of the model.")]
 EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="transformers (default), vllm (GPU) or openai (needs --endpoint).")]
 EndpointOpt = Annotated[Optional[str], typer.Option("--endpoint", help="Base URL of an OpenAI-compatible server (its model is used instead of loading one).")]
+QuantizationOpt = Annotated[Optional[str], typer.Option(
+    "--quantization", help="int8-dynamic: the in-process transformers engine's Linear layers in dynamic int8 (CPU; an adapter is merged first). Default: the weights as they are.")]
 AllowBusyOpt = Annotated[bool, typer.Option("--allow-busy", help="Measure and write the results even when the load average is above the number of cores (the load is recorded in them).")]
 
-__all__ = ["AdapterOpt", "AllowBusyOpt", "EndpointOpt", "EngineOpt", "ModelOpt"]
+__all__ = ["AdapterOpt", "AllowBusyOpt", "EndpointOpt", "EngineOpt", "ModelOpt", "QuantizationOpt"]

@@ -61,6 +61,7 @@ class ChatEvalSettings(GoldRunSettings):
     store: str | None = None
     seed: int = 0
     bootstrap: int = DEFAULT_BOOTSTRAP
+    quantization: str | None = None  # int8-dynamic: the in-process engine's weights in dynamic int8
 
     def command(self) -> str:
         parts = ["secfm", "eval", "chat", "--out", self.out]
@@ -76,6 +77,8 @@ class ChatEvalSettings(GoldRunSettings):
             parts += ["--prompt-style", self.prompt_style]
         if self.max_new_tokens != 64:
             parts += ["--max-new-tokens", str(self.max_new_tokens)]
+        if self.quantization is not None:
+            parts += ["--quantization", self.quantization]
         if not self.use_model:
             parts.append("--no-model")
         if not self.use_kb:
@@ -173,7 +176,7 @@ def _engine(settings: ChatEvalSettings):
 
     model = chat_model(settings.model, settings.adapter, settings.endpoint)
     with Console(stderr=True).status(f"loading {model or 'the default model'}"):
-        return default_engine(model, settings.engine, settings.adapter, settings.endpoint)
+        return default_engine(model, settings.engine, settings.adapter, settings.endpoint, settings.quantization)
 
 
 def _store(settings: ChatEvalSettings):
@@ -205,6 +208,7 @@ def run_chat_eval(settings: ChatEvalSettings, *, engine=None, allow_busy: bool =
         "use_model": settings.use_model, "limit": settings.limit, "max_new_tokens": settings.max_new_tokens,
         "prompt_style": settings.prompt_style,
         "use_kb": settings.use_kb, "store": settings.store,
+        **({"quantization": settings.quantization} if settings.quantization else {}),  # older runs resume as they were
     }
     with recording(data_files=[gold_path, *feeds_for_hash], allow_busy=allow_busy, command=settings.command()) as rec:
         run = claim_folder(out, fingerprint)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from secfm.cli_options import AdapterOpt, AllowBusyOpt, EndpointOpt, EngineOpt, ModelOpt
+from secfm.cli_options import AdapterOpt, AllowBusyOpt, EndpointOpt, EngineOpt, ModelOpt, QuantizationOpt
 from secfm.errors import SecfmError
 from secfm.workflows.cli import NoKbOpt, StoreOpt, _console, _engine, _store
 
@@ -161,20 +161,25 @@ def eval_chat(
     prompt_style: Annotated[str, typer.Option("--prompt-style", help="facts-block (default), one-shot or completion.")] = "facts-block",
     no_kb: NoKbOpt = False,
     store: StoreOpt = None,
+    quantization: QuantizationOpt = None,
     allow_busy: AllowBusyOpt = False,
 ) -> None:
     """Score the chat on its gold set: fact recall, invented-id rate, latency (first output, first model piece).
 
     The model is the chat's default (secfm-270m) unless --model, --adapter or --endpoint says otherwise.
     """
+    from secfm.engines import check_quantization
     from secfm.evals.harness import run_task
     from secfm.workflows.chat import chat_model
     from secfm.workflows.chat_eval import ChatEvalSettings
 
+    check_quantization(engine, endpoint, quantization)
+    if quantization and no_model:
+        raise SecfmError("--quantization applies to the model; --no-model runs none")
     settings = ChatEvalSettings(out=str(out), model=chat_model(model, adapter, endpoint) if not no_model else model, adapter=adapter, engine=engine, endpoint=endpoint,
                                 use_model=not no_model, gold=str(gold) if gold else None, nvd=str(nvd) if nvd else None,
                                 limit=limit, split=split, max_new_tokens=max_new_tokens, use_kb=not no_kb,
-                                prompt_style=prompt_style,
+                                prompt_style=prompt_style, quantization=quantization,
                                 store=str(store) if store else None)
     done = run_task("chat", settings, allow_busy=allow_busy)  # the harness task `chat` (secfm eval run chat)
     print(done.summary)

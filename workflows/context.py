@@ -23,12 +23,13 @@ DEFAULT: Any = object()
 
 TechniqueSource = Callable[[str], Iterable[Any]]
 
-def default_engine(model: str | None = None, engine: str = "transformers", adapter: str | None = None, endpoint: str | None = None):
-    """The process's shared engine for (engine, model, adapter, endpoint), the one the heads, the
-    API and the app use (``secfm.engines.shared_engine``)."""
+def default_engine(model: str | None = None, engine: str = "transformers", adapter: str | None = None, endpoint: str | None = None,
+                   quantization: str | None = None):
+    """The process's shared engine for (engine, model, adapter, endpoint, quantization), the one the
+    heads, the API and the app use (``secfm.engines.shared_engine``)."""
     from secfm.engines import shared_engine
 
-    return shared_engine(engine, model, adapter, endpoint)
+    return shared_engine(engine, model, adapter, endpoint, quantization)
 
 
 def resolve_engine(engine, use_model: bool, model: str | None = None):

@@ -238,6 +238,8 @@ class Engine(ABC):
     adapter: str | None = None
     #: pooled hidden states in process (heads can run on this engine)
     has_hidden_states: bool = False
+    #: the ``quantization=`` values this engine takes when it is built (none: it runs the weights as given)
+    quantizations: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, model: str, adapter: str | None = None, endpoint: str | None = None, **options) -> Engine:

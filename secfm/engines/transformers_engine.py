@@ -100,6 +100,8 @@ class TransformersEngine(Engine):
     kind = "transformers"
     has_hidden_states = True
     json_backend = "lmfe"
+    #: int8-dynamic: torch's dynamic int8 Linear layers (CPU), applied after any adapter is merged
+    quantizations = ("int8-dynamic",)
 
     def __init__(
         self,
@@ -116,6 +118,9 @@ class TransformersEngine(Engine):
 
         from secfm.engines.batching import Scheduler
 
+        if quantization is not None and quantization not in self.quantizations:
+            raise SecfmError(f"unknown quantization '{quantization}' for the transformers engine: "
+                             f"choose {', '.join(self.quantizations)}")
         threads = default_threads()
         if threads:
             torch.set_num_threads(threads)
@@ -123,19 +128,20 @@ class TransformersEngine(Engine):
         self.model_name = self.resolved.name
         self.adapter = str(self.resolved.adapter_dir) if self.resolved.adapter_dir else None
         self.device = device or default_device()
+        if quantization is not None and not str(self.device).startswith("cpu"):
+            raise SecfmError(f"--quantization {quantization} runs on a CPU only (this engine is on {self.device})")
         self.batch_size = batch_size
+        self.quantization = quantization
         self.tokenizer = tokenizer_for(self.resolved)
         self.model = load_causal_lm(self.resolved, self.device, dtype)
         if self.adapter and hasattr(self.model, "merge_and_unload"):
             # the LoRA weights folded into the base ones: the same numbers, and on this CPU a
             # batched prefill and a decode step take about a third less time (issue #17)
             self.model = self.model.merge_and_unload()
-        if quantization == "int8-dynamic":
+        if quantization == "int8-dynamic":  # after the merge: the LoRA deltas are quantized with their base
             from torch.ao.quantization import quantize_dynamic
 
             self.model = quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
-        elif quantization is not None:
-            raise SecfmError(f"unknown quantization '{quantization}' for the transformers engine (int8-dynamic)")
         if str(self.device) == "cpu" and quantization is None:
             _tall_linears(self.model)
         self._lock = threading.Lock()  # every forward on the model holds it (decode steps, scoring, hidden states)
@@ -170,6 +176,10 @@ class TransformersEngine(Engine):
     @property
     def fast_decoding(self) -> bool:
         return str(self.device).startswith("cuda")
+
+    def describe(self) -> dict:
+        info = super().describe()
+        return {**info, "quantization": self.quantization} if self.quantization else info
 
     def weights_bytes(self) -> int:
         """Every tensor of the state dict once (tied weights, Gemma's embeddings and output layer, count

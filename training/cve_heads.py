@@ -216,16 +216,6 @@ def text_feature_params(vec) -> dict:
             "norm": vec.norm, "vocabulary_size": len(vec.vocabulary_)}
 
 
-def hidden_features(texts: Sequence[str], layers: Sequence[int], model: str | None = None, max_length: int = 128,
-                    batch_size: int = 32, engine=None, label: str = "cve features") -> np.ndarray:
-    """Mean-pooled hidden states of ``layers`` side by side (from the feature cache where present)."""
-    from secfm.features import features, stack_layers
-
-    got = features(list(texts), list(layers), ["mean"], engine=engine, model=model, max_length=max_length,
-                   batch_size=batch_size, label=label)
-    return stack_layers(got, list(layers), "mean")
-
-
 # ---------------------------------------------------------------------------------------------
 # fitting
 # ---------------------------------------------------------------------------------------------

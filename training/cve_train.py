@@ -30,13 +30,12 @@ from secfm.training.cve_heads import (
     Design,
     Trained,
     design_inputs,
-    hidden_features,
     prepare,
     save_trained,
     task_metrics,
     train_design,
 )
-from secfm.training.head_training import Figure
+from secfm.training.head_training import FeatureSource, Figure
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +76,18 @@ def default_designs(task: str, layers: Sequence[Sequence[int]] = ()) -> list[Des
 
 
 class HiddenCache:
-    """Hidden-state features per split and layer set (from the on-disk feature cache)."""
+    """Mean-pooled hidden-state features per split and layer set (from the on-disk feature cache),
+    kept in memory for the designs that share them."""
 
     def __init__(self, data, model: str | None, engine=None):
-        self.data, self.model, self.engine = data, model, engine
+        self.data, self.source = data, FeatureSource(model, engine=engine)
         self._got: dict[tuple, np.ndarray] = {}
 
     def __call__(self, split: str, layers: tuple[int, ...]) -> np.ndarray:
         key = (split, layers)
         if key not in self._got:
-            self._got[key] = hidden_features(self.data.texts[split], layers, model=self.model, engine=self.engine,
-                                             label=f"{self.data.task} {split} features")
+            self._got[key] = self.source.stacked(self.data.texts[split], layers, "mean",
+                                                 label=f"{self.data.task} {split} features")
         return self._got[key]
 
 

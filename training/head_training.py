@@ -1,6 +1,7 @@
 """What every classifier head's training shares, whatever its task (ATT&CK in
 :mod:`secfm.training.heads`, CWE/CVSS in :mod:`secfm.training.cve_heads` and
-:mod:`secfm.training.cve_train`): the early-stopping loop on the validation split, the head
+:mod:`secfm.training.cve_train`): the hidden-state features of the texts (cached on disk by
+:mod:`secfm.features`, the model loaded only when something misses), the early-stopping loop on the validation split, the head
 beside its baseline figure by figure (the rule "a shipped head never loses to the baseline
 reported beside it" reads :func:`figure_losses`), and the results files (JSON and its markdown
 beside it, through :mod:`secfm.provenance` when a recorder is given).
@@ -13,12 +14,53 @@ the validation score, designs, metrics and which reported figures count (a table
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 #: a validation score must beat the best so far by more than this to count as progress
 MIN_DELTA = 1e-4
+
+
+class FeatureSource:
+    """Hidden-state features of texts for one base model (and adapter), from the feature cache;
+    ``engine`` when given, else one engine built on the first miss and kept."""
+
+    def __init__(self, model: str | None = None, adapter: str | None = None, engine=None, max_length: int = 128,
+                 batch_size: int = 32):
+        from secfm.registry import default_model_name
+
+        self.model = model or default_model_name()
+        self.adapter = adapter
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self._engine = engine
+
+    def engine(self):
+        if self._engine is None:
+            from secfm.engines import get_engine
+
+            log.info("loading %s for features", self.model)
+            self._engine = get_engine("transformers", model=self.model, adapter=self.adapter)
+        return self._engine
+
+    def __call__(self, texts: Sequence[str], layers, poolings, label: str = "features") -> dict:
+        """``{(layer, pooling): (len(texts), dim) array}`` for every layer and pooling asked."""
+        from secfm.features import features
+
+        return features(list(texts), layers, poolings, engine=self._engine, engine_factory=self.engine,
+                        model=self.model, adapter=self.adapter, max_length=self.max_length,
+                        batch_size=self.batch_size, label=label)
+
+    def stacked(self, texts: Sequence[str], layers: Sequence[int], pooling: str = "mean",
+                label: str = "features"):
+        """One matrix: the ``pooling`` features of ``layers`` side by side, in that order."""
+        from secfm.features import stack_layers
+
+        return stack_layers(self(texts, list(layers), [pooling], label=label), list(layers), pooling)
 
 
 def early_stopping(epochs: int, patience: int, train_epoch: Callable[[int], float], validate: Callable[[], float],
@@ -119,4 +161,4 @@ def write_results_files(json_path: str | Path, payload: dict, render: Callable[[
     return payload
 
 
-__all__ = ["MIN_DELTA", "Figure", "comparison", "early_stopping", "figure_losses", "write_results_files"]
+__all__ = ["MIN_DELTA", "FeatureSource", "Figure", "comparison", "early_stopping", "figure_losses", "write_results_files"]

@@ -48,7 +48,7 @@ from secfm.training.head_data import (
     stable_fraction,
     subsample,
 )
-from secfm.training.head_training import early_stopping, write_results_files
+from secfm.training.head_training import FeatureSource, early_stopping, write_results_files
 
 log = logging.getLogger(__name__)
 
@@ -398,35 +398,6 @@ def build_dataset(cfg: HarnessConfig) -> HeadDataset:
     return data
 
 
-class _Features:
-    """Feature matrices for examples, from the cache or one lazily built engine."""
-
-    def __init__(self, cfg: HarnessConfig, engine=None):
-        from secfm.registry import default_model_name
-
-        self.cfg = cfg
-        self.model = cfg.model or default_model_name()
-        self._engine = engine
-
-    def engine(self):
-        if self._engine is None:
-            from secfm.engines import get_engine
-
-            log.info("loading %s for features", self.model)
-            self._engine = get_engine("transformers", model=self.model, adapter=self.cfg.adapter)
-        return self._engine
-
-    def __call__(self, texts: Sequence[str], layers, poolings, label: str = "features"):
-        from secfm.features import features
-
-        return features(list(texts), layers, poolings, engine=self._engine, engine_factory=self._factory,
-                        model=self.model, adapter=self.cfg.adapter, max_length=self.cfg.max_length,
-                        batch_size=self.cfg.batch_size, label=label)
-
-    def _factory(self):
-        return self.engine()
-
-
 def layer_list(layer: int | Sequence[int] | None) -> list[int] | None:
     """``--layer`` as a list: None, ``3``, ``(1, 3, 6)`` or ``"1,3,6"``."""
     if layer is None:
@@ -452,7 +423,7 @@ def layers_label(layers: Sequence[int]) -> str:
     return "+".join(str(x) for x in layers)
 
 
-def run_sweep(data: HeadDataset, cfg: HarnessConfig, feats: _Features) -> tuple[list[dict], dict]:
+def run_sweep(data: HeadDataset, cfg: HarnessConfig, feats: FeatureSource) -> tuple[list[dict], dict]:
     """Validation score of a linear head for every (layer, pooling) on a subsample; one forward
     per batch captures every layer. Then, for the pooling the single layers pick (or the one
     asked for), the concatenation of its best 2 and best 3 layers (by the same score), in layer
@@ -535,7 +506,7 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
     say = progress or (lambda msg: log.info("%s", msg))
     started = time.time()
     data = build_dataset(cfg)
-    feats = _Features(cfg, engine)
+    feats = FeatureSource(cfg.model, cfg.adapter, engine, cfg.max_length, cfg.batch_size)
     counts = data.counts()
     say(f"{cfg.task}: {counts['train']} train / {counts['val']} val / {counts['test']} test rows, "
         f"{len(data.labels)} labels ({counts['val_sources']} val and {counts['test_sources']} test sources held out)")
@@ -563,7 +534,7 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
     splits = {s: data.split(s) for s in ("train", "val", "test")}
     texts = list(dict.fromkeys(e.text for rows in splits.values() for e in rows))
     say(f"features: {len(texts)} texts at layer {layers_label(layers)} ({pooling})")
-    X_all = stack_layers(feats(texts, layers, [pooling], label=f"{cfg.task} features"), layers, pooling)
+    X_all = feats.stacked(texts, layers, pooling, label=f"{cfg.task} features")
     row_of = {t: i for i, t in enumerate(texts)}
     X = {s: X_all[[row_of[e.text] for e in rows]] for s, rows in splits.items()}
     Y = {s: label_matrix(rows, data.labels) for s, rows in splits.items()}

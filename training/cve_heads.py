@@ -271,8 +271,7 @@ def fit(T_train, X_train: np.ndarray | None, Y_train: np.ndarray, T_val, X_val: 
     from torch import nn
 
     from secfm.heads import build_module
-    from secfm.training.head_training import early_stopping
-    from secfm.training.heads import standardization
+    from secfm.training.head_training import early_stopping, standardize_input
 
     warnings.filterwarnings("ignore", message="Sparse invariant checks")
     torch.manual_seed(cfg.seed)
@@ -283,9 +282,7 @@ def fit(T_train, X_train: np.ndarray | None, Y_train: np.ndarray, T_val, X_val: 
     C = Y_train.shape[1]
     hidden_part = build_module(d, C, cfg.kind if d else "linear", cfg.hidden_dim, cfg.dropout)
     if d:
-        mu, scale = standardization(X_train)
-        hidden_part.mu.copy_(torch.from_numpy(mu))
-        hidden_part.scale.copy_(torch.from_numpy(scale))
+        standardize_input(hidden_part, X_train)
     text = nn.EmbeddingBag(V, C, mode="sum", sparse=True)
     nn.init.zeros_(text.weight)
     groups = _groups(labels) if objective == "groups" else None

@@ -63,6 +63,24 @@ class FeatureSource:
         return stack_layers(self(texts, list(layers), [pooling], label=label), list(layers), pooling)
 
 
+def standardization(X) -> tuple:
+    """Per-feature mean and scale of the training features (the scale floored a little above zero
+    so that a constant feature does not blow up), float32."""
+    mu = X.mean(axis=0)
+    scale = X.std(axis=0) + 1e-4 * (X.std(axis=0).mean() + 1e-6)
+    return mu.astype("float32"), scale.astype("float32")
+
+
+def standardize_input(module, X_train) -> None:
+    """Set a head module's input standardization (its ``mu`` and ``scale`` buffers) from the
+    training features."""
+    import torch
+
+    mu, scale = standardization(X_train)
+    module.mu.copy_(torch.from_numpy(mu))
+    module.scale.copy_(torch.from_numpy(scale))
+
+
 def early_stopping(epochs: int, patience: int, train_epoch: Callable[[int], float], validate: Callable[[], float],
                    snapshot: Callable[[], object], *, floor: float = -1.0, min_delta: float = MIN_DELTA,
                    on_epoch: Callable[[int, float, float], None] | None = None) -> tuple[object | None, dict]:
@@ -161,4 +179,5 @@ def write_results_files(json_path: str | Path, payload: dict, render: Callable[[
     return payload
 
 
-__all__ = ["MIN_DELTA", "FeatureSource", "Figure", "comparison", "early_stopping", "figure_losses", "write_results_files"]
+__all__ = ["MIN_DELTA", "FeatureSource", "Figure", "comparison", "early_stopping", "figure_losses", "standardization",
+           "standardize_input", "write_results_files"]

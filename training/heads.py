@@ -48,7 +48,13 @@ from secfm.training.head_data import (
     stable_fraction,
     subsample,
 )
-from secfm.training.head_training import FeatureSource, early_stopping, write_results_files
+from secfm.training.head_training import (
+    FeatureSource,
+    early_stopping,
+    standardization,  # noqa: F401 (importable from here, as before)
+    standardize_input,
+    write_results_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -232,12 +238,6 @@ class FitConfig:
         return asdict(self)
 
 
-def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mu = X.mean(axis=0)
-    scale = X.std(axis=0) + 1e-4 * (X.std(axis=0).mean() + 1e-6)
-    return mu.astype(np.float32), scale.astype(np.float32)
-
-
 def _class_weights(Y: np.ndarray, objective: str, cfg: FitConfig) -> np.ndarray:
     pos = Y.sum(axis=0)
     if objective == "multilabel":
@@ -279,9 +279,7 @@ def fit_head(X_train: np.ndarray, Y_train: np.ndarray, X_val: np.ndarray, Y_val:
     rng = np.random.default_rng(cfg.seed)
     n, d = X_train.shape
     module = build_module(d, Y_train.shape[1], cfg.kind, cfg.hidden_dim if cfg.kind == "mlp" else None, cfg.dropout)
-    mu, scale = standardization(X_train)
-    module.mu.copy_(torch.from_numpy(mu))
-    module.scale.copy_(torch.from_numpy(scale))
+    standardize_input(module, X_train)
     weights = torch.from_numpy(_class_weights(Y_train, objective, cfg))
     if objective == "multilabel":
         loss_fn = nn.BCEWithLogitsLoss(pos_weight=weights, reduction="none")

@@ -40,3 +40,13 @@ def test_results_files_render_what_the_json_holds(tmp_path):
     assert got["provenance"]["command"] == "pytest" and json.loads((tmp_path / "s.json").read_text()) == got
     md = (tmp_path / "s.md").read_text()
     assert md.startswith("# ['figure', 'provenance', 'task']") and "made by `pytest`" in md
+
+
+def test_the_choice_on_validation_breaks_ties_to_the_preferred_then_the_earliest():
+    from secfm.training.head_training import choose_on_validation
+
+    scores = {"a": 0.5, "b": 0.7, "c": 0.7, "d": 0.7}
+    best, trained = choose_on_validation("abcd", lambda o: o, scores.get)
+    assert best == "b" and trained == list("abcd")
+    best, _ = choose_on_validation("abcd", lambda o: o, scores.get, prefer=lambda o: o == "c")
+    assert best == "c"

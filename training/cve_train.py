@@ -35,7 +35,7 @@ from secfm.training.cve_heads import (
     task_metrics,
     train_design,
 )
-from secfm.training.head_training import FeatureSource, Figure
+from secfm.training.head_training import FeatureSource, Figure, choose_on_validation
 
 log = logging.getLogger(__name__)
 
@@ -120,24 +120,19 @@ def run_cve_training(task: str, cve_data: str | Path, *, out: str | Path | None 
     with recording(data_files=[Path(cve_data) / "data_card.json"], allow_busy=allow_busy, command=command or None) as rec:
         tried = []
         trained: dict[str, Trained] = {}
+
+        def train(design: Design, role: str) -> Trained:
+            t = train_design(data, design, hidden)
+            say(f"{role} {design.name}: validation {t.val_score:.4f} ({t.seconds}s)")
+            tried.append(_tried_row(t, role, data))
+            trained[design.name] = t
+            return t
+
         base_trained = None
         if baseline:
-            for l2 in BASELINE_L2[task]:
-                d = Design(f"baseline-l2-{l2:g}", BASELINE_FEATURES, (), CveFitConfig(text_l2=l2))
-                t = train_design(data, d, hidden)
-                say(f"baseline {d.name}: validation {t.val_score:.4f} ({t.seconds}s)")
-                tried.append(_tried_row(t, "baseline", data))
-                trained[d.name] = t
-                if base_trained is None or t.val_score > base_trained.val_score:
-                    base_trained = t
-        best = None
-        for d in designs:
-            t = train_design(data, d, hidden)
-            say(f"head {d.name}: validation {t.val_score:.4f} ({t.seconds}s)")
-            tried.append(_tried_row(t, "head", data))
-            trained[d.name] = t
-            if best is None or t.val_score > best.val_score:
-                best = t
+            base_designs = [Design(f"baseline-l2-{l2:g}", BASELINE_FEATURES, (), CveFitConfig(text_l2=l2)) for l2 in BASELINE_L2[task]]
+            base_trained, _ = choose_on_validation(base_designs, lambda d: train(d, "baseline"), lambda t: t.val_score)
+        best, _ = choose_on_validation(designs, lambda d: train(d, "head"), lambda t: t.val_score)
         note = None
         if base_trained is not None and best.val_score <= base_trained.val_score:
             size = len(base_trained.vectorizer.vocabulary_) * len(data.labels)

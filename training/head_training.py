@@ -81,6 +81,16 @@ def standardize_input(module, X_train) -> None:
     module.scale.copy_(torch.from_numpy(scale))
 
 
+def choose_on_validation(options: Sequence, train: Callable, score: Callable[[object], float],
+                         prefer: Callable[[object], bool] | None = None) -> tuple[object, list]:
+    """Train every option (a design, a head kind, a regularization strength) with ``train`` and
+    return (the trained one with the best validation ``score``, all of them in order). Ties go to
+    one that ``prefer`` marks (the cheaper), then to the earliest. The test split plays no part."""
+    trained = [train(option) for option in options]
+    best = max(trained, key=lambda t: (score(t), bool(prefer(t)) if prefer is not None else False))
+    return best, trained
+
+
 def early_stopping(epochs: int, patience: int, train_epoch: Callable[[int], float], validate: Callable[[], float],
                    snapshot: Callable[[], object], *, floor: float = -1.0, min_delta: float = MIN_DELTA,
                    on_epoch: Callable[[int, float, float], None] | None = None) -> tuple[object | None, dict]:
@@ -179,5 +189,5 @@ def write_results_files(json_path: str | Path, payload: dict, render: Callable[[
     return payload
 
 
-__all__ = ["MIN_DELTA", "FeatureSource", "Figure", "comparison", "early_stopping", "figure_losses", "standardization",
+__all__ = ["MIN_DELTA", "FeatureSource", "Figure", "choose_on_validation", "comparison", "early_stopping", "figure_losses", "standardization",
            "standardize_input", "write_results_files"]

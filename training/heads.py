@@ -50,6 +50,7 @@ from secfm.training.head_data import (
 )
 from secfm.training.head_training import (
     FeatureSource,
+    choose_on_validation,
     early_stopping,
     standardization,  # noqa: F401 (importable from here, as before)
     standardize_input,
@@ -540,8 +541,7 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
     feature_seconds = time.time() - started
 
     # heads: each kind, pick by validation
-    candidates = []
-    for kind in cfg.kinds:
+    def train_kind(kind: str) -> dict:
         # each kind trains with its own lr and dropout (KIND_DEFAULTS); the rest is shared
         fit_cfg = FitConfig(**{**cfg.fit.describe(), "kind": kind, "lr": None, "dropout": None})
         t0 = time.time()
@@ -553,8 +553,10 @@ def run_harness(cfg: HarnessConfig, out: str | Path | None, results_dir: str | P
         cand["val_score"] = hist["best_val"]
         say(f"head {kind}: val {'micro F1' if cfg.objective == 'multilabel' else 'top-1'} {hist['best_val']:.3f} "
             f"(epoch {hist['best_epoch']}, {cand['seconds']}s)")
-        candidates.append(cand)
-    best = max(candidates, key=lambda c: (c["val_score"], c["kind"] == "linear"))
+        return cand
+
+    best, candidates = choose_on_validation(cfg.kinds, train_kind, lambda c: c["val_score"],
+                                            prefer=lambda c: c["kind"] == "linear")
 
     def evaluate(P_val, P_test, groups_val):
         return evaluate_scores(cfg.objective, P_val, P_test, Y, groups_val)
@@ -672,17 +674,17 @@ def fit_baseline(cfg: HarnessConfig, splits: dict, Y: dict, parents, groups_val:
     from secfm.training.baseline import TfidfBaseline
 
     tr_texts = [e.text for e in splits["train"]]
-    best_b = None
-    for C in cfg.baseline_C:
+
+    def fit_one(C: float) -> tuple:
         b = TfidfBaseline("multilabel" if cfg.objective == "multilabel" else "multiclass", C=C).fit(tr_texts, Y["train"])
         Pv = b.scores([e.text for e in splits["val"]])
         if parents is not None:
             Pv = lift_parents(Pv, parents)
         v = _val_score(Pv, Y["val"], cfg.objective)
         say(f"baseline tfidf-logreg C={C}: val {v:.3f} ({b.fit_seconds:.0f}s)")
-        if best_b is None or v > best_b[0]:
-            best_b = (v, b, Pv)
-    _, b, Pv = best_b
+        return v, b, Pv
+
+    (_, b, Pv), _ = choose_on_validation(cfg.baseline_C, fit_one, lambda r: r[0])
     Pt = b.scores([e.text for e in splits["test"]])
     if parents is not None:
         Pt = lift_parents(Pt, parents)

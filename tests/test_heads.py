@@ -389,6 +389,7 @@ def test_cli_train_head_rejects_bad_input_in_one_line(tmp_path, capsys):
         (("train", "head", "--task", "attack", "--out", str(tmp_path), "--pooling", "max"), "--pooling must be"),
         (("train", "head", "--task", "attack", "--out", str(tmp_path), "--layer", "1,x"), "--layer must be"),
         (("train", "head", "--task", "attack", "--out", str(tmp_path), "--layer", "1,3", "--joint"), "--joint takes one"),
+        (("train", "head", "--task", "all", "--ship"), "not the shipped NVD one"),
     ]:
         code, err = _cli(capsys, *args)
         assert code != 0

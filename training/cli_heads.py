@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
 
     @train.command("head")
     def train_head(
-        task: Annotated[str, typer.Option("--task", "-t", help="attack (ATT&CK techniques), cwe (CVE to CWE, NVD), cvss (CVE to CVSS v3.1 vector, NVD) or all (attack and cwe).")],
+        task: Annotated[str, typer.Option("--task", "-t", help="attack (ATT&CK techniques), cwe (CVE to CWE, NVD), cvss (CVE to CVSS v3.1 vector, NVD) or all (attack and the knowledge-base cwe head; not with --ship).")],
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the head (head.safetensors, head.json, results). With --task all: a parent folder.")] = None,
         ship: Annotated[bool, typer.Option("--ship", help="Write to the shipped location (secfm/assets/heads/TASK-MODEL) and the results to training/results.")] = False,
         exclude_sources: Annotated[Optional[str], typer.Option("--exclude-sources", help="ATT&CK groups/software/campaigns to leave out entirely: ids (G0016,S0154) or @FILE.")] = None,
@@ -95,6 +95,9 @@ def register(app: typer.Typer) -> None:
             raise SecfmError("--ship writes the shipped heads, which train on every source; drop --exclude-sources or use --out")
         if ship and limit:
             raise SecfmError("--ship with --limit would ship a smoke-test head; drop --limit")
+        if ship and task == "all":  # its cwe is the knowledge-base head, which would replace the shipped NVD one
+            raise SecfmError("--task all trains the knowledge-base CWE head, not the shipped NVD one: ship each head "
+                             "by its task (--task attack --ship; --task cwe|cvss --cve-data DIR --ship)")
         for path in data or []:
             if not path.is_file():
                 raise SecfmError(f"file not found: {path}")

@@ -383,6 +383,25 @@ class _ProcessLoad:
         return False
 
 
+def _run_async(make_coroutine):
+    """Run ``make_coroutine()`` to its end on an event loop of its own thread: the caller's thread
+    may already run one (a test runner, a notebook), where asyncio.run() refuses to start."""
+    box: dict = {}
+
+    def main() -> None:
+        try:
+            box["value"] = asyncio.run(make_coroutine())
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=main, name="bench-app-client")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT_OUT, *, turns: int = 1,
                   max_new_tokens: int = 16, auth: tuple[str, str] | None = None, timeout: float = 1800.0,
                   extra: dict | None = None, app_pid: int | None = None, server_pid: int | None = None) -> dict:
@@ -401,7 +420,7 @@ def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT
     if server_pid:
         watched["model_server"] = server_pid
     with _ProcessLoad(watched) as load:
-        runs = asyncio.run(_all_sessions(url, sessions, turns, max_new_tokens, auth, timeout))
+        runs = _run_async(lambda: _all_sessions(url, sessions, turns, max_new_tokens, auth, timeout))
     wall = time.monotonic() - started
     ttft = [t for r in runs for t in r.ttft_s]
     model_ttft = [t for r in runs for t in r.model_ttft_s]
@@ -477,7 +496,7 @@ def _warm_turn(url: str, max_new_tokens: int, timeout: float) -> float:
                     pass
 
     t0 = time.monotonic()
-    asyncio.run(turn())
+    _run_async(turn)
     return round(time.monotonic() - t0, 3)
 
 

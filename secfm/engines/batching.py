@@ -23,10 +23,12 @@ loop at most one hidden-state batch.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -160,6 +162,8 @@ class Scheduler:
         self._running: list[Request] = []
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._closing = False  # set by close() (at interpreter exit too): the loop ends, requests are cancelled
+        self._stops_at_exit = False
         self._cache = None  # DynamicCache of the running batch, rows in self._running order
         self._mask = None  # attention mask (rows, columns) of the running batch
         self._positions = None  # next position id of each running row
@@ -171,6 +175,9 @@ class Scheduler:
     # -- submission ---------------------------------------------------------------------------
     def submit(self, request: Request) -> BatchedGeneration:
         with self._cv:
+            if self._closing:
+                self._finish(request, "cancelled")
+                return BatchedGeneration(self, request)
             self._waiting.append(request)
             self._ensure_thread()
             self._cv.notify_all()
@@ -200,6 +207,18 @@ class Scheduler:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._loop, name="secfm-batching", daemon=True)
             self._thread.start()
+            if not self._stops_at_exit:  # a daemon thread still inside torch at exit can abort the process
+                atexit.register(_close_at_exit, weakref.ref(self))
+                self._stops_at_exit = True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """End the decode loop: waiting and running requests finish "cancelled", the thread is joined."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
 
     # -- the loop -------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -207,8 +226,14 @@ class Scheduler:
 
         while True:
             with self._cv:
-                while not self._waiting and not self._running:
+                while not self._waiting and not self._running and not self._closing:
                     self._cv.wait()
+                if self._closing:
+                    for request in [*self._waiting, *self._running]:
+                        self._finish(request, "cancelled")
+                    self._waiting.clear()
+                    self._running, self._cache = [], None
+                    return
                 admitted = []
                 while self._waiting and len(self._running) + len(admitted) < self.max_batch:
                     admitted.append(self._waiting.popleft())
@@ -510,3 +535,9 @@ def iterate(handle: BatchedGeneration) -> Iterator[str]:
     finally:
         if handle.request.finish_reason is None:
             handle.cancel()
+
+
+def _close_at_exit(ref: weakref.ref) -> None:
+    scheduler = ref()
+    if scheduler is not None:
+        scheduler.close()

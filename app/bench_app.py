@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -383,23 +384,11 @@ class _ProcessLoad:
         return False
 
 
-def _run_async(make_coroutine):
-    """Run ``make_coroutine()`` to its end on an event loop of its own thread: the caller's thread
-    may already run one (a test runner, a notebook), where asyncio.run() refuses to start."""
-    box: dict = {}
-
-    def main() -> None:
-        try:
-            box["value"] = asyncio.run(make_coroutine())
-        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=main, name="bench-app-client")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
+def _run_async(coroutine):
+    """Run ``coroutine`` to its end on an event loop of its own thread: the caller's thread may
+    already run one (a test runner, a notebook), where asyncio.run() refuses to start."""
+    with ThreadPoolExecutor(1, thread_name_prefix="bench-app-client") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT_OUT, *, turns: int = 1,
@@ -420,7 +409,7 @@ def run_app_bench(url: str, sessions: int = 20, out: Path | str | None = DEFAULT
     if server_pid:
         watched["model_server"] = server_pid
     with _ProcessLoad(watched) as load:
-        runs = _run_async(lambda: _all_sessions(url, sessions, turns, max_new_tokens, auth, timeout))
+        runs = _run_async(_all_sessions(url, sessions, turns, max_new_tokens, auth, timeout))
     wall = time.monotonic() - started
     ttft = [t for r in runs for t in r.ttft_s]
     model_ttft = [t for r in runs for t in r.model_ttft_s]
@@ -496,7 +485,7 @@ def _warm_turn(url: str, max_new_tokens: int, timeout: float) -> float:
                     pass
 
     t0 = time.monotonic()
-    _run_async(turn)
+    _run_async(turn())
     return round(time.monotonic() - t0, 3)
 
 

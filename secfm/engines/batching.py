@@ -163,7 +163,7 @@ class Scheduler:
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closing = False  # set by close() (at interpreter exit too): the loop ends, requests are cancelled
-        self._stops_at_exit = False
+        atexit.register(_close_at_exit, weakref.ref(self))  # a daemon thread still inside torch at exit can abort
         self._cache = None  # DynamicCache of the running batch, rows in self._running order
         self._mask = None  # attention mask (rows, columns) of the running batch
         self._positions = None  # next position id of each running row
@@ -207,9 +207,6 @@ class Scheduler:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._loop, name="secfm-batching", daemon=True)
             self._thread.start()
-            if not self._stops_at_exit:  # a daemon thread still inside torch at exit can abort the process
-                atexit.register(_close_at_exit, weakref.ref(self))
-                self._stops_at_exit = True
 
     def close(self, timeout: float = 10.0) -> None:
         """End the decode loop: waiting and running requests finish "cancelled", the thread is joined."""
